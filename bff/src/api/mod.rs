@@ -1,0 +1,3 @@
+//! The HTTP API, documented with poem-openapi.
+
+pub mod health;

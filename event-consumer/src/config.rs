@@ -1,0 +1,76 @@
+//! The event consumer's configuration, loaded once in `main` and passed down.
+
+use std::path::Path;
+
+use outbox_relay::platform::config::{ConfigError, Layered, Profile, Profiles};
+use outbox_relay::platform::db::DbConfig;
+use outbox_relay::platform::http::Common;
+use outbox_relay::platform::internal_key;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+const PROFILES: Profiles = Profiles {
+    development: include_str!("../config/development.yaml"),
+    docker: include_str!("../config/docker.yaml"),
+    production: include_str!("../config/production.yaml"),
+};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub port: u16,
+    /// The key the BFF presents (`Authorization: Bearer ...`).
+    pub internal_api_key: SecretString,
+    pub kafka_brokers: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            port: 8083,
+            internal_api_key: SecretString::from(internal_key::DEV_INTERNAL_API_KEY),
+            kafka_brokers: "127.0.0.1:9092".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub profile: Profile,
+    pub common: Common,
+    pub settings: Settings,
+    pub db: DbConfig,
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_layers(Layered::load(&PROFILES, file)?)
+    }
+
+    /// Loads from an explicit environment (tests).
+    pub fn from_env(env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        Self::from_layers(Layered::from_sources(&PROFILES, None, env)?)
+    }
+
+    fn from_layers(layers: Layered) -> Result<Self, ConfigError> {
+        let config = Self {
+            profile: layers.profile(),
+            common: layers.get()?,
+            settings: layers.get()?,
+            db: layers.get()?,
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.profile.is_production()
+            && !internal_key::is_acceptable_for_production(&self.settings.internal_api_key)
+        {
+            return Err(ConfigError::Refused(
+                "ENV=production needs INTERNAL_API_KEY set to a real secret (16+ chars, not the dev key)".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! The database schema of the whole platform, as embedded refinery migrations.
+//!
+//! One cluster, one schema per service: `users` (user-service), `auth` (bff) and
+//! `consumer` (event-consumer). Version numbers are grouped by owner so that services can
+//! add migrations independently: 1-9 shared foundation, 10-19 user-service, 20-29 outbox
+//! relay, 30-39 event-consumer, 40-49 bff.
+
+use refinery::Report;
+use tokio_postgres::Client;
+
+mod embedded {
+    refinery::embed_migrations!("sql");
+}
+
+/// The channel the outbox trigger notifies once per inserting statement.
+pub const OUTBOX_CHANNEL: &str = "outbox_events";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("migration failed")]
+    Migration(#[from] refinery::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScratchError {
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Migration(#[from] Error),
+}
+
+/// Creates a new database `name` on the server `server` points at and migrates it.
+/// Tests use one each (named `test_...`, dropped by `scripts/infra.sh clean-test-dbs`), so
+/// no test depends on another's data.
+pub async fn create_scratch_database(
+    server: &tokio_postgres::Config,
+    name: &str,
+) -> std::result::Result<(), ScratchError> {
+    let mut admin = server.clone();
+    admin.dbname("postgres");
+    let (client, connection) = admin.connect(tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    // Identifiers cannot be bound as parameters; the caller's name is quoted.
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    client
+        .batch_execute(&format!("CREATE DATABASE {quoted}"))
+        .await?;
+    drop(client);
+    let _ = connection.await;
+
+    let mut target = server.clone();
+    target.dbname(name);
+    let (mut client, connection) = target.connect(tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    run(&mut client).await?;
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
+
+/// Applies every pending migration.
+pub async fn run(client: &mut Client) -> Result<Report> {
+    Ok(embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .run_async(client)
+        .await?)
+}
+
+/// The migrations compiled into this binary, as `(version, name)`.
+pub fn known() -> Vec<(u32, String)> {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| (m.version(), m.name().to_owned()))
+        .collect()
+}
+
+/// The versions already applied to the database (empty on a new database).
+pub async fn applied(client: &mut Client) -> Result<Vec<u32>> {
+    let migrations = embedded::migrations::runner()
+        .get_applied_migrations_async(client)
+        .await?;
+    Ok(migrations.iter().map(|m| m.version()).collect())
+}

@@ -1,0 +1,24 @@
+//! The transactional outbox.
+//!
+//! - [`envelope`]: the CloudEvents binary-mode mapping between an event and a Kafka record
+//!   (the relay produces it, the consumer decodes it).
+//! - [`enqueue`]: writing an event in the caller's transaction (no Kafka involved).
+//! - [`replay`]: re-queueing published rows for recovery.
+//! - [`kafka`] and [`service`] (feature `kafka`): the Kafka glue and the relay process.
+//! - [`platform`]: configuration, database pool, telemetry and metrics shared by the
+//!   service processes.
+
+pub mod enqueue;
+pub mod envelope;
+pub mod platform;
+pub mod replay;
+
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "kafka")]
+pub mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use enqueue::{enqueue, NewEvent};
+pub use replay::{replay, ReplayFilter};

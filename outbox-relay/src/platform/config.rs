@@ -1,0 +1,189 @@
+//! Configuration: compiled-in defaults, then the YAML profile chosen by `ENV`
+//! (development | docker | production), then an optional `--config FILE`, then environment
+//! variables, which win. Keys are the environment names in lower case (`DB_HOST` ->
+//! `db_host`), so one name works in YAML and in the environment.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("ENV must be development, docker or production, not {0:?}")]
+    UnknownProfile(String),
+    #[error(transparent)]
+    Invalid(#[from] config::ConfigError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Which deployment this process runs as; production refuses development secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    #[default]
+    Development,
+    Docker,
+    Production,
+}
+
+impl Profile {
+    pub fn from_env_value(value: Option<&str>) -> Result<Self, ConfigError> {
+        match value.map(str::trim) {
+            None | Some("") | Some("development") | Some("dev") => Ok(Self::Development),
+            Some("docker") => Ok(Self::Docker),
+            Some("production") | Some("prod") => Ok(Self::Production),
+            Some(other) => Err(ConfigError::UnknownProfile(other.to_owned())),
+        }
+    }
+
+    pub fn is_production(self) -> bool {
+        self == Self::Production
+    }
+}
+
+/// The YAML text of each profile, compiled into the service binary.
+#[derive(Debug, Clone, Copy)]
+pub struct Profiles {
+    pub development: &'static str,
+    pub docker: &'static str,
+    pub production: &'static str,
+}
+
+/// The merged configuration sources; each part of a service's configuration is read
+/// from it with [`Layered::get`].
+#[derive(Debug, Clone)]
+pub struct Layered {
+    profile: Profile,
+    merged: config::Config,
+}
+
+impl Layered {
+    /// Loads the layers from the process environment.
+    pub fn load(profiles: &Profiles, file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_sources(profiles, file, env)
+    }
+
+    /// Loads the layers from the given environment (tests pass their own).
+    pub fn from_sources(
+        profiles: &Profiles,
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| {
+                k.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
+            .collect();
+        let profile = Profile::from_env_value(env.get("ENV").map(String::as_str))?;
+        let profile_yaml = match profile {
+            Profile::Development => profiles.development,
+            Profile::Docker => profiles.docker,
+            Profile::Production => profiles.production,
+        };
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            profile_yaml,
+            config::FileFormat::Yaml,
+        ));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Yaml));
+        }
+        let env_source = config::Environment::default().source(Some(env));
+        let merged = builder.add_source(env_source).build()?;
+        Ok(Self { profile, merged })
+    }
+
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// Reads one part of the configuration; missing keys take the type's `Default`.
+    pub fn get<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        Ok(self.merged.clone().try_deserialize()?)
+    }
+}
+
+/// Splits a comma-separated setting (`CORS_ORIGINS`, `TOKEN_PUBLIC_KEYS`, ...).
+pub fn comma_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(default)]
+    struct Sample {
+        port: u16,
+        db_password: String,
+        log_level: String,
+    }
+
+    impl Default for Sample {
+        fn default() -> Self {
+            Self {
+                port: 1,
+                db_password: "compiled".into(),
+                log_level: "info".into(),
+            }
+        }
+    }
+
+    const PROFILES: Profiles = Profiles {
+        development: "port: 2\n",
+        docker: "port: 3\nlog_level: warn\n",
+        production: "{}",
+    };
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_env_wins() {
+        let dev: Sample = Layered::from_sources(&PROFILES, None, env(&[]))
+            .unwrap()
+            .get()
+            .unwrap();
+        assert_eq!((dev.port, dev.log_level.as_str()), (2, "info"));
+
+        let docker = Layered::from_sources(&PROFILES, None, env(&[("ENV", "docker")])).unwrap();
+        let docker: Sample = docker.get().unwrap();
+        assert_eq!((docker.port, docker.log_level.as_str()), (3, "warn"));
+
+        let over =
+            Layered::from_sources(&PROFILES, None, env(&[("ENV", "docker"), ("PORT", "9000")]));
+        assert_eq!(over.unwrap().get::<Sample>().unwrap().port, 9000);
+    }
+
+    #[test]
+    fn numeric_looking_secrets_stay_strings() {
+        let layered =
+            Layered::from_sources(&PROFILES, None, env(&[("DB_PASSWORD", "8080")])).unwrap();
+        assert_eq!(layered.get::<Sample>().unwrap().db_password, "8080");
+    }
+
+    #[test]
+    fn unknown_profile_is_refused() {
+        let err = Layered::from_sources(&PROFILES, None, env(&[("ENV", "staging")])).unwrap_err();
+        assert!(err.to_string().contains("staging"));
+    }
+
+    #[test]
+    fn comma_lists_ignore_blanks() {
+        assert_eq!(comma_list(" a, ,b ,"), vec!["a", "b"]);
+    }
+}

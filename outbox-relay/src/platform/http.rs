@@ -1,0 +1,73 @@
+//! The build/run split every service's HTTP side follows: bind first (port 0 works in
+//! tests, and `port()` tells which one was chosen), then serve until a shutdown future
+//! resolves, letting in-flight requests finish.
+
+use std::future::Future;
+use std::time::Duration;
+
+use poem::listener::{Acceptor, Listener as _, TcpAcceptor, TcpListener};
+use poem::{Endpoint, IntoEndpoint, Server};
+use serde::Deserialize;
+
+use super::telemetry::LogFormat;
+
+/// Settings every service process has.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Common {
+    /// Address to bind (`HOST`); the port is each service's own setting (`PORT`).
+    pub host: String,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            log_level: "info".into(),
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+/// How long in-flight requests may run on after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(10);
+
+pub struct Listener {
+    acceptor: TcpAcceptor,
+    port: u16,
+}
+
+impl Listener {
+    pub async fn bind(host: &str, port: u16) -> std::io::Result<Self> {
+        let acceptor = TcpListener::bind(format!("{host}:{port}"))
+            .into_acceptor()
+            .await?;
+        let port = acceptor
+            .local_addr()
+            .first()
+            .and_then(|addr| addr.as_socket_addr().map(|a| a.port()))
+            .unwrap_or(port);
+        Ok(Self { acceptor, port })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn serve<E>(
+        self,
+        app: E,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()>
+    where
+        E: IntoEndpoint,
+        E::Endpoint: 'static,
+        <E::Endpoint as Endpoint>::Output: 'static,
+    {
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(GRACE))
+            .await
+    }
+}

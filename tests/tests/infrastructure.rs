@@ -1,0 +1,119 @@
+//! The infrastructure is real: the migrations against PostgreSQL, a round trip through
+//! the Kafka broker.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use tests::{brokers, reader, scratch_db, scratch_topic};
+
+#[tokio::test]
+async fn migrations_create_the_schemas_constraints_index_and_trigger() -> anyhow::Result<()> {
+    let db = scratch_db().await?;
+    let client = db.connect().await?;
+
+    let schemas: Vec<String> = client
+        .query("SELECT nspname::text FROM pg_namespace WHERE nspname IN ('users','auth','consumer') ORDER BY 1", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(schemas, ["auth", "consumer", "users"]);
+
+    // The unpublished-rows index is partial.
+    let predicate: Option<String> = client
+        .query_one(
+            "SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = 'users.outbox_unpublished_idx'::regclass",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(predicate.as_deref(), Some("(published_at IS NULL)"));
+
+    // Email uniqueness ignores case; the violation names the constraint.
+    let insert =
+        "INSERT INTO users.users (id, email, phone, password_hash, first_name, last_name) \
+                  VALUES (gen_random_uuid(), $1, $2, 'x', 'A', 'B')";
+    client
+        .execute(insert, &[&"Ada@Example.com", &"+4912345678"])
+        .await?;
+    let err = client
+        .execute(insert, &[&"ada@example.COM", &None::<String>])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_db_error().and_then(|e| e.constraint()),
+        Some("users_email_key")
+    );
+    let err = client
+        .execute(insert, &[&"other@example.com", &"+4912345678"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.as_db_error().and_then(|e| e.constraint()),
+        Some("users_phone_key")
+    );
+
+    // The trigger notifies the relay's channel once per inserting statement.
+    let listener = db.pg_config();
+    let (listen_client, mut connection) = listener.connect(tokio_postgres::NoTls).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+    tokio::spawn(stream.for_each(move |msg| {
+        if let Ok(tokio_postgres::AsyncMessage::Notification(n)) = msg {
+            let _ = tx.send(n.channel().to_owned());
+        }
+        futures::future::ready(())
+    }));
+    listen_client
+        .batch_execute(&format!("LISTEN {}", migrations::OUTBOX_CHANNEL))
+        .await?;
+    client
+        .batch_execute(
+            "INSERT INTO users.outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload) \
+             SELECT gen_random_uuid(), 'user', 'a', 'UserRegistered', 't', '{}' FROM generate_series(1, 3)",
+        )
+        .await?;
+    let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await?;
+    assert_eq!(first.as_deref(), Some(migrations::OUTBOX_CHANNEL));
+    // One statement of three rows: one notification, not three.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(rx.try_recv().is_err());
+    Ok(())
+}
+
+#[tokio::test]
+async fn migrations_are_recorded_and_idempotent() -> anyhow::Result<()> {
+    let db = scratch_db().await?;
+    let mut client = db.connect().await?;
+    let known: Vec<u32> = migrations::known().into_iter().map(|(v, _)| v).collect();
+    assert_eq!(migrations::applied(&mut client).await?, known);
+    let again = migrations::run(&mut client).await?;
+    assert!(again.applied_migrations().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_record_goes_through_the_real_broker() -> anyhow::Result<()> {
+    let topic = scratch_topic(3).await?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .create()?;
+    let (partition, offset) = producer
+        .send(
+            FutureRecord::to(&topic).key("user-1").payload("hello"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+
+    let consumer = reader(&topic)?;
+    let message = tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await??;
+    assert_eq!(message.key(), Some(&b"user-1"[..]));
+    assert_eq!(message.payload(), Some(&b"hello"[..]));
+    assert_eq!((message.partition(), message.offset()), (partition, offset));
+    Ok(())
+}
