@@ -1,6 +1,8 @@
 //! Helpers for the cross-service tests and the benchmark: scratch databases, per-test
 //! Kafka topics, consumers that read a topic back.
 
+pub mod stack;
+
 use std::time::Duration;
 
 use outbox_relay::platform::db::DbConfig;
@@ -79,3 +81,32 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Fills the outbox with `count` `UserRegistered`-shaped rows for `topic` in one
+/// statement (server-side `generate_series`): a backlog for the relay to drain, with the
+/// same payload and header sizes as real registrations. Each row is its own aggregate.
+pub async fn fill_outbox(client: &tokio_postgres::Client, count: i64, topic: &str) -> anyhow::Result<u64> {
+    let inserted = client
+        .execute(FILL_OUTBOX, &[&count, &topic])
+        .await?;
+    Ok(inserted)
+}
+
+const FILL_OUTBOX: &str = "
+WITH rows AS (
+    SELECT gen_random_uuid() AS event_id, gen_random_uuid()::text AS user_id, g AS n, clock_timestamp() AS at
+    FROM generate_series(1, $1::bigint) AS g
+)
+INSERT INTO users.outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload, headers, created_at)
+SELECT event_id, 'user', user_id, 'UserRegistered', $2::text,
+       jsonb_build_object(
+           'user_id', user_id, 'email', 'user' || n || '@example.com',
+           'first_name', 'Bench', 'last_name', 'User ' || n, 'phone', NULL, 'role', 'user',
+           'registered_at', to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')),
+       jsonb_build_object(
+           'ce_specversion', '1.0', 'ce_id', event_id::text, 'ce_source', '/user-service',
+           'ce_type', 'UserRegistered',
+           'ce_time', to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+           'ce_subject', user_id, 'content-type', 'application/json'),
+       at
+FROM rows";

@@ -1,0 +1,231 @@
+//! The four services as real processes (the binaries cargo built next to this test),
+//! wired to one scratch database and scratch topics, so a test can kill -9 and restart
+//! any of them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use outbox_relay::platform::db::DbConfig;
+use secrecy::ExposeSecret;
+use uuid::Uuid;
+
+use crate::{brokers, eventually, scratch_db, scratch_topic};
+
+pub const INTERNAL_KEY: &str = "e2e-internal-key-0123456789";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    UserService,
+    Relay,
+    Consumer,
+    Bff,
+}
+
+impl Service {
+    pub const ALL: [Service; 4] = [Service::UserService, Service::Relay, Service::Consumer, Service::Bff];
+
+    fn binary(self) -> &'static str {
+        match self {
+            Service::UserService => "user-service",
+            Service::Relay => "outbox-relay",
+            Service::Consumer => "event-consumer",
+            Service::Bff => "bff",
+        }
+    }
+}
+
+/// Where cargo put the workspace's binaries: the test executable lives in
+/// `target/<profile>/deps/`.
+pub fn binary_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace's binaries first (`cargo build --workspace --bins`)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+pub struct Stack {
+    pub db: DbConfig,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub group: String,
+    ports: HashMap<Service, u16>,
+    children: HashMap<Service, Child>,
+    extras: Vec<Child>,
+    extra_env: Vec<(String, String)>,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    /// A scratch database and topics, nothing started yet.
+    pub async fn new() -> anyhow::Result<Self> {
+        let db = scratch_db().await?;
+        let topic = scratch_topic(3).await?;
+        let dlq_topic = scratch_topic(1).await?;
+        let ports = Service::ALL.iter().map(|s| (*s, free_port())).collect();
+        Ok(Self {
+            db,
+            topic,
+            dlq_topic,
+            group: format!("e2e-{}", Uuid::new_v4().simple()),
+            ports,
+            children: HashMap::new(),
+            extras: Vec::new(),
+            extra_env: Vec::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+        })
+    }
+
+    /// Starts all four and waits until each answers `/health`.
+    pub async fn start_all() -> anyhow::Result<Self> {
+        let mut stack = Self::new().await?;
+        for service in Service::ALL {
+            stack.start(service)?;
+        }
+        for service in Service::ALL {
+            stack.wait_healthy(service).await?;
+        }
+        Ok(stack)
+    }
+
+    /// Adds an environment variable for services started from now on.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.extra_env.push((key.to_owned(), value.to_owned()));
+    }
+
+    pub fn port(&self, service: Service) -> u16 {
+        self.ports[&service]
+    }
+
+    pub fn url(&self, service: Service, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port(service), path)
+    }
+
+    fn env(&self, service: Service) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("ENV", "development".to_owned()),
+            ("LOG_LEVEL", "warn".to_owned()),
+            ("LOG_FORMAT", "pretty".to_owned()),
+            ("HOST", "127.0.0.1".to_owned()),
+            ("PORT", self.port(service).to_string()),
+            ("DB_HOST", self.db.db_host.clone()),
+            ("DB_PORT", self.db.db_port.to_string()),
+            ("DB_NAME", self.db.db_name.clone()),
+            ("DB_USER", self.db.db_user.clone()),
+            ("DB_PASSWORD", self.db.db_password.expose_secret().to_owned()),
+            ("KAFKA_BROKERS", brokers()),
+            ("INTERNAL_API_KEY", INTERNAL_KEY.to_owned()),
+            ("SCRYPT_LOG_N", "10".to_owned()),
+            ("EVENTS_TOPIC", self.topic.clone()),
+            ("CONSUMER_TOPIC", self.topic.clone()),
+            ("CONSUMER_DLQ_TOPIC", self.dlq_topic.clone()),
+            ("CONSUMER_GROUP", self.group.clone()),
+            ("RELAY_POLL_INTERVAL_MS", "200".to_owned()),
+            ("USER_SERVICE_URL", format!("http://127.0.0.1:{}", self.port(Service::UserService))),
+            ("EVENT_CONSUMER_URL", format!("http://127.0.0.1:{}", self.port(Service::Consumer))),
+        ];
+        let mut env: Vec<(String, String)> = env.drain(..).map(|(k, v)| (k.to_owned(), v)).collect();
+        env.extend(self.extra_env.iter().cloned());
+        env
+    }
+
+    /// Starts (or restarts) one service process.
+    pub fn start(&mut self, service: Service) -> anyhow::Result<()> {
+        let child = Command::new(binary_path(service.binary()))
+            .env_clear()
+            .envs(self.env(service))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        self.children.insert(service, child);
+        Ok(())
+    }
+
+    /// Starts an extra process of `service` with some settings overridden (e.g. a second
+    /// consumer in another group on another database); the stack kills it on drop.
+    pub fn start_extra(&mut self, service: Service, overrides: &[(&str, String)]) -> anyhow::Result<u16> {
+        let port = free_port();
+        let mut env = self.env(service);
+        env.push(("PORT".into(), port.to_string()));
+        env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let child = Command::new(binary_path(service.binary()))
+            .env_clear()
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        self.extras.push(child);
+        Ok(port)
+    }
+
+    /// Runs a service binary's subcommand (e.g. `user-service set-role ...`) with the stack's
+    /// configuration and returns its stdout.
+    pub fn run_cli(&self, service: Service, args: &[&str]) -> anyhow::Result<String> {
+        let output = Command::new(binary_path(service.binary()))
+            .args(args)
+            .env_clear()
+            .envs(self.env(service))
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "{} {:?} failed: {}",
+            service.binary(),
+            args,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// SIGKILL: no shutdown hook, no flush, no commit.
+    pub fn kill9(&mut self, service: Service) {
+        if let Some(mut child) = self.children.remove(&service) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn wait_healthy(&self, service: Service) -> anyhow::Result<()> {
+        let url = self.url(service, "/health");
+        let http = self.http.clone();
+        let up = eventually(Duration::from_secs(30), || {
+            let (url, http) = (url.clone(), http.clone());
+            async move { matches!(http.get(&url).send().await, Ok(r) if r.status().is_success()) }
+        })
+        .await;
+        anyhow::ensure!(up, "{} did not become healthy at {url}", service.binary());
+        Ok(())
+    }
+
+    pub async fn db_client(&self) -> anyhow::Result<tokio_postgres::Client> {
+        Ok(self.db.connect().await?)
+    }
+
+    /// Counts rows of a query returning one bigint.
+    pub async fn count(&self, sql: &str) -> anyhow::Result<i64> {
+        Ok(self.db_client().await?.query_one(sql, &[]).await?.get(0))
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for mut child in self.children.drain().map(|(_, c)| c).chain(self.extras.drain(..)) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

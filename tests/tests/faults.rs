@@ -1,0 +1,187 @@
+//! The failures the outbox exists for, with an exact accounting at the end: every
+//! accepted registration has exactly one effect.
+//!
+//! These tests stop the shared Kafka and PostgreSQL of `make infra-up`, so they run one at
+//! a time (a lock) and live in their own test binary (cargo runs test binaries one after
+//! another, so no other suite sees the outage).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::json;
+use tests::stack::{Service, Stack, INTERNAL_KEY};
+use tests::eventually;
+use uuid::Uuid;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn infra(action: &str) -> anyhow::Result<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/infra.sh");
+    let status = Command::new("bash").arg(script).arg(action).status()?;
+    anyhow::ensure!(status.success(), "scripts/infra.sh {action} failed");
+    Ok(())
+}
+
+/// Brings both back whatever happened in the test, so a failure does not cascade.
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = infra("up");
+    }
+}
+
+fn user(i: usize) -> serde_json::Value {
+    json!({
+        "email": format!("fault.{}.{}@example.com", i, &Uuid::new_v4().simple().to_string()[..8]),
+        "password": "a long and unusual passphrase 42",
+        "first_name": "Grace",
+        "last_name": "Hopper",
+    })
+}
+
+/// Registers straight through the user service (the BFF's rate limit is not under test).
+async fn register_direct(stack: &Stack, i: usize) -> anyhow::Result<reqwest::StatusCode> {
+    Ok(stack
+        .http
+        .post(stack.url(Service::UserService, "/api/v1/register"))
+        .bearer_auth(INTERNAL_KEY)
+        .json(&user(i))
+        .send()
+        .await?
+        .status())
+}
+
+async fn effects(stack: &Stack) -> (i64, i64) {
+    let welcome = stack.count("SELECT count(*) FROM consumer.welcome_notifications").await.unwrap_or(-1);
+    let projected = stack
+        .count("SELECT coalesce(sum(count), 0)::bigint FROM consumer.registration_stats")
+        .await
+        .unwrap_or(-1);
+    (welcome, projected)
+}
+
+#[tokio::test]
+async fn kafka_down_registrations_still_succeed_and_all_arrive_after() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let _restore = Restore;
+    let stack = Stack::start_all().await?;
+
+    infra("kafka-down")?;
+    const N: usize = 20;
+    for i in 0..N {
+        assert_eq!(register_direct(&stack, i).await?, 201, "registration {i} during the Kafka outage");
+    }
+    // Nothing can have been published: every event waits in the outbox.
+    assert_eq!(stack.count("SELECT count(*) FROM users.outbox WHERE published_at IS NULL").await?, N as i64);
+
+    infra("kafka-up")?;
+    let all = eventually(Duration::from_secs(90), || async { effects(&stack).await == (N as i64, N as i64) }).await;
+    assert!(all, "after Kafka returned: {:?} effects of {N}", effects(&stack).await);
+    assert_eq!(stack.count("SELECT count(*) FROM users.outbox WHERE published_at IS NULL").await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn postgres_down_answers_503_fast_and_services_recover_without_restart() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let _restore = Restore;
+    let stack = Stack::start_all().await?;
+
+    infra("pg-down")?;
+    let started = Instant::now();
+    let response = stack
+        .http
+        .post(stack.url(Service::Bff, "/api/v1/register"))
+        .json(&user(0))
+        .send()
+        .await?;
+    let waited = started.elapsed();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await?;
+    assert!(body.get("error").is_some() && body.get("message").is_some(), "{body}");
+    assert!(waited < Duration::from_secs(5), "503 took {waited:?}");
+
+    infra("pg-up")?;
+    // Same processes, no restart: registrations go through again (straight through the
+    // user service while polling, so the BFF's 3/min register limit is not what we test),
+    // then once more through the BFF, and both are applied by the consumer.
+    let mut attempt = 1;
+    let recovered = eventually(Duration::from_secs(30), || {
+        attempt += 1;
+        let n = attempt;
+        let stack = &stack;
+        async move { matches!(register_direct(stack, n).await, Ok(s) if s == 201) }
+    })
+    .await;
+    assert!(recovered, "the user service did not recover after PostgreSQL returned");
+    let through_bff = stack.http.post(stack.url(Service::Bff, "/api/v1/register")).json(&user(0)).send().await?;
+    assert_eq!(through_bff.status(), 201, "the BFF did not recover after PostgreSQL returned");
+    assert!(eventually(Duration::from_secs(60), || async { effects(&stack).await == (2, 2) }).await);
+    Ok(())
+}
+
+/// A stream of 2,000 events written through the outbox library while the relay and the
+/// consumer are killed with SIGKILL at random moments and restarted.
+#[tokio::test]
+async fn kill_9_of_relay_and_consumer_loses_nothing_and_applies_nothing_twice() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let mut stack = Stack::start_all().await?;
+    const TOTAL: usize = 2_000;
+    const PER_TX: usize = 10;
+
+    let writer_db = stack.db.clone();
+    let topic = stack.topic.clone();
+    let writer = tokio::spawn(async move {
+        let mut client = writer_db.connect().await?;
+        for chunk in 0..TOTAL / PER_TX {
+            let tx = client.transaction().await?;
+            for i in 0..PER_TX {
+                let user_id = Uuid::new_v4();
+                let n = chunk * PER_TX + i;
+                let event = outbox_relay::NewEvent {
+                    aggregate_type: "user".into(),
+                    aggregate_id: user_id.to_string(),
+                    event_type: "UserRegistered".into(),
+                    topic: topic.clone(),
+                    source: "/user-service".into(),
+                    data: json!({
+                        "user_id": user_id, "email": format!("chaos{n}@example.com"),
+                        "first_name": "Chaos", "last_name": format!("{n}"), "phone": null,
+                        "role": "user", "registered_at": chrono::Utc::now().to_rfc3339(),
+                    }),
+                    traceparent: None,
+                };
+                outbox_relay::enqueue(&tx, &event).await?;
+            }
+            tx.commit().await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        anyhow::Ok(())
+    });
+
+    // Kill one of the two at a random moment, a few times, while the stream goes on.
+    let mut kills = 0;
+    while !writer.is_finished() {
+        let pause = rand::thread_rng().gen_range(300..1200);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let victim = if rand::thread_rng().gen_bool(0.5) { Service::Relay } else { Service::Consumer };
+        stack.kill9(victim);
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stack.start(victim)?;
+    }
+    writer.await??;
+    assert!(kills >= 3, "the stream ended before the chaos began");
+
+    let all = eventually(Duration::from_secs(120), || async {
+        effects(&stack).await == (TOTAL as i64, TOTAL as i64)
+    })
+    .await;
+    let processed = stack.count("SELECT count(*) FROM consumer.processed_events").await?;
+    assert!(all, "after {kills} kills: effects {:?}, processed {processed}, of {TOTAL}", effects(&stack).await);
+    assert_eq!(processed, TOTAL as i64);
+    Ok(())
+}
