@@ -22,6 +22,20 @@ pub struct Settings {
     /// The key the BFF presents (`Authorization: Bearer ...`).
     pub internal_api_key: SecretString,
     pub kafka_brokers: String,
+    /// Consumer group (`CONSUMER_GROUP`).
+    pub consumer_group: String,
+    /// Topic consumed (`CONSUMER_TOPIC`).
+    pub consumer_topic: String,
+    /// Where poison records go (`CONSUMER_DLQ_TOPIC`).
+    pub consumer_dlq_topic: String,
+    /// Records applied per database transaction at most (`CONSUMER_BATCH_SIZE`).
+    pub consumer_batch_size: usize,
+    /// Kafka session timeout (`CONSUMER_SESSION_TIMEOUT_MS`): how soon a crashed member's
+    /// partitions move to another one.
+    pub consumer_session_timeout_ms: u64,
+    /// First and last delay between retries of a batch that failed transiently.
+    pub consumer_retry_min_ms: u64,
+    pub consumer_retry_max_ms: u64,
 }
 
 impl Default for Settings {
@@ -30,6 +44,13 @@ impl Default for Settings {
             port: 8083,
             internal_api_key: SecretString::from(internal_key::DEV_INTERNAL_API_KEY),
             kafka_brokers: "127.0.0.1:9092".into(),
+            consumer_group: "user-event-consumer".into(),
+            consumer_topic: "user-events".into(),
+            consumer_dlq_topic: "user-events.dlq".into(),
+            consumer_batch_size: 500,
+            consumer_session_timeout_ms: 45_000,
+            consumer_retry_min_ms: 100,
+            consumer_retry_max_ms: 5_000,
         }
     }
 }
@@ -69,6 +90,11 @@ impl Config {
         {
             return Err(ConfigError::Refused(
                 "ENV=production needs INTERNAL_API_KEY set to a real secret (16+ chars, not the dev key)".into(),
+            ));
+        }
+        if self.settings.consumer_batch_size == 0 {
+            return Err(ConfigError::Refused(
+                "CONSUMER_BATCH_SIZE must be at least 1".into(),
             ));
         }
         Ok(())

@@ -1,5 +1,19 @@
-//! The user service: users and the outbox write path.
+//! The event consumer: applies each event of `user-events` exactly once in effect
+//! (idempotent inbox), dead-letters poison records, and reports what it did.
+//!
+//! - [`engine::Consumer`]: the Kafka side (`consume_once`, `run`).
+//! - [`inbox`]: the transactional inbox and the effects of `UserRegistered`.
+//! - [`stats`]: the figures `GET /stats` serves.
 
 pub mod api;
+pub mod backoff;
 pub mod config;
+pub mod dlq;
+pub mod engine;
+pub mod event;
+pub mod inbox;
+pub mod lag;
 pub mod startup;
+pub mod stats;
+
+pub use engine::{BatchReport, Consumer};

@@ -1,5 +1,5 @@
-//! Building the service (bind, pool) apart from running it, so tests can start it on
-//! port 0 and drive it through its real listener.
+//! Building the service (bind, pool, Kafka clients) apart from running it, so tests can
+//! start it on port 0 and drive it through its real listener.
 
 use std::future::Future;
 
@@ -9,23 +9,37 @@ use outbox_relay::platform::metrics;
 use poem::{get, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
+use crate::api::auth::unauthorized;
 use crate::api::health::HealthApi;
+use crate::api::stats::StatsApi;
 use crate::config::Config;
+use crate::engine::{self, Consumer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot bind the HTTP listener")]
+    Bind(#[from] std::io::Error),
+    #[error("cannot create the Kafka consumer")]
+    Consumer(#[from] engine::Error),
+}
 
 pub struct App {
     listener: Listener,
     pool: Pool,
     config: Config,
+    consumer: Consumer,
 }
 
 impl App {
-    pub async fn build(config: Config) -> std::io::Result<Self> {
+    pub async fn build(config: Config) -> Result<Self, Error> {
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
         let pool = config.db.pool();
+        let consumer = Consumer::new(&config.settings, pool.clone())?;
         Ok(Self {
             listener,
             pool,
             config,
+            consumer,
         })
     }
 
@@ -37,20 +51,40 @@ impl App {
         &self.pool
     }
 
+    /// Consumes and serves HTTP until `shutdown`; the consumer settles its batch, commits
+    /// its offsets and leaves the group before this returns.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        let api = OpenApiService::new(HealthApi, "event-consumer", env!("CARGO_PKG_VERSION"))
-            .server(format!("http://127.0.0.1:{}", self.port()));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let api = OpenApiService::new(
+            (HealthApi, StatsApi),
+            "event-consumer",
+            env!("CARGO_PKG_VERSION"),
+        )
+        .server(format!("http://127.0.0.1:{}", self.port()));
         let app = Route::new()
             .at("/openapi.json", api.spec_endpoint())
             .nest("/docs", api.swagger_ui())
             .at("/metrics", get(metrics::endpoint))
             .nest("/", api)
+            .catch_error(unauthorized)
             .data(self.pool)
             .data(self.config);
         tracing::info!(port = self.listener.port(), "event-consumer listening");
-        self.listener.serve(app, shutdown).await
+        let consumer = tokio::spawn(self.consumer.run(wait(stopped.clone())));
+        let served = tokio::select! {
+            served = self.listener.serve(app, wait(stopped.clone())) => served,
+            () = shutdown => Ok(()),
+        };
+        let _ = stop.send(true);
+        if let Err(error) = consumer.await {
+            tracing::error!(%error, "consumer task failed");
+        }
+        served
     }
 }

@@ -1,0 +1,49 @@
+//! The internal key the BFF presents, checked in constant time.
+
+use poem::Request;
+use poem_openapi::auth::Bearer;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, SecurityScheme};
+
+use crate::config::Config;
+
+/// `Authorization: Bearer <INTERNAL_API_KEY>`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", checker = "check")]
+pub struct InternalKey(());
+
+async fn check(request: &Request, bearer: Bearer) -> Option<()> {
+    let config = request.data::<Config>()?;
+    outbox_relay::platform::internal_key::matches(&config.settings.internal_api_key, &bearer.token)
+        .then_some(())
+}
+
+/// The contract's error body.
+#[derive(Debug, Object)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(error: &str, message: &str) -> Json<Self> {
+        Json(Self {
+            error: error.into(),
+            message: message.into(),
+        })
+    }
+}
+
+/// A missing or wrong key, as the contract's JSON body (poem-openapi's own is plain text).
+#[derive(ApiResponse)]
+pub enum Unauthorized {
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+}
+
+pub async fn unauthorized(_: poem_openapi::error::AuthorizationError) -> Unauthorized {
+    Unauthorized::Unauthorized(ErrorBody::new(
+        "Unauthorized",
+        "A valid internal API key is required.",
+    ))
+}

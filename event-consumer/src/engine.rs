@@ -1,0 +1,325 @@
+//! The consumer engine: polls a batch, dead-letters its poison records, applies the rest
+//! through the inbox in ONE transaction, and stores the Kafka offsets only after the commit.
+//! A batch that fails transiently is kept and retried as it is, so no record is skipped.
+
+use std::future::Future;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use outbox_relay::envelope::Record;
+use outbox_relay::kafka::record_of;
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::config::Settings;
+use crate::dlq;
+use crate::event::{classify, Inbound, Poison};
+use crate::inbox::{self, Applied, Delivered};
+use crate::lag::LagContext;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kafka client error")]
+    Kafka(#[from] KafkaError),
+    #[error("cannot produce a dead letter")]
+    DeadLetter(#[source] KafkaError),
+    #[error("database unavailable")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error")]
+    Database(#[from] tokio_postgres::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How long `consume_once` waits for a first record, and how long it then waits for more
+/// to fill the batch.
+const POLL_WAIT: Duration = Duration::from_millis(500);
+const LINGER: Duration = Duration::from_millis(20);
+
+struct Received {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    record: Record,
+    outcome: Result<Inbound, Poison>,
+    dead_lettered: bool,
+}
+
+/// What one `consume_once` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Records taken from Kafka and settled (offsets stored).
+    pub records: usize,
+    pub applied: Applied,
+}
+
+pub struct Consumer {
+    consumer: StreamConsumer<LagContext>,
+    producer: FutureProducer,
+    pool: Pool,
+    dlq_topic: String,
+    batch_size: usize,
+    retry: Backoff,
+    pending: Vec<Received>,
+}
+
+impl Consumer {
+    /// Joins the group and subscribes; records flow once the group has assigned partitions.
+    pub fn new(settings: &Settings, pool: Pool) -> Result<Self> {
+        outbox_relay::platform::metrics::handle();
+        let consumer: StreamConsumer<LagContext> = ClientConfig::new()
+            .set("bootstrap.servers", &settings.kafka_brokers)
+            .set("group.id", &settings.consumer_group)
+            .set("enable.auto.commit", "true")
+            // Offsets are stored by hand, after the database commit.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                settings.consumer_session_timeout_ms.to_string(),
+            )
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(LagContext {
+                topic: settings.consumer_topic.clone(),
+            })?;
+        consumer.subscribe(&[&settings.consumer_topic])?;
+        Ok(Self {
+            consumer,
+            producer: dlq::producer(&settings.kafka_brokers)?,
+            pool,
+            dlq_topic: settings.consumer_dlq_topic.clone(),
+            batch_size: settings.consumer_batch_size.max(1),
+            retry: Backoff::new(
+                Duration::from_millis(settings.consumer_retry_min_ms),
+                Duration::from_millis(settings.consumer_retry_max_ms),
+            ),
+            pending: Vec::new(),
+        })
+    }
+
+    /// One step: polls up to a batch of records (unless an earlier batch is still pending),
+    /// then settles it. On error the batch stays pending and the next call retries it.
+    pub async fn consume_once(&mut self) -> Result<BatchReport> {
+        if self.pending.is_empty() {
+            self.poll().await?;
+        }
+        self.settle().await
+    }
+
+    /// Consumes until `shutdown` resolves; transient failures retry the same batch with
+    /// capped exponential backoff. On shutdown the batch in hand is finished (or, when it
+    /// cannot be, left uncommitted for redelivery), stored offsets are committed and the
+    /// group is left.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            if self.pending.is_empty() {
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    polled = self.poll() => if let Err(error) = polled {
+                        tracing::warn!(error = %chain(&error), "polling Kafka failed");
+                        if self.pause(&mut shutdown).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+            match self.settle().await {
+                Ok(_) => self.retry.reset(),
+                Err(error) => {
+                    tracing::warn!(
+                        error = %chain(&error),
+                        records = self.pending.len(),
+                        "batch failed, retrying it"
+                    );
+                    if self.pause(&mut shutdown).await {
+                        break;
+                    }
+                }
+            }
+        }
+        self.close();
+    }
+
+    /// Sleeps for the next backoff delay; true when shutdown came first.
+    async fn pause(&mut self, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> bool {
+        let delay = self.retry.next_delay();
+        tokio::select! {
+            () = shutdown => true,
+            () = tokio::time::sleep(delay) => false,
+        }
+    }
+
+    /// Commits the stored offsets and leaves the group.
+    pub fn close(self) {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(())
+            | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => tracing::warn!(%error, "committing offsets on shutdown failed"),
+        }
+        self.consumer.unsubscribe();
+        if !self.pending.is_empty() {
+            tracing::info!(
+                records = self.pending.len(),
+                "leaving an unsettled batch for redelivery"
+            );
+        }
+        tracing::info!("consumer stopped");
+    }
+
+    /// Fills `pending` with up to a batch of records in delivery order (per-partition order
+    /// is kept). A Kafka error after some records arrived ends the batch early: records
+    /// already taken are never dropped, or the partition would skip them.
+    async fn poll(&mut self) -> Result<()> {
+        let first = match tokio::time::timeout(POLL_WAIT, self.consumer.recv()).await {
+            Err(_) => return Ok(()),
+            Ok(message) => message?,
+        };
+        let mut batch = vec![received(&first)];
+        drop(first);
+        let deadline = Instant::now() + LINGER;
+        while batch.len() < self.batch_size {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(received(&message)),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "Kafka error while filling a batch");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.pending = batch;
+        Ok(())
+    }
+
+    /// Dead-letters, applies and acknowledges the pending batch.
+    async fn settle(&mut self) -> Result<BatchReport> {
+        if self.pending.is_empty() {
+            return Ok(BatchReport::default());
+        }
+        let dead_lettered = self.dead_letter().await?;
+        let applied = self.apply(dead_lettered).await?;
+        self.store_offsets();
+        let records = self.pending.len();
+        self.pending.clear();
+        metrics::counter!("consumer_processed_total").increment(applied.processed);
+        metrics::counter!("consumer_duplicates_total").increment(applied.duplicates);
+        metrics::counter!("consumer_dead_lettered_total").increment(applied.dead_lettered);
+        metrics::counter!("consumer_unknown_type_total").increment(applied.unknown_types);
+        tracing::debug!(records, ?applied, "batch settled");
+        Ok(BatchReport { records, applied })
+    }
+
+    /// Sends every poison record not yet sent to the DLQ and waits for the broker's
+    /// acknowledgements; returns how many poison records the batch holds.
+    async fn dead_letter(&mut self) -> Result<u64> {
+        let (producer, dlq_topic) = (&self.producer, self.dlq_topic.as_str());
+        let sends = self.pending.iter_mut().filter_map(|r| {
+            let Err(poison) = &r.outcome else {
+                return None;
+            };
+            if r.dead_lettered {
+                return None;
+            }
+            let reason = poison.to_string();
+            Some(async move {
+                let origin = dlq::Origin {
+                    topic: &r.topic,
+                    partition: r.partition,
+                    offset: r.offset,
+                };
+                let sent = dlq::send(producer, dlq_topic, &r.record, origin, &reason).await;
+                if sent.is_ok() {
+                    tracing::warn!(
+                        topic = %r.topic, partition = r.partition, offset = r.offset, %reason,
+                        "poison record dead-lettered"
+                    );
+                    r.dead_lettered = true;
+                }
+                sent
+            })
+        });
+        for sent in futures::future::join_all(sends).await {
+            sent.map_err(Error::DeadLetter)?;
+        }
+        Ok(self.pending.iter().filter(|r| r.outcome.is_err()).count() as u64)
+    }
+
+    /// The inbox transaction for the batch's decodable events.
+    async fn apply(&self, dead_lettered: u64) -> Result<Applied> {
+        let delivered: Vec<Delivered<'_>> = self
+            .pending
+            .iter()
+            .filter_map(|r| {
+                r.outcome.as_ref().ok().map(|event| Delivered {
+                    topic: &r.topic,
+                    partition: r.partition,
+                    offset: r.offset,
+                    event,
+                })
+            })
+            .collect();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let applied = inbox::apply(&tx, &delivered, dead_lettered).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Marks the batch consumed: the next offset of each partition, committed by the
+    /// background auto-commit (and on shutdown). A partition revoked meanwhile refuses the
+    /// store; its new owner gets the records again and the inbox drops them as duplicates.
+    fn store_offsets(&self) {
+        let mut tpl = TopicPartitionList::new();
+        let mut next: Vec<((&str, i32), i64)> = Vec::new();
+        for r in &self.pending {
+            match next
+                .iter_mut()
+                .find(|(tp, _)| *tp == (r.topic.as_str(), r.partition))
+            {
+                Some((_, offset)) => *offset = (*offset).max(r.offset + 1),
+                None => next.push(((&r.topic, r.partition), r.offset + 1)),
+            }
+        }
+        for ((topic, partition), offset) in next {
+            if let Err(error) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+                tracing::warn!(%error, topic, partition, "cannot build the offset list");
+            }
+        }
+        if let Err(error) = self.consumer.store_offsets(&tpl) {
+            tracing::warn!(%error, "storing offsets failed (partition revoked?)");
+        }
+    }
+}
+
+fn received<M: Message>(message: &M) -> Received {
+    let record = record_of(message);
+    let outcome = classify(&record);
+    Received {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        record,
+        outcome,
+        dead_lettered: false,
+    }
+}
+
+/// An error with its sources, for the log.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,176 @@
+//! The idempotent inbox: records event ids and applies their effects in the caller's
+//! transaction, so an event's effect and the fact that it was applied commit together.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::NaiveDate;
+use deadpool_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::event::{Inbound, Kind, UserRegistered};
+
+/// One decoded event of a batch, with where it came from.
+#[derive(Debug, Clone)]
+pub struct Delivered<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub event: &'a Inbound,
+}
+
+/// What one batch changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Events applied for the first time.
+    pub processed: u64,
+    /// Deliveries of events already in the inbox (this batch or earlier).
+    pub duplicates: u64,
+    /// New events of a type without handler, recorded and skipped.
+    pub unknown_types: u64,
+    /// Poison records of this batch (already in the DLQ).
+    pub dead_lettered: u64,
+}
+
+const INSERT_PROCESSED: &str = "
+    INSERT INTO consumer.processed_events (event_id, event_type, topic, partition, kafka_offset)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int8[])
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id";
+
+const INSERT_WELCOME: &str = "
+    INSERT INTO consumer.welcome_notifications (user_id, event_id, email, first_name, last_name)
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[])
+    ON CONFLICT (user_id) DO NOTHING
+    RETURNING user_id";
+
+const UPSERT_DAYS: &str = "
+    INSERT INTO consumer.registration_stats (day, count)
+    SELECT * FROM unnest($1::date[], $2::int8[])
+    ON CONFLICT (day) DO UPDATE SET count = registration_stats.count + EXCLUDED.count";
+
+const BUMP_COUNTERS: &str = "
+    UPDATE consumer.counters SET
+        processed_total = processed_total + $1,
+        duplicates_total = duplicates_total + $2,
+        unknown_type_total = unknown_type_total + $3,
+        dead_lettered_total = dead_lettered_total + $4,
+        last_processed_at = CASE WHEN $1 + $3 > 0 THEN now() ELSE last_processed_at END
+    WHERE id";
+
+/// Records the batch in the inbox and applies the effects of the events that are new.
+/// Statements are set-based (a handful per batch, whatever its size); the caller commits.
+pub async fn apply(
+    client: &impl GenericClient,
+    batch: &[Delivered<'_>],
+    dead_lettered: u64,
+) -> Result<Applied, tokio_postgres::Error> {
+    let mut seen = HashSet::with_capacity(batch.len());
+    let unique: Vec<&Delivered<'_>> = batch.iter().filter(|d| seen.insert(d.event.id)).collect();
+    let mut applied = Applied {
+        duplicates: (batch.len() - unique.len()) as u64,
+        dead_lettered,
+        ..Applied::default()
+    };
+
+    let new_ids: HashSet<Uuid> = if unique.is_empty() {
+        HashSet::new()
+    } else {
+        let statement = client.prepare_cached(INSERT_PROCESSED).await?;
+        let ids: Vec<Uuid> = unique.iter().map(|d| d.event.id).collect();
+        let types: Vec<&str> = unique.iter().map(|d| d.event.event_type.as_str()).collect();
+        let topics: Vec<&str> = unique.iter().map(|d| d.topic).collect();
+        let partitions: Vec<i32> = unique.iter().map(|d| d.partition).collect();
+        let offsets: Vec<i64> = unique.iter().map(|d| d.offset).collect();
+        client
+            .query(&statement, &[&ids, &types, &topics, &partitions, &offsets])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    };
+    applied.duplicates += (unique.len() - new_ids.len()) as u64;
+
+    let mut registrations = Vec::new();
+    for delivered in unique.iter().filter(|d| new_ids.contains(&d.event.id)) {
+        match &delivered.event.kind {
+            Kind::UserRegistered(data) => {
+                applied.processed += 1;
+                registrations.push((delivered.event.id, data));
+            }
+            Kind::Unknown => applied.unknown_types += 1,
+        }
+    }
+    welcome(client, &registrations).await?;
+
+    let statement = client.prepare_cached(BUMP_COUNTERS).await?;
+    let counts = [
+        applied.processed as i64,
+        applied.duplicates as i64,
+        applied.unknown_types as i64,
+        applied.dead_lettered as i64,
+    ];
+    client
+        .execute(
+            &statement,
+            &[&counts[0], &counts[1], &counts[2], &counts[3]],
+        )
+        .await?;
+    Ok(applied)
+}
+
+/// The effect of `UserRegistered`: one welcome notification per user, and the user counted
+/// once on the day of registration (a second event for the same user changes neither).
+async fn welcome(
+    client: &impl GenericClient,
+    registrations: &[(Uuid, &UserRegistered)],
+) -> Result<(), tokio_postgres::Error> {
+    let mut users = HashSet::new();
+    let registrations: Vec<_> = registrations
+        .iter()
+        .filter(|(_, data)| users.insert(data.user_id))
+        .collect();
+    if registrations.is_empty() {
+        return Ok(());
+    }
+    let statement = client.prepare_cached(INSERT_WELCOME).await?;
+    let user_ids: Vec<Uuid> = registrations.iter().map(|(_, d)| d.user_id).collect();
+    let event_ids: Vec<Uuid> = registrations.iter().map(|(id, _)| *id).collect();
+    let emails: Vec<&str> = registrations
+        .iter()
+        .map(|(_, d)| d.email.as_str())
+        .collect();
+    let first: Vec<&str> = registrations
+        .iter()
+        .map(|(_, d)| d.first_name.as_str())
+        .collect();
+    let last: Vec<&str> = registrations
+        .iter()
+        .map(|(_, d)| d.last_name.as_str())
+        .collect();
+    let inserted: HashSet<Uuid> = client
+        .query(&statement, &[&user_ids, &event_ids, &emails, &first, &last])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+
+    let day_of: HashMap<Uuid, NaiveDate> = registrations
+        .iter()
+        .map(|(_, d)| (d.user_id, d.registered_at.date_naive()))
+        .collect();
+    // Sorted days: concurrent consumers lock the day rows in the same order.
+    let mut per_day: BTreeMap<NaiveDate, i64> = BTreeMap::new();
+    for user in &inserted {
+        if let Some(day) = day_of.get(user) {
+            *per_day.entry(*day).or_default() += 1;
+        }
+    }
+    if per_day.is_empty() {
+        return Ok(());
+    }
+    let statement = client.prepare_cached(UPSERT_DAYS).await?;
+    let days: Vec<NaiveDate> = per_day.keys().copied().collect();
+    let counts: Vec<i64> = per_day.values().copied().collect();
+    client.execute(&statement, &[&days, &counts]).await?;
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! Consumer lag per partition, from librdkafka's statistics (no extra broker round trips).
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::statistics::Statistics;
+
+/// The consumer's client context: publishes `consumer_lag{partition}` on every statistics
+/// report (`statistics.interval.ms`).
+pub struct LagContext {
+    pub topic: String,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        for (partition, stats) in &topic.partitions {
+            // -1 is librdkafka's internal "unassigned" partition; a lag of -1 means unknown
+            // (the partition is not assigned to this member).
+            if *partition >= 0 && stats.consumer_lag >= 0 {
+                metrics::gauge!("consumer_lag", "partition" => partition.to_string())
+                    .set(stats.consumer_lag as f64);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
