@@ -1,7 +1,8 @@
-//! Building the service (bind, pool) apart from running it, so tests can start it on
-//! port 0 and drive it through its real listener.
+//! Building the service (bind, pool, hasher) apart from running it, so tests can start it
+//! on port 0 and drive it through its real listener.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use outbox_relay::platform::http::Listener;
@@ -9,24 +10,37 @@ use outbox_relay::platform::metrics;
 use poem::{get, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
+use crate::api::admin::AdminApi;
+use crate::api::body_limit;
 use crate::api::health::HealthApi;
+use crate::api::users::UsersApi;
 use crate::config::Config;
+use crate::password::{HashError, Hasher};
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind the listener")]
+    Bind(#[from] std::io::Error),
+    #[error("cannot set up password hashing")]
+    Hasher(#[from] HashError),
+}
 
 pub struct App {
     listener: Listener,
-    pool: Pool,
-    config: Config,
+    state: AppState,
 }
 
 impl App {
-    pub async fn build(config: Config) -> std::io::Result<Self> {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
-        let pool = config.db.pool();
-        Ok(Self {
-            listener,
-            pool,
-            config,
-        })
+        let hasher = Hasher::new(config.settings.scrypt_log_n).await?;
+        let state = AppState {
+            pool: config.db.pool(),
+            settings: Arc::new(config.settings),
+            hasher,
+        };
+        Ok(Self { listener, state })
     }
 
     pub fn port(&self) -> u16 {
@@ -34,22 +48,33 @@ impl App {
     }
 
     pub fn pool(&self) -> &Pool {
-        &self.pool
+        &self.state.pool
+    }
+
+    pub fn hasher(&self) -> &Hasher {
+        &self.state.hasher
     }
 
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        let api = OpenApiService::new(HealthApi, "user-service", env!("CARGO_PKG_VERSION"))
-            .server(format!("http://127.0.0.1:{}", self.port()));
+        let api = OpenApiService::new(
+            (HealthApi, UsersApi, AdminApi),
+            "user-service",
+            env!("CARGO_PKG_VERSION"),
+        )
+        .description("Internal API: users and the transactional outbox write path.")
+        .server(format!("http://127.0.0.1:{}", self.port()));
         let app = Route::new()
             .at("/openapi.json", api.spec_endpoint())
             .nest("/docs", api.swagger_ui())
             .at("/metrics", get(metrics::endpoint))
             .nest("/", api)
-            .data(self.pool)
-            .data(self.config);
+            .around(body_limit::limit)
+            .catch_all_error(|err| async move { crate::error::from_poem(err) })
+            .data(self.state.pool.clone())
+            .data(self.state);
         tracing::info!(port = self.listener.port(), "user-service listening");
         self.listener.serve(app, shutdown).await
     }

@@ -7,6 +7,10 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 pub(crate) enum Tag {
     /// Liveness and readiness.
     Operations,
+    /// Registration, credentials and look-up (called by the BFF).
+    Users,
+    /// Dashboard numbers and outbox replay (called by the BFF's admin endpoints).
+    Admin,
 }
 
 #[derive(Debug, Object)]

@@ -1,0 +1,18 @@
+//! The internal key the BFF presents, checked in constant time.
+
+use poem::Request;
+use poem_openapi::auth::Bearer;
+use poem_openapi::SecurityScheme;
+
+use crate::state::AppState;
+
+/// `Authorization: Bearer <INTERNAL_API_KEY>`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", checker = "check")]
+pub struct InternalKey(());
+
+async fn check(req: &Request, bearer: Bearer) -> Option<()> {
+    let state = req.data::<AppState>()?;
+    outbox_relay::platform::internal_key::matches(&state.settings.internal_api_key, &bearer.token)
+        .then_some(())
+}
