@@ -1,13 +1,17 @@
 //! The BFF's configuration, loaded once in `main` and passed down.
 
 use std::path::Path;
+use std::time::Duration;
 
-use outbox_relay::platform::config::{ConfigError, Layered, Profile, Profiles};
+use ipnet::IpNet;
+use outbox_relay::platform::config::{comma_list, ConfigError, Layered, Profile, Profiles};
 use outbox_relay::platform::db::DbConfig;
 use outbox_relay::platform::http::Common;
 use outbox_relay::platform::internal_key;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+use crate::tokens::TokenKeys;
 
 const PROFILES: Profiles = Profiles {
     development: include_str!("../config/development.yaml"),
@@ -15,12 +19,43 @@ const PROFILES: Profiles = Profiles {
     production: include_str!("../config/production.yaml"),
 };
 
+/// The public half of the documented development key (config/development.yaml);
+/// production refuses to sign or verify with it.
+pub const DEV_TOKEN_PUBLIC_KEY: &str = "k4.public.vyw_7vDQgtqtKopTfpg8eQfVf_uECTd8Uge_N5JyyX0";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     pub port: u16,
     /// The key the BFF presents (`Authorization: Bearer ...`).
     pub internal_api_key: SecretString,
+    pub user_service_url: String,
+    pub event_consumer_url: String,
+    /// Per-request budget for an upstream call; past it the client gets a 503.
+    pub upstream_timeout_ms: u64,
+    /// `k4.secret.` PASERK that signs new tokens.
+    pub token_secret_key: Option<SecretString>,
+    /// Comma-separated `k4.public.` PASERKs accepted when verifying (rotation).
+    pub token_public_keys: String,
+    pub token_issuer: String,
+    pub token_audience: String,
+    pub access_token_ttl_secs: u64,
+    /// Absolute lifetime of a session: rotation never extends it.
+    pub refresh_token_ttl_secs: u64,
+    /// How long a session's "still valid" answer is cached for access tokens (max 5 s).
+    pub revocation_cache_ms: u64,
+    /// Comma-separated CIDRs whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: String,
+    /// Comma-separated origins allowed by CORS; none by default.
+    pub cors_origins: String,
+    pub rate_limit_register_per_min: u32,
+    pub rate_limit_login_per_min: u32,
+    pub rate_limit_refresh_per_min: u32,
+    pub rate_limit_logout_per_min: u32,
+    pub rate_limit_profile_per_min: u32,
+    pub rate_limit_admin_per_min: u32,
+    /// Most client keys remembered per route; beyond it new clients share one bucket.
+    pub rate_limit_max_clients: usize,
 }
 
 impl Default for Settings {
@@ -28,7 +63,81 @@ impl Default for Settings {
         Self {
             port: 8080,
             internal_api_key: SecretString::from(internal_key::DEV_INTERNAL_API_KEY),
+            user_service_url: "http://127.0.0.1:8081".into(),
+            event_consumer_url: "http://127.0.0.1:8083".into(),
+            upstream_timeout_ms: 4000,
+            token_secret_key: None,
+            token_public_keys: String::new(),
+            token_issuer: "bff".into(),
+            token_audience: "outbox-user-platform".into(),
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 604_800,
+            revocation_cache_ms: 2000,
+            trusted_proxies: String::new(),
+            cors_origins: String::new(),
+            rate_limit_register_per_min: 3,
+            rate_limit_login_per_min: 5,
+            rate_limit_refresh_per_min: 10,
+            rate_limit_logout_per_min: 5,
+            rate_limit_profile_per_min: 100,
+            rate_limit_admin_per_min: 100,
+            rate_limit_max_clients: 100_000,
         }
+    }
+}
+
+impl Settings {
+    pub fn access_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_token_ttl_secs)
+    }
+
+    pub fn refresh_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_token_ttl_secs)
+    }
+
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    pub fn revocation_cache(&self) -> Duration {
+        Duration::from_millis(self.revocation_cache_ms.min(5000))
+    }
+
+    pub fn cors_origins(&self) -> Vec<String> {
+        comma_list(&self.cors_origins)
+    }
+
+    pub fn public_keys(&self) -> Vec<String> {
+        comma_list(&self.token_public_keys)
+    }
+
+    pub fn trusted_proxies(&self) -> Result<Vec<IpNet>, ConfigError> {
+        comma_list(&self.trusted_proxies)
+            .iter()
+            .map(|cidr| {
+                cidr.parse::<IpNet>()
+                    .or_else(|_| cidr.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::Refused(format!("TRUSTED_PROXIES: {cidr:?} is not a CIDR"))
+                    })
+            })
+            .collect()
+    }
+
+    /// The signing and verification keys; refuses a missing key.
+    pub fn token_keys(&self) -> Result<TokenKeys, ConfigError> {
+        let secret = self.token_secret_key.as_ref().ok_or_else(|| {
+            ConfigError::Refused(
+                "TOKEN_SECRET_KEY is not set (make a pair with `bff keygen`)".into(),
+            )
+        })?;
+        TokenKeys::new(
+            secret.expose_secret(),
+            &self.public_keys(),
+            &self.token_issuer,
+            &self.token_audience,
+        )
+        .map_err(|e| ConfigError::Refused(e.to_string()))
     }
 }
 
@@ -69,6 +178,71 @@ impl Config {
                 "ENV=production needs INTERNAL_API_KEY set to a real secret (16+ chars, not the dev key)".into(),
             ));
         }
+        let keys = self.settings.token_keys()?;
+        if self.profile.is_production() {
+            let dev = crate::tokens::public_kid(DEV_TOKEN_PUBLIC_KEY)
+                .map_err(|e| ConfigError::Refused(e.to_string()))?;
+            let uses_dev = keys.signing_kid() == dev
+                || self
+                    .settings
+                    .public_keys()
+                    .iter()
+                    .any(|k| k.trim() == DEV_TOKEN_PUBLIC_KEY);
+            if uses_dev {
+                return Err(ConfigError::Refused(
+                    "ENV=production refuses the development token key; run `bff keygen`".into(),
+                ));
+            }
+        }
+        self.settings.trusted_proxies()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn development_uses_the_documented_dev_key() {
+        let config = Config::from_env(env(&[])).unwrap();
+        assert_eq!(config.settings.public_keys(), vec![DEV_TOKEN_PUBLIC_KEY]);
+        assert!(config.settings.token_keys().is_ok());
+    }
+
+    #[test]
+    fn production_refuses_missing_or_dev_keys() {
+        let base = [
+            ("ENV", "production"),
+            ("INTERNAL_API_KEY", "a-long-random-production-key"),
+        ];
+        assert!(Config::from_env(env(&base)).is_err());
+
+        let dev = Config::from_env(env(&[])).unwrap();
+        let dev_secret = dev.settings.token_secret_key.unwrap();
+        let mut with_dev = base.to_vec();
+        with_dev.push(("TOKEN_SECRET_KEY", dev_secret.expose_secret()));
+        assert!(Config::from_env(env(&with_dev)).is_err());
+
+        let (secret, public, _) = crate::tokens::generate_paserk().unwrap();
+        let mut good = base.to_vec();
+        good.push(("TOKEN_SECRET_KEY", &secret));
+        good.push(("TOKEN_PUBLIC_KEYS", &public));
+        assert!(Config::from_env(env(&good)).is_ok());
+    }
+
+    #[test]
+    fn trusted_proxies_take_cidrs_and_addresses() {
+        let config =
+            Config::from_env(env(&[("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")])).unwrap();
+        assert_eq!(config.settings.trusted_proxies().unwrap().len(), 2);
+        assert!(Config::from_env(env(&[("TRUSTED_PROXIES", "nonsense")])).is_err());
     }
 }

@@ -1,31 +1,95 @@
-//! Building the service (bind, pool) apart from running it, so tests can start it on
-//! port 0 and drive it through its real listener.
+//! Building the service (bind, pool, keys, clients) apart from running it, so tests can
+//! start it on port 0 and drive it through its real listener.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use outbox_relay::platform::config::ConfigError;
 use outbox_relay::platform::http::Listener;
 use outbox_relay::platform::metrics;
-use poem::{get, EndpointExt, Route};
+use poem::middleware::Cors;
+use poem::{get, Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
+use crate::api::admin::AdminApi;
+use crate::api::auth::AuthApi;
 use crate::api::health::HealthApi;
+use crate::api::profile::ProfileApi;
+use crate::api::register::RegisterApi;
+use crate::client_ip::TrustedProxies;
 use crate::config::Config;
+use crate::rate_limit::{RateLimit, RateLimits};
+use crate::state::AppState;
+use crate::upstream::Upstream;
+use crate::{body_limit, security_headers, traceparent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("building the HTTP client")]
+    Http(#[from] reqwest::Error),
+}
 
 pub struct App {
     listener: Listener,
-    pool: Pool,
-    config: Config,
+    state: Arc<AppState>,
+    limits: Arc<RateLimits>,
+    cors_origins: Vec<String>,
+}
+
+type Apis = (HealthApi, RegisterApi, AuthApi, ProfileApi, AdminApi);
+
+/// The OpenAPI service of every public endpoint.
+pub fn openapi(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
+    let apis = (
+        HealthApi,
+        RegisterApi {
+            state: state.clone(),
+        },
+        AuthApi {
+            state: state.clone(),
+        },
+        ProfileApi {
+            state: state.clone(),
+        },
+        AdminApi { state },
+    );
+    OpenApiService::new(apis, "bff", env!("CARGO_PKG_VERSION"))
+        .description(
+            "The public API of the outbox user platform: registration, PASETO v4.public \
+             sessions with refresh rotation, profile, and admin views. Errors are \
+             `{\"error\", \"message\", \"details\"?}`; limited routes answer 429 with a \
+             `Retry-After` header.",
+        )
+        .server("/")
 }
 
 impl App {
-    pub async fn build(config: Config) -> std::io::Result<Self> {
-        let listener = Listener::bind(&config.common.host, config.settings.port).await?;
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let settings = config.settings.clone();
+        let keys = settings.token_keys()?;
+        let proxies = TrustedProxies::new(settings.trusted_proxies()?);
+        let upstream = Upstream::new(
+            &settings.user_service_url,
+            &settings.event_consumer_url,
+            settings.internal_api_key.clone(),
+            settings.upstream_timeout(),
+        )?;
+        let listener = Listener::bind(&config.common.host, settings.port).await?;
         let pool = config.db.pool();
+        let limits = Arc::new(RateLimits::new(&settings, proxies));
+        let cors_origins = settings.cors_origins();
+        let state = Arc::new(AppState::new(pool, keys, upstream, settings));
         Ok(Self {
             listener,
-            pool,
-            config,
+            state,
+            limits,
+            cors_origins,
         })
     }
 
@@ -34,23 +98,59 @@ impl App {
     }
 
     pub fn pool(&self) -> &Pool {
-        &self.pool
+        &self.state.pool
+    }
+
+    /// The whole HTTP application with its middleware.
+    pub fn endpoint(&self) -> impl Endpoint + 'static {
+        let api = openapi(self.state.clone());
+        let routes = Route::new()
+            .at("/openapi.json", api.spec_endpoint())
+            .nest("/docs", api.swagger_ui())
+            .at("/metrics", get(metrics::endpoint))
+            .nest("/", api)
+            .data(self.state.pool.clone())
+            .around(traceparent::apply)
+            .around(body_limit::apply)
+            .with(RateLimit(self.limits.clone()));
+        let mut cors = Cors::new();
+        if self.cors_origins.is_empty() {
+            // No origin is allowed: the middleware still answers preflights, with no
+            // allow-origin, so browsers refuse cross-origin calls.
+            cors = cors.allow_origin("null").allow_credentials(false);
+        } else {
+            cors = cors
+                .allow_origins(self.cors_origins.iter().map(String::as_str))
+                .allow_headers([
+                    "authorization",
+                    "content-type",
+                    "idempotency-key",
+                    "traceparent",
+                ])
+                .allow_methods(["GET", "POST"]);
+        }
+        routes
+            .with(cors)
+            .around(crate::api::errors::as_json)
+            .around(security_headers::apply)
     }
 
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        let api = OpenApiService::new(HealthApi, "bff", env!("CARGO_PKG_VERSION"))
-            .server(format!("http://127.0.0.1:{}", self.port()));
-        let app = Route::new()
-            .at("/openapi.json", api.spec_endpoint())
-            .nest("/docs", api.swagger_ui())
-            .at("/metrics", get(metrics::endpoint))
-            .nest("/", api)
-            .data(self.pool)
-            .data(self.config);
+        let limits = self.limits.clone();
+        let evictor = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                limits.evict_idle();
+            }
+        });
+        let app = self.endpoint();
         tracing::info!(port = self.listener.port(), "bff listening");
-        self.listener.serve(app, shutdown).await
+        let served = self.listener.serve(app, shutdown).await;
+        evictor.abort();
+        served
     }
 }

@@ -1,13 +1,9 @@
 use deadpool_postgres::Pool;
 use poem::web::Data;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
-#[derive(Tags)]
-pub(crate) enum Tag {
-    /// Liveness and readiness.
-    Operations,
-}
+use super::Tag;
 
 #[derive(Debug, Object)]
 pub struct Health {

@@ -1,3 +1,23 @@
-//! The HTTP API, documented with poem-openapi.
+//! The public HTTP API, documented with poem-openapi.
 
+pub mod admin;
+pub mod auth;
+pub mod errors;
 pub mod health;
+pub mod models;
+pub mod profile;
+pub mod register;
+
+use poem_openapi::Tags;
+
+#[derive(Tags)]
+pub(crate) enum Tag {
+    /// Liveness and readiness.
+    Operations,
+    /// Registration and profile.
+    Users,
+    /// Login, token refresh, logout.
+    Auth,
+    /// Operator views and actions (role `admin`).
+    Admin,
+}

@@ -1,0 +1,95 @@
+//! Admin: the live dashboard and outbox replay (role `admin`).
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+
+use super::auth::{authenticate_admin, BearerAuth};
+use super::errors::{upstream_failed, ApiError};
+use super::models::{Dashboard, ReplayRequest, ReplayResult};
+use super::Tag;
+use crate::state::AppState;
+use crate::traceparent::TraceParent;
+use crate::upstream::Answer;
+
+#[derive(Debug, ApiResponse)]
+pub enum DashboardResponse {
+    /// The figures of every source that answered; `missing` names the others.
+    #[oai(status = 200)]
+    Ok(Json<Dashboard>),
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum ReplayResponse {
+    /// How many published rows were re-queued (or would be, on a dry run).
+    #[oai(status = 200)]
+    Ok(Json<ReplayResult>),
+}
+
+pub struct AdminApi {
+    pub state: Arc<AppState>,
+}
+
+#[OpenApi(tag = "Tag::Admin")]
+impl AdminApi {
+    /// Live figures: users and registrations (user service), outbox backlog, processed
+    /// events, duplicates and dead letters (event consumer).
+    #[oai(path = "/api/v1/protected/admin/dashboard", method = "get")]
+    async fn dashboard(
+        &self,
+        auth: BearerAuth,
+        trace: Data<&TraceParent>,
+    ) -> Result<DashboardResponse, ApiError> {
+        authenticate_admin(&self.state, &auth).await?;
+        let upstream = &self.state.upstream;
+        let (users, events) = tokio::join!(
+            upstream.user_stats(&trace.0 .0),
+            upstream.event_stats(&trace.0 .0)
+        );
+        let mut missing = Vec::new();
+        let users = users
+            .map_err(|error| {
+                tracing::warn!(error = %super::errors::chain(&error), "dashboard source missing");
+                missing.push("user-service".to_owned());
+            })
+            .ok();
+        let events = events
+            .map_err(|error| {
+                tracing::warn!(error = %super::errors::chain(&error), "dashboard source missing");
+                missing.push("event-consumer".to_owned());
+            })
+            .ok();
+        Ok(DashboardResponse::Ok(Json(Dashboard {
+            users,
+            events,
+            missing,
+        })))
+    }
+
+    /// Re-queue published outbox rows matching the filters (at least one filter, or
+    /// `all`), to rebuild a lost or replaced topic. `dry_run` only counts.
+    #[oai(path = "/api/v1/protected/admin/outbox/replay", method = "post")]
+    async fn replay(
+        &self,
+        auth: BearerAuth,
+        body: Json<ReplayRequest>,
+        trace: Data<&TraceParent>,
+    ) -> Result<ReplayResponse, ApiError> {
+        let admin = authenticate_admin(&self.state, &auth).await?;
+        let answer = self
+            .state
+            .upstream
+            .replay(&body.0, &trace.0 .0)
+            .await
+            .map_err(upstream_failed)?;
+        match answer {
+            Answer::Ok(result) => {
+                tracing::info!(admin = %admin.sub, count = result.count, dry_run = result.dry_run, "outbox replay");
+                Ok(ReplayResponse::Ok(Json(result)))
+            }
+            Answer::Refused(_, error) => Err(ApiError::BadRequest(Json(error))),
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Login, refresh, logout, and the bearer check every protected endpoint uses.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use poem::web::Data;
+use poem_openapi::auth::Bearer;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi, SecurityScheme};
+use uuid::Uuid;
+
+use super::errors::{database_failed, upstream_failed, ApiError};
+use super::models::{Credentials, ErrorBody, LogoutRequest, RefreshRequest, TokenPair};
+use super::Tag;
+use crate::sessions::{self, Rotation, Session};
+use crate::state::AppState;
+use crate::tokens::{Claims, TokenType};
+use crate::traceparent::TraceParent;
+
+/// A PASETO v4.public access token from `POST /api/v1/auth/login`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "PASETO v4.public")]
+pub struct BearerAuth(pub Bearer);
+
+/// Verifies an access token and that its session is still live.
+pub async fn authenticate(state: &AppState, auth: &BearerAuth) -> Result<Claims, ApiError> {
+    let claims = state
+        .keys
+        .verify(&auth.0.token, TokenType::Access)
+        .map_err(|reason| {
+            tracing::debug!(%reason, "access token refused");
+            ApiError::unauthorized()
+        })?;
+    let live = state
+        .liveness
+        .is_live(&state.pool, claims.sid)
+        .await
+        .map_err(database_failed)?;
+    if !live {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(claims)
+}
+
+/// Like [`authenticate`], and the role must be `admin`.
+pub async fn authenticate_admin(state: &AppState, auth: &BearerAuth) -> Result<Claims, ApiError> {
+    let claims = authenticate(state, auth).await?;
+    if claims.role != "admin" {
+        return Err(ApiError::forbidden());
+    }
+    Ok(claims)
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum LoginResponse {
+    /// Logged in.
+    #[oai(status = 200)]
+    Ok(Json<TokenPair>),
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum LogoutResponse {
+    /// The session is revoked: its refresh token stops at once, its access tokens
+    /// within 5 seconds.
+    #[oai(status = 204)]
+    LoggedOut,
+}
+
+pub struct AuthApi {
+    pub state: Arc<AppState>,
+}
+
+impl AuthApi {
+    fn pair(&self, session: &Session, refresh_jti: Uuid) -> Result<TokenPair, ApiError> {
+        let settings = &self.state.settings;
+        let keys = &self.state.keys;
+        let access = keys.claims(
+            TokenType::Access,
+            session.user_id,
+            &session.role,
+            session.id,
+            Uuid::now_v7(),
+            settings.access_ttl(),
+            None,
+        );
+        let refresh = keys.claims(
+            TokenType::Refresh,
+            session.user_id,
+            &session.role,
+            session.id,
+            refresh_jti,
+            settings.refresh_ttl(),
+            Some(session.expires_at),
+        );
+        let sign = |claims| {
+            keys.sign(claims).map_err(|error| {
+                tracing::error!(%error, "signing a token failed");
+                ApiError::internal()
+            })
+        };
+        Ok(TokenPair {
+            access_token: sign(&access)?,
+            refresh_token: sign(&refresh)?,
+            token_type: "Bearer".into(),
+            expires_in: settings.access_token_ttl_secs,
+        })
+    }
+
+    fn invalid_credentials() -> ApiError {
+        ApiError::Unauthorized(Json(ErrorBody::new(
+            "Unauthorized",
+            "Invalid email or password.",
+        )))
+    }
+}
+
+#[OpenApi(tag = "Tag::Auth")]
+impl AuthApi {
+    /// Log in with email and password; answers an access and a refresh token.
+    ///
+    /// Unknown email and wrong password get the same 401; an inactive account gets 403.
+    #[oai(path = "/api/v1/auth/login", method = "post")]
+    async fn login(
+        &self,
+        body: Json<Credentials>,
+        trace: Data<&TraceParent>,
+    ) -> Result<LoginResponse, ApiError> {
+        let verdict = self
+            .state
+            .upstream
+            .verify_credentials(&body.0, &trace.0 .0)
+            .await
+            .map_err(upstream_failed)?;
+        let (Some(user_id), true) = (verdict.user_id, verdict.valid) else {
+            return Err(Self::invalid_credentials());
+        };
+        if verdict.is_active == Some(false) {
+            return Err(ApiError::Forbidden(Json(ErrorBody::new(
+                "Forbidden",
+                "This account is inactive.",
+            ))));
+        }
+        let session = Session {
+            id: Uuid::new_v4(),
+            user_id,
+            role: verdict.role.unwrap_or_else(|| "user".into()),
+            expires_at: Utc::now()
+                + chrono::Duration::from_std(self.state.settings.refresh_ttl())
+                    .unwrap_or(chrono::Duration::days(7)),
+        };
+        let client = self.state.pool.get().await.map_err(database_failed)?;
+        let jti = sessions::create(&client, &session)
+            .await
+            .map_err(database_failed)?;
+        metrics::counter!("bff_logins_total").increment(1);
+        Ok(LoginResponse::Ok(Json(self.pair(&session, jti)?)))
+    }
+
+    /// Trade a refresh token for a new pair. Each refresh token works once; presenting
+    /// a used one revokes the whole session.
+    #[oai(path = "/api/v1/auth/refresh", method = "post")]
+    async fn refresh(&self, body: Json<RefreshRequest>) -> Result<LoginResponse, ApiError> {
+        let claims = self
+            .state
+            .keys
+            .verify(&body.0.refresh_token, TokenType::Refresh)
+            .map_err(|reason| {
+                tracing::debug!(%reason, "refresh token refused");
+                ApiError::unauthorized()
+            })?;
+        let mut client = self.state.pool.get().await.map_err(database_failed)?;
+        let tx = client.transaction().await.map_err(database_failed)?;
+        let rotation = sessions::rotate(&tx, claims.sid, claims.jti)
+            .await
+            .map_err(database_failed)?;
+        tx.commit().await.map_err(database_failed)?;
+        match rotation {
+            Rotation::Rotated { session, new_jti } => {
+                Ok(LoginResponse::Ok(Json(self.pair(&session, new_jti)?)))
+            }
+            Rotation::ReuseDetected => {
+                self.state.liveness.revoked(claims.sid);
+                tracing::warn!(sid = %claims.sid, user = %claims.sub, "refresh token reuse: session revoked");
+                metrics::counter!("bff_refresh_reuse_total").increment(1);
+                Err(ApiError::Unauthorized(Json(ErrorBody::new(
+                    "Unauthorized",
+                    "This refresh token was already used; the session has been revoked.",
+                ))))
+            }
+            Rotation::Invalid => Err(ApiError::unauthorized()),
+        }
+    }
+
+    /// End the session of the bearer access token.
+    ///
+    /// The body is optional: `{"refresh_token": "..."}` also ends that token's session
+    /// (when it is the caller's). The refresh token stops at once, access tokens within
+    /// 5 seconds.
+    #[oai(path = "/api/v1/auth/logout", method = "post")]
+    async fn logout(&self, auth: BearerAuth, body: poem::Body) -> Result<LogoutResponse, ApiError> {
+        let claims = authenticate(&self.state, &auth).await?;
+        let mut sids = vec![claims.sid];
+        // An absent or unreadable body is the common case and simply means "no extra token".
+        let extra = body
+            .into_bytes_limit(crate::body_limit::MAX_BODY)
+            .await
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<LogoutRequest>(&bytes).ok())
+            .and_then(|request| request.refresh_token);
+        if let Some(token) = extra {
+            // Only the caller's own sessions; a foreign or bad token is simply ignored.
+            if let Ok(refresh) = self.state.keys.verify(&token, TokenType::Refresh) {
+                if refresh.sub == claims.sub && refresh.sid != claims.sid {
+                    sids.push(refresh.sid);
+                }
+            }
+        }
+        let client = self.state.pool.get().await.map_err(database_failed)?;
+        for sid in sids {
+            sessions::revoke(&client, sid, "logout")
+                .await
+                .map_err(database_failed)?;
+            self.state.liveness.revoked(sid);
+        }
+        Ok(LogoutResponse::LoggedOut)
+    }
+}

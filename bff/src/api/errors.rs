@@ -1,0 +1,149 @@
+//! Error answers: the shared [`ApiError`] every authenticated or limited endpoint may
+//! give, and the last-resort conversion of any unhandled error into the JSON error body,
+//! so no answer carries internal text.
+
+use poem::http::StatusCode;
+use poem::{Endpoint, IntoResponse, Request, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::ApiResponse;
+
+use super::models::ErrorBody;
+use crate::rate_limit::RateLimited;
+
+/// A JSON error answer.
+pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
+    let body = serde_json::to_string(&ErrorBody::new(error, message)).unwrap_or_default();
+    Response::builder()
+        .status(status)
+        .content_type("application/json; charset=utf-8")
+        .body(body)
+}
+
+/// The answers any API endpoint may give besides its own.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// Malformed request (bad JSON, missing field).
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Missing, invalid, expired or revoked token.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// Authenticated, but the role does not allow this.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// Body over 64 KiB.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// Rate limit hit; retry after the given seconds.
+    #[oai(status = 429)]
+    TooManyRequests(Json<RateLimited>, #[oai(header = "Retry-After")] String),
+    /// Unexpected failure (details are in the server log only).
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// An upstream service or the database is down or too slow.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+impl ApiError {
+    pub fn unauthorized() -> Self {
+        Self::Unauthorized(Json(ErrorBody::new(
+            "Unauthorized",
+            "Missing, invalid or expired token.",
+        )))
+    }
+
+    pub fn forbidden() -> Self {
+        Self::Forbidden(Json(ErrorBody::new(
+            "Forbidden",
+            "Your role does not allow this.",
+        )))
+    }
+
+    pub fn unavailable() -> Self {
+        Self::Unavailable(Json(ErrorBody::new(
+            "Service unavailable",
+            "A backing service is unavailable. Please try again shortly.",
+        )))
+    }
+
+    pub fn internal() -> Self {
+        Self::Internal(Json(ErrorBody::new(
+            "Internal server error",
+            "Something went wrong on our side.",
+        )))
+    }
+
+    pub fn bad_request(message: &str) -> Self {
+        Self::BadRequest(Json(ErrorBody::new("Bad request", message)))
+    }
+}
+
+/// Logs an upstream failure with its cause chain and answers 503.
+pub fn upstream_failed(error: crate::upstream::Error) -> ApiError {
+    tracing::warn!(error = %chain(&error), "upstream call failed");
+    ApiError::unavailable()
+}
+
+/// Logs a database failure with its cause chain and answers 503.
+pub fn database_failed(error: impl std::error::Error) -> ApiError {
+    tracing::warn!(error = %chain(&error), "database call failed");
+    ApiError::unavailable()
+}
+
+/// `error: cause: cause...`, for logs.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Turns errors that escaped the handlers (payload parsing, missing auth header, unknown
+/// route) into the JSON error body; 5xx texts are never shown.
+pub async fn as_json<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response> {
+    match ep.call(req).await {
+        Ok(response) => Ok(response.into_response()),
+        Err(error) => {
+            let status = error.status();
+            let response = match status {
+                StatusCode::BAD_REQUEST => json_error(status, "Bad request", &error.to_string()),
+                StatusCode::UNAUTHORIZED => {
+                    json_error(status, "Unauthorized", "Missing, invalid or expired token.")
+                }
+                StatusCode::NOT_FOUND => json_error(status, "Not found", "No such route."),
+                StatusCode::METHOD_NOT_ALLOWED => {
+                    json_error(status, "Method not allowed", "Method not allowed.")
+                }
+                StatusCode::PAYLOAD_TOO_LARGE => json_error(
+                    status,
+                    "Payload too large",
+                    "The request body is larger than 64 KiB.",
+                ),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => json_error(
+                    status,
+                    "Unsupported media type",
+                    "Send the body as application/json.",
+                ),
+                s if s.is_server_error() => {
+                    tracing::error!(error = %error, "unhandled error");
+                    json_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal server error",
+                        "Something went wrong on our side.",
+                    )
+                }
+                s => json_error(
+                    s,
+                    s.canonical_reason().unwrap_or("Error"),
+                    "The request was refused.",
+                ),
+            };
+            Ok(response)
+        }
+    }
+}

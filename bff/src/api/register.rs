@@ -1,0 +1,146 @@
+//! Registration, forwarded to the user service, with `Idempotency-Key` support.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::param::Header;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi};
+
+use super::errors::{database_failed, upstream_failed, ApiError};
+use super::models::{ErrorBody, Registration, User};
+use super::Tag;
+use crate::idempotency::{self, Claim, MAX_KEY_LEN};
+use crate::state::AppState;
+use crate::traceparent::TraceParent;
+use crate::upstream::Answer;
+
+#[derive(Debug, ApiResponse)]
+pub enum RegisterResponse {
+    /// The new user.
+    #[oai(status = 201)]
+    Created(Json<User>),
+    /// The email or phone is taken (`details.field` says which), or a request with the
+    /// same `Idempotency-Key` is still running.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// Invalid fields (`details` lists them), or an `Idempotency-Key` reused with
+    /// another body.
+    #[oai(status = 422)]
+    Unprocessable(Json<ErrorBody>),
+}
+
+impl RegisterResponse {
+    fn into_stored(self) -> (u16, serde_json::Value) {
+        let (status, body) = match self {
+            Self::Created(user) => (201, serde_json::to_value(&user.0)),
+            Self::Conflict(error) => (409, serde_json::to_value(&error.0)),
+            Self::Unprocessable(error) => (422, serde_json::to_value(&error.0)),
+        };
+        (status, body.unwrap_or_default())
+    }
+
+    fn from_stored(status: u16, body: serde_json::Value) -> Result<Self, ApiError> {
+        let decode_error = |body| serde_json::from_value::<ErrorBody>(body);
+        let decoded = match status {
+            201 => serde_json::from_value::<User>(body).map(|u| Self::Created(Json(u))),
+            409 => decode_error(body).map(|e| Self::Conflict(Json(e))),
+            _ => decode_error(body).map(|e| Self::Unprocessable(Json(e))),
+        };
+        decoded.map_err(|error| {
+            tracing::error!(%error, "stored idempotent answer does not decode");
+            ApiError::internal()
+        })
+    }
+}
+
+pub struct RegisterApi {
+    pub state: Arc<AppState>,
+}
+
+impl RegisterApi {
+    async fn forward(
+        &self,
+        body: &Registration,
+        trace: &str,
+    ) -> Result<RegisterResponse, ApiError> {
+        let answer = self
+            .state
+            .upstream
+            .register(body, trace)
+            .await
+            .map_err(upstream_failed)?;
+        match answer {
+            Answer::Ok(user) => {
+                metrics::counter!("bff_registrations_total").increment(1);
+                Ok(RegisterResponse::Created(Json(user)))
+            }
+            Answer::Refused(status, error) => match status.as_u16() {
+                409 => Ok(RegisterResponse::Conflict(Json(error))),
+                422 => Ok(RegisterResponse::Unprocessable(Json(error))),
+                413 => Err(ApiError::PayloadTooLarge(Json(error))),
+                _ => Err(ApiError::BadRequest(Json(error))),
+            },
+        }
+    }
+}
+
+#[OpenApi(tag = "Tag::Users")]
+impl RegisterApi {
+    /// Register a new user.
+    ///
+    /// With an `Idempotency-Key`, a retry with the same key and body within 24 hours
+    /// gets the first answer again and creates no second user.
+    #[oai(path = "/api/v1/register", method = "post")]
+    async fn register(
+        &self,
+        body: Json<Registration>,
+        /// Any unique string (a UUID is good), at most 255 characters.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+        trace: Data<&TraceParent>,
+    ) -> Result<RegisterResponse, ApiError> {
+        let trace = trace.0 .0.as_str();
+        let Some(key) = idempotency_key.0.filter(|k| !k.trim().is_empty()) else {
+            return self.forward(&body.0, trace).await;
+        };
+        if key.len() > MAX_KEY_LEN {
+            return Err(ApiError::bad_request(
+                "Idempotency-Key is longer than 255 characters.",
+            ));
+        }
+        let canonical = serde_json::to_vec(&body.0).unwrap_or_default();
+        let hash = idempotency::fingerprint(&self.state.fingerprint_key, &canonical);
+        let client = self.state.pool.get().await.map_err(database_failed)?;
+        match idempotency::begin(&client, &key, &hash)
+            .await
+            .map_err(database_failed)?
+        {
+            Claim::Replay { status, body } => RegisterResponse::from_stored(status, body),
+            Claim::Mismatch => Ok(RegisterResponse::Unprocessable(Json(ErrorBody::new(
+                "Idempotency key reused",
+                "This Idempotency-Key was used with a different request body.",
+            )))),
+            Claim::InProgress => Ok(RegisterResponse::Conflict(Json(ErrorBody::new(
+                "Request in progress",
+                "A request with this Idempotency-Key is still being processed.",
+            )))),
+            Claim::Fresh => match self.forward(&body.0, trace).await {
+                Ok(answer) => {
+                    let (status, stored) = answer.into_stored();
+                    idempotency::finish(&client, &key, status, &stored)
+                        .await
+                        .map_err(database_failed)?;
+                    RegisterResponse::from_stored(status, stored)
+                }
+                Err(error) => {
+                    // Nothing was decided: let a retry with the same key run again.
+                    if let Err(db) = idempotency::abandon(&client, &key).await {
+                        tracing::warn!(error = %db, "releasing an idempotency key failed");
+                    }
+                    Err(error)
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Sessions (refresh-token families) in the `auth` schema, and the short-lived cache of
+//! their state that keeps access-token checks off the database.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database pool")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+const INSERT_SESSION: &str = "INSERT INTO auth.sessions (id, user_id, role, expires_at) \
+     VALUES ($1, $2, $3, $4)";
+const INSERT_REFRESH: &str = "INSERT INTO auth.refresh_tokens (jti, session_id) VALUES ($1, $2)";
+/// Marks a refresh token used, only if it is unused and its session is live.
+const USE_REFRESH: &str = "UPDATE auth.refresh_tokens r SET used_at = now() \
+     FROM auth.sessions s \
+     WHERE r.jti = $1 AND r.session_id = $2 AND r.used_at IS NULL \
+       AND s.id = r.session_id AND s.revoked_at IS NULL AND s.expires_at > now() \
+     RETURNING s.user_id, s.role, s.expires_at";
+const REVOKE: &str = "UPDATE auth.sessions SET revoked_at = now(), revoked_reason = $2 \
+     WHERE id = $1 AND revoked_at IS NULL";
+const IS_LIVE: &str = "SELECT revoked_at IS NULL AND expires_at > now() \
+     FROM auth.sessions WHERE id = $1";
+
+/// A session's identity as its tokens carry it.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub role: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What presenting a refresh token led to.
+#[derive(Debug)]
+pub enum Rotation {
+    /// The token was good; `new_jti` is the next one in the family.
+    Rotated { session: Session, new_jti: Uuid },
+    /// The token had been used before: the whole session is now revoked.
+    ReuseDetected,
+    /// Unknown token, or the session is revoked or expired.
+    Invalid,
+}
+
+/// Opens a session with its first refresh token; returns the token's jti.
+pub async fn create(client: &impl GenericClient, session: &Session) -> Result<Uuid> {
+    let insert = client.prepare_cached(INSERT_SESSION).await?;
+    client
+        .execute(
+            &insert,
+            &[
+                &session.id,
+                &session.user_id,
+                &session.role,
+                &session.expires_at,
+            ],
+        )
+        .await?;
+    let jti = Uuid::now_v7();
+    let refresh = client.prepare_cached(INSERT_REFRESH).await?;
+    client.execute(&refresh, &[&jti, &session.id]).await?;
+    Ok(jti)
+}
+
+/// Trades refresh token `jti` of session `sid` for the next one. Call inside a
+/// transaction: marking the old token used and issuing the new one go together.
+pub async fn rotate(client: &impl GenericClient, sid: Uuid, jti: Uuid) -> Result<Rotation> {
+    let used = client.prepare_cached(USE_REFRESH).await?;
+    if let Some(row) = client.query_opt(&used, &[&jti, &sid]).await? {
+        let session = Session {
+            id: sid,
+            user_id: row.get(0),
+            role: row.get(1),
+            expires_at: row.get(2),
+        };
+        let new_jti = Uuid::now_v7();
+        let insert = client.prepare_cached(INSERT_REFRESH).await?;
+        client.execute(&insert, &[&new_jti, &sid]).await?;
+        return Ok(Rotation::Rotated { session, new_jti });
+    }
+    let known = client
+        .query_opt(
+            "SELECT used_at IS NOT NULL FROM auth.refresh_tokens WHERE jti = $1 AND session_id = $2",
+            &[&jti, &sid],
+        )
+        .await?;
+    match known.map(|row| row.get::<_, bool>(0)) {
+        Some(true) => {
+            // A used token shows up again: it was copied. Both holders lose the family.
+            revoke(client, sid, "refresh token reuse").await?;
+            Ok(Rotation::ReuseDetected)
+        }
+        _ => Ok(Rotation::Invalid),
+    }
+}
+
+/// Revokes a session; returns whether it was live.
+pub async fn revoke(client: &impl GenericClient, sid: Uuid, reason: &str) -> Result<bool> {
+    let revoke = client.prepare_cached(REVOKE).await?;
+    Ok(client.execute(&revoke, &[&sid, &reason]).await? == 1)
+}
+
+/// Whether a session is neither revoked nor expired.
+pub async fn is_live(client: &impl GenericClient, sid: Uuid) -> Result<bool> {
+    let query = client.prepare_cached(IS_LIVE).await?;
+    Ok(client
+        .query_opt(&query, &[&sid])
+        .await?
+        .is_some_and(|row| row.get::<_, bool>(0)))
+}
+
+/// Remembers, for a few seconds, whether each session is live, so that access-token
+/// checks cost no database round trip; a logout elsewhere shows within `ttl`.
+#[derive(Debug)]
+pub struct LivenessCache {
+    ttl: Duration,
+    max_entries: usize,
+    entries: Mutex<HashMap<Uuid, (bool, Instant)>>,
+}
+
+impl LivenessCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            max_entries: 100_000,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, sid: Uuid) -> Option<bool> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&sid)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(live, _)| *live)
+    }
+
+    fn remember(&self, sid: Uuid, live: bool) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.max_entries {
+            let ttl = self.ttl;
+            entries.retain(|_, (_, at)| at.elapsed() < ttl);
+            if entries.len() >= self.max_entries {
+                entries.clear();
+            }
+        }
+        entries.insert(sid, (live, Instant::now()));
+    }
+
+    /// Whether session `sid` is live, from the cache or the database.
+    pub async fn is_live(&self, pool: &Pool, sid: Uuid) -> Result<bool> {
+        if let Some(live) = self.cached(sid) {
+            return Ok(live);
+        }
+        let client = pool.get().await?;
+        let live = is_live(&client, sid).await?;
+        self.remember(sid, live);
+        Ok(live)
+    }
+
+    /// Records a revocation made by this process, so it applies here at once.
+    pub fn revoked(&self, sid: Uuid) {
+        self.remember(sid, false);
+    }
+}

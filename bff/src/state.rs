@@ -1,0 +1,39 @@
+//! What the handlers share: the pool, the token keys, the upstream clients, the session
+//! liveness cache and the settings.
+
+use deadpool_postgres::Pool;
+use secrecy::ExposeSecret;
+
+use crate::config::Settings;
+use crate::sessions::LivenessCache;
+use crate::tokens::TokenKeys;
+use crate::upstream::Upstream;
+
+#[derive(Debug)]
+pub struct AppState {
+    pub pool: Pool,
+    pub keys: TokenKeys,
+    pub upstream: Upstream,
+    pub liveness: LivenessCache,
+    pub settings: Settings,
+    /// Key of the idempotency fingerprints (derived from the token secret).
+    pub fingerprint_key: Vec<u8>,
+}
+
+impl AppState {
+    pub fn new(pool: Pool, keys: TokenKeys, upstream: Upstream, settings: Settings) -> Self {
+        let fingerprint_key = settings
+            .token_secret_key
+            .as_ref()
+            .map(|k| crate::idempotency::fingerprint(k.expose_secret().as_bytes(), b"idempotency"))
+            .unwrap_or_default();
+        Self {
+            pool,
+            keys,
+            upstream,
+            liveness: LivenessCache::new(settings.revocation_cache()),
+            settings,
+            fingerprint_key,
+        }
+    }
+}

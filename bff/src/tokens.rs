@@ -1,0 +1,337 @@
+//! PASETO v4.public access and refresh tokens.
+//!
+//! pasetors checks the signature; everything else (times with a small leeway, issuer,
+//! audience, `typ`, `sid`, `role`) is checked here, because pasetors knows nothing of
+//! the custom claims and has no leeway. The footer carries `kid`, the PASERK id of the
+//! signing key's public half; only configured public keys verify, and an unknown `kid`
+//! fails closed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
+use pasetors::paserk::{FormatAsPaserk, Id};
+use pasetors::token::UntrustedToken;
+use pasetors::version4::{PublicToken, V4};
+use pasetors::Public;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Clock skew tolerated on `exp`, `nbf` and `iat` between this process and others.
+pub const LEEWAY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0} is not a valid PASERK k4 key")]
+    Invalid(&'static str),
+    #[error("the signing key's public half is not among TOKEN_PUBLIC_KEYS")]
+    SigningKeyNotListed,
+}
+
+/// Why a token was refused. Callers answer every kind with the same 401; the kind is for
+/// logs and tests.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("unknown key id")]
+    UnknownKey,
+    #[error("bad signature")]
+    Signature,
+    #[error("expired")]
+    Expired,
+    #[error("not yet valid")]
+    NotYetValid,
+    #[error("wrong issuer")]
+    Issuer,
+    #[error("wrong audience")]
+    Audience,
+    #[error("wrong token type")]
+    Type,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenType {
+    Access,
+    Refresh,
+}
+
+/// The claims the BFF signs and reads back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    /// The user id.
+    pub sub: Uuid,
+    pub iat: DateTime<Utc>,
+    pub nbf: DateTime<Utc>,
+    pub exp: DateTime<Utc>,
+    pub jti: Uuid,
+    pub role: String,
+    /// The session (refresh-token family) this token belongs to.
+    pub sid: Uuid,
+    pub typ: TokenType,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Footer {
+    kid: String,
+}
+
+/// A fresh key pair as PASERK strings: (`k4.secret.`, `k4.public.`, `k4.pid.`).
+pub fn generate_paserk() -> Result<(String, String, String), KeyError> {
+    let pair =
+        AsymmetricKeyPair::<V4>::generate().map_err(|_| KeyError::Invalid("generated key"))?;
+    let mut secret = String::new();
+    let mut public = String::new();
+    let mut kid = String::new();
+    pair.secret
+        .fmt(&mut secret)
+        .map_err(|_| KeyError::Invalid("secret key"))?;
+    pair.public
+        .fmt(&mut public)
+        .map_err(|_| KeyError::Invalid("public key"))?;
+    Id::from(&pair.public)
+        .fmt(&mut kid)
+        .map_err(|_| KeyError::Invalid("key id"))?;
+    Ok((secret, public, kid))
+}
+
+/// The `k4.pid.` id of a `k4.public.` PASERK.
+pub fn public_kid(paserk: &str) -> Result<String, KeyError> {
+    let key = AsymmetricPublicKey::<V4>::try_from(paserk.trim())
+        .map_err(|_| KeyError::Invalid("public key"))?;
+    kid_of(&key)
+}
+
+fn kid_of(public: &AsymmetricPublicKey<V4>) -> Result<String, KeyError> {
+    let mut kid = String::new();
+    Id::from(public)
+        .fmt(&mut kid)
+        .map_err(|_| KeyError::Invalid("key id"))?;
+    Ok(kid)
+}
+
+/// The signing key and the keys accepted for verification, with the expected `iss`/`aud`.
+pub struct TokenKeys {
+    signing: AsymmetricSecretKey<V4>,
+    signing_kid: String,
+    verifying: HashMap<String, AsymmetricPublicKey<V4>>,
+    issuer: String,
+    audience: String,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("signing_kid", &self.signing_kid)
+            .field("verifying", &self.verifying.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenKeys {
+    /// `secret` is a `k4.secret.` PASERK; `publics` the `k4.public.` keys accepted (the
+    /// signing key's own public half is always accepted, so a single key needs no list).
+    pub fn new(
+        secret: &str,
+        publics: &[String],
+        issuer: &str,
+        audience: &str,
+    ) -> Result<Self, KeyError> {
+        let signing = AsymmetricSecretKey::<V4>::try_from(secret.trim())
+            .map_err(|_| KeyError::Invalid("TOKEN_SECRET_KEY"))?;
+        let own_public = AsymmetricPublicKey::<V4>::try_from(&signing)
+            .map_err(|_| KeyError::Invalid("TOKEN_SECRET_KEY"))?;
+        let signing_kid = kid_of(&own_public)?;
+        let mut verifying = HashMap::new();
+        for public in publics {
+            let key = AsymmetricPublicKey::<V4>::try_from(public.trim())
+                .map_err(|_| KeyError::Invalid("TOKEN_PUBLIC_KEYS"))?;
+            verifying.insert(kid_of(&key)?, key);
+        }
+        if !publics.is_empty() && !verifying.contains_key(&signing_kid) {
+            return Err(KeyError::SigningKeyNotListed);
+        }
+        verifying.insert(signing_kid.clone(), own_public);
+        Ok(Self {
+            signing,
+            signing_kid,
+            verifying,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+        })
+    }
+
+    pub fn signing_kid(&self) -> &str {
+        &self.signing_kid
+    }
+
+    /// Claims for a new token of `typ` valid from now for `ttl` (capped at `not_after`).
+    pub fn claims(
+        &self,
+        typ: TokenType,
+        user: Uuid,
+        role: &str,
+        sid: Uuid,
+        jti: Uuid,
+        ttl: Duration,
+        not_after: Option<DateTime<Utc>>,
+    ) -> Claims {
+        let now = Utc::now();
+        let mut exp = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::zero());
+        if let Some(limit) = not_after {
+            exp = exp.min(limit);
+        }
+        Claims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user,
+            iat: now,
+            nbf: now,
+            exp,
+            jti,
+            role: role.to_owned(),
+            sid,
+            typ,
+        }
+    }
+
+    /// Signs `claims` with the current key.
+    pub fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
+        let message = serde_json::to_vec(claims).map_err(|_| TokenError::Malformed)?;
+        let footer = serde_json::to_vec(&Footer {
+            kid: self.signing_kid.clone(),
+        })
+        .map_err(|_| TokenError::Malformed)?;
+        PublicToken::sign(&self.signing, &message, Some(&footer), None)
+            .map_err(|_| TokenError::Signature)
+    }
+
+    /// Verifies a token and every claim, expecting type `typ`.
+    pub fn verify(&self, token: &str, typ: TokenType) -> Result<Claims, TokenError> {
+        let untrusted = UntrustedToken::<Public, V4>::try_from(token.trim())
+            .map_err(|_| TokenError::Malformed)?;
+        let footer: Footer = serde_json::from_slice(untrusted.untrusted_footer())
+            .map_err(|_| TokenError::Malformed)?;
+        let key = self
+            .verifying
+            .get(&footer.kid)
+            .ok_or(TokenError::UnknownKey)?;
+        let trusted =
+            PublicToken::verify(key, &untrusted, Some(untrusted.untrusted_footer()), None)
+                .map_err(|_| TokenError::Signature)?;
+        let claims: Claims =
+            serde_json::from_str(trusted.payload()).map_err(|_| TokenError::Malformed)?;
+        self.check(&claims, typ, Utc::now())?;
+        Ok(claims)
+    }
+
+    fn check(&self, claims: &Claims, typ: TokenType, now: DateTime<Utc>) -> Result<(), TokenError> {
+        let leeway = chrono::Duration::from_std(LEEWAY).unwrap_or(chrono::Duration::zero());
+        if claims.exp + leeway <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf - leeway > now || claims.iat - leeway > now {
+            return Err(TokenError::NotYetValid);
+        }
+        if claims.iss != self.issuer {
+            return Err(TokenError::Issuer);
+        }
+        if claims.aud != self.audience {
+            return Err(TokenError::Audience);
+        }
+        if claims.typ != typ {
+            return Err(TokenError::Type);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> (TokenKeys, String) {
+        let (secret, public, _) = generate_paserk().unwrap();
+        (
+            TokenKeys::new(&secret, &[public.clone()], "iss", "aud").unwrap(),
+            public,
+        )
+    }
+
+    fn access(keys: &TokenKeys) -> Claims {
+        keys.claims(
+            TokenType::Access,
+            Uuid::new_v4(),
+            "user",
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Duration::from_secs(60),
+            None,
+        )
+    }
+
+    #[test]
+    fn a_signed_token_verifies_with_its_claims() {
+        let (keys, _) = keys();
+        let claims = access(&keys);
+        let token = keys.sign(&claims).unwrap();
+        assert!(token.starts_with("v4.public."));
+        assert_eq!(keys.verify(&token, TokenType::Access).unwrap(), claims);
+        assert_eq!(
+            keys.verify(&token, TokenType::Refresh),
+            Err(TokenError::Type)
+        );
+    }
+
+    #[test]
+    fn times_are_checked_with_leeway() {
+        let (keys, _) = keys();
+        let now = Utc::now();
+        let mut claims = access(&keys);
+        claims.exp = now - chrono::Duration::seconds(2);
+        assert!(keys.check(&claims, TokenType::Access, now).is_ok());
+        claims.exp = now - chrono::Duration::seconds(30);
+        assert_eq!(
+            keys.check(&claims, TokenType::Access, now),
+            Err(TokenError::Expired)
+        );
+        let mut claims = access(&keys);
+        claims.nbf = now + chrono::Duration::seconds(30);
+        assert_eq!(
+            keys.check(&claims, TokenType::Access, now),
+            Err(TokenError::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn rotation_accepts_listed_keys_and_refuses_unknown_ones() {
+        let (old_secret, old_public, _) = generate_paserk().unwrap();
+        let (new_secret, new_public, _) = generate_paserk().unwrap();
+        let old = TokenKeys::new(&old_secret, &[old_public.clone()], "iss", "aud").unwrap();
+        let token = old.sign(&access(&old)).unwrap();
+
+        let rotated =
+            TokenKeys::new(&new_secret, &[new_public.clone(), old_public], "iss", "aud").unwrap();
+        assert!(rotated.verify(&token, TokenType::Access).is_ok());
+
+        let retired = TokenKeys::new(&new_secret, &[new_public], "iss", "aud").unwrap();
+        assert_eq!(
+            retired.verify(&token, TokenType::Access),
+            Err(TokenError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn a_signing_key_missing_from_the_list_is_refused() {
+        let (secret, _, _) = generate_paserk().unwrap();
+        let (_, other_public, _) = generate_paserk().unwrap();
+        assert!(matches!(
+            TokenKeys::new(&secret, &[other_public], "iss", "aud"),
+            Err(KeyError::SigningKeyNotListed)
+        ));
+    }
+}

@@ -1,0 +1,234 @@
+//! HTTP clients for the internal services, with the internal key, the caller's
+//! `traceparent`, and a deadline so that an upstream that is down or slow becomes a prompt
+//! 503 instead of a hung request.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::api::models::{
+    Credentials, ErrorBody, EventStats, Registration, ReplayRequest, ReplayResult, User, UserStats,
+    Verification,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{service} unreachable or too slow")]
+    Unavailable {
+        service: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{service} answered {status}")]
+    Status {
+        service: &'static str,
+        status: StatusCode,
+    },
+    #[error("{service} answered a body that does not match the contract")]
+    Contract {
+        service: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An upstream answer the BFF passes on: a success or the service's error body.
+#[derive(Debug)]
+pub enum Answer<T> {
+    Ok(T),
+    Refused(StatusCode, ErrorBody),
+}
+
+const USER_SERVICE: &str = "user-service";
+const EVENT_CONSUMER: &str = "event-consumer";
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    http: reqwest::Client,
+    user_service: String,
+    event_consumer: String,
+    key: SecretString,
+}
+
+impl Upstream {
+    pub fn new(
+        user_service: &str,
+        event_consumer: &str,
+        key: SecretString,
+        timeout: Duration,
+    ) -> reqwest::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            http,
+            user_service: user_service.trim_end_matches('/').to_owned(),
+            event_consumer: event_consumer.trim_end_matches('/').to_owned(),
+            key,
+        })
+    }
+
+    async fn send(
+        &self,
+        service: &'static str,
+        method: Method,
+        url: String,
+        body: Option<&(impl Serialize + ?Sized)>,
+        trace: &str,
+    ) -> Result<reqwest::Response> {
+        let mut request = self
+            .http
+            .request(method, url)
+            .bearer_auth(self.key.expose_secret())
+            .header("traceparent", trace);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| Error::Unavailable { service, source })?;
+        if response.status().is_server_error() {
+            return Err(Error::Status {
+                service,
+                status: response.status(),
+            });
+        }
+        Ok(response)
+    }
+
+    async fn decode<T: DeserializeOwned>(
+        service: &'static str,
+        response: reqwest::Response,
+    ) -> Result<T> {
+        response
+            .json()
+            .await
+            .map_err(|source| Error::Contract { service, source })
+    }
+
+    /// A success body of type `T` on a 2xx; the error body on an expected refusal.
+    async fn answer<T: DeserializeOwned>(
+        service: &'static str,
+        response: reqwest::Response,
+        refusals: &[StatusCode],
+    ) -> Result<Answer<T>> {
+        let status = response.status();
+        if status.is_success() {
+            return Ok(Answer::Ok(Self::decode(service, response).await?));
+        }
+        if refusals.contains(&status) {
+            let body = Self::decode::<ErrorBody>(service, response).await?;
+            return Ok(Answer::Refused(status, body));
+        }
+        Err(Error::Status { service, status })
+    }
+
+    pub async fn register(&self, body: &Registration, trace: &str) -> Result<Answer<User>> {
+        let url = format!("{}/api/v1/register", self.user_service);
+        let response = self
+            .send(USER_SERVICE, Method::POST, url, Some(body), trace)
+            .await?;
+        let refusals = [
+            StatusCode::BAD_REQUEST,
+            StatusCode::CONFLICT,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ];
+        Self::answer(USER_SERVICE, response, &refusals).await
+    }
+
+    pub async fn verify_credentials(
+        &self,
+        credentials: &Credentials,
+        trace: &str,
+    ) -> Result<Verification> {
+        let url = format!("{}/api/v1/verify-credentials", self.user_service);
+        let response = self
+            .send(USER_SERVICE, Method::POST, url, Some(credentials), trace)
+            .await?;
+        match Self::answer::<Verification>(
+            USER_SERVICE,
+            response,
+            &[StatusCode::UNPROCESSABLE_ENTITY, StatusCode::BAD_REQUEST],
+        )
+        .await?
+        {
+            Answer::Ok(verification) => Ok(verification),
+            // A malformed email or empty password cannot be valid credentials.
+            Answer::Refused(..) => Ok(Verification {
+                valid: false,
+                user_id: None,
+                role: None,
+                is_active: None,
+            }),
+        }
+    }
+
+    pub async fn user(&self, id: Uuid, trace: &str) -> Result<Option<User>> {
+        let url = format!("{}/api/v1/users/{id}", self.user_service);
+        let response = self
+            .send(USER_SERVICE, Method::GET, url, None::<&()>, trace)
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        match Self::answer(USER_SERVICE, response, &[]).await? {
+            Answer::Ok(user) => Ok(Some(user)),
+            Answer::Refused(status, _) => Err(Error::Status {
+                service: USER_SERVICE,
+                status,
+            }),
+        }
+    }
+
+    pub async fn user_stats(&self, trace: &str) -> Result<UserStats> {
+        let url = format!("{}/api/v1/admin/stats", self.user_service);
+        let response = self
+            .send(USER_SERVICE, Method::GET, url, None::<&()>, trace)
+            .await?;
+        Self::ok(USER_SERVICE, response).await
+    }
+
+    pub async fn replay(
+        &self,
+        filter: &ReplayRequest,
+        trace: &str,
+    ) -> Result<Answer<ReplayResult>> {
+        let url = format!("{}/api/v1/admin/outbox/replay", self.user_service);
+        let response = self
+            .send(USER_SERVICE, Method::POST, url, Some(filter), trace)
+            .await?;
+        let refusals = [StatusCode::BAD_REQUEST, StatusCode::UNPROCESSABLE_ENTITY];
+        Self::answer(USER_SERVICE, response, &refusals).await
+    }
+
+    pub async fn event_stats(&self, trace: &str) -> Result<EventStats> {
+        let url = format!("{}/stats", self.event_consumer);
+        let response = self
+            .send(EVENT_CONSUMER, Method::GET, url, None::<&()>, trace)
+            .await?;
+        Self::ok(EVENT_CONSUMER, response).await
+    }
+
+    async fn ok<T: DeserializeOwned>(
+        service: &'static str,
+        response: reqwest::Response,
+    ) -> Result<T> {
+        if !response.status().is_success() {
+            return Err(Error::Status {
+                service,
+                status: response.status(),
+            });
+        }
+        Self::decode(service, response).await
+    }
+}
