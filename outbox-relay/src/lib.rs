@@ -3,18 +3,25 @@
 //! - [`envelope`]: the CloudEvents binary-mode mapping between an event and a Kafka record
 //!   (the relay produces it, the consumer decodes it).
 //! - [`enqueue`]: writing an event in the caller's transaction (no Kafka involved).
-//! - [`replay`]: re-queueing published rows for recovery.
+//! - [`replay`]: re-queueing published rows for recovery; [`retention`]: purging old ones.
+//! - [`relay`] (feature `kafka`): the engine that moves rows into Kafka, with
+//!   [`leader`] (one active relay) and [`listen`] (LISTEN wake-ups).
 //! - [`kafka`] and [`service`] (feature `kafka`): the Kafka glue and the relay process.
 //! - [`platform`]: configuration, database pool, telemetry and metrics shared by the
 //!   service processes.
 
 pub mod enqueue;
 pub mod envelope;
+pub mod leader;
+pub mod listen;
 pub mod platform;
 pub mod replay;
+pub mod retention;
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "kafka")]
+pub mod relay;
 #[cfg(feature = "kafka")]
 pub mod service;
 #[cfg(feature = "testing")]

@@ -1,9 +1,11 @@
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use outbox_relay::platform::{shutdown, telemetry};
 use outbox_relay::service::config::Config;
+use outbox_relay::service::replay_cli::{self, ReplayArgs};
 use outbox_relay::service::startup::App;
 
 #[derive(Parser)]
@@ -12,12 +14,24 @@ struct Cli {
     /// YAML configuration file (overrides the ENV profile; environment variables win).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Re-queue published events so the relay publishes them again, in order.
+    Replay(ReplayArgs),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    if let Some(Command::Replay(args)) = cli.command {
+        let exit = replay_cli::run(&config, args).await;
+        return Ok(ExitCode::from(exit as u8));
+    }
     telemetry::init(
         "outbox-relay",
         &config.common.log_level,
@@ -25,5 +39,5 @@ async fn main() -> anyhow::Result<()> {
     );
     let app = App::build(config).await.context("starting outbox-relay")?;
     app.run_until_stopped(shutdown::signal()).await?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,86 @@
+//! Wake-ups: LISTEN on the channel the outbox trigger notifies, on a dedicated connection,
+//! so an event committed while the relay idles is picked up within milliseconds. The
+//! relay still polls at an interval as a fallback (a notification can be lost while this
+//! connection reconnects).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio_postgres::AsyncMessage;
+
+use crate::platform::db::DbConfig;
+
+/// The channel `users.outbox_notify()` notifies.
+pub const CHANNEL: &str = "outbox_events";
+
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// A running LISTEN task; stops when dropped.
+pub struct Wakeups {
+    notify: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Wakeups {
+    /// Starts listening (and reconnecting with backoff whenever the connection is lost).
+    pub fn spawn(db: DbConfig) -> Self {
+        let notify = Arc::new(Notify::new());
+        let task = tokio::spawn(listen_forever(db, notify.clone()));
+        Self { notify, task }
+    }
+
+    /// Resolves at the next notification (or at once if one came since the last call).
+    pub async fn notified(&self) {
+        self.notify.notified().await;
+    }
+}
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn listen_forever(db: DbConfig, notify: Arc<Notify>) {
+    let mut delay = RECONNECT_MIN;
+    loop {
+        match listen_once(&db, &notify).await {
+            Ok(()) => tracing::warn!("LISTEN connection closed; reconnecting"),
+            Err(error) => tracing::warn!(%error, ?delay, "LISTEN connection failed; retrying"),
+        }
+        // Rows may have arrived while we were not listening.
+        notify.notify_one();
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RECONNECT_MAX);
+    }
+}
+
+async fn listen_once(db: &DbConfig, notify: &Notify) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = db.pg_config().connect(tokio_postgres::NoTls).await?;
+    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let sql = format!("LISTEN {CHANNEL}");
+    let listen = client.batch_execute(&sql);
+    // The connection must be polled for the LISTEN to complete.
+    tokio::pin!(listen);
+    loop {
+        tokio::select! {
+            result = &mut listen => { result?; break; }
+            message = messages.next() => match message {
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(error),
+                None => return Ok(()),
+            }
+        }
+    }
+    tracing::debug!(channel = CHANNEL, "listening for outbox notifications");
+    notify.notify_one();
+    while let Some(message) = messages.next().await {
+        if let AsyncMessage::Notification(_) = message? {
+            notify.notify_one();
+        }
+    }
+    Ok(())
+}
