@@ -33,6 +33,8 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        // Install the recorder before the first counter is touched, or early counts are lost.
+        metrics::handle();
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
         let hasher = Hasher::new(config.settings.scrypt_log_n).await?;
         let state = AppState {

@@ -1,0 +1,230 @@
+//! The HTTP contract the BFF relies on, against the real PostgreSQL.
+
+mod common;
+
+use common::{registration, spawn_app, KEY};
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn register_returns_the_user_without_any_password_field() {
+    let app = spawn_app().await;
+    let mut body = registration("Ada@Example.com");
+    body["phone"] = json!("+441234567890");
+    let (status, user) = app.register(&body).await;
+    assert_eq!(status, 201, "{user}");
+    assert_eq!(user["email"], "Ada@Example.com");
+    assert_eq!(user["phone"], "+441234567890");
+    assert_eq!(user["role"], "user");
+    assert_eq!(user["is_active"], true);
+    assert!(user["id"].as_str().is_some() && user["created_at"].as_str().is_some());
+    let keys: Vec<&String> = user.as_object().unwrap().keys().collect();
+    assert!(keys.iter().all(|k| !k.contains("password")), "{keys:?}");
+
+    let stored: String = app
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT password_hash FROM users.users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(stored.starts_with("$scrypt$ln=10,r=8,p=1$"), "{stored}");
+}
+
+#[tokio::test]
+async fn a_user_without_phone_has_phone_null() {
+    let app = spawn_app().await;
+    let (status, user) = app.register(&registration("nophone@example.com")).await;
+    assert_eq!(status, 201);
+    assert_eq!(user["phone"], Value::Null);
+}
+
+#[tokio::test]
+async fn emails_conflict_case_insensitively() {
+    let app = spawn_app().await;
+    assert_eq!(app.register(&registration("Ada@Example.com")).await.0, 201);
+    let (status, body) = app.register(&registration("ada@EXAMPLE.com")).await;
+    assert_eq!(status, 409);
+    assert_eq!(body["error"], "Conflict");
+    assert_eq!(body["details"], json!({"field": "email"}));
+    assert_eq!(app.count("SELECT count(*) FROM users.outbox").await, 1);
+}
+
+#[tokio::test]
+async fn phones_conflict() {
+    let app = spawn_app().await;
+    let mut first = registration("one@example.com");
+    first["phone"] = json!("1234567890");
+    let mut second = registration("two@example.com");
+    second["phone"] = json!("1234567890");
+    assert_eq!(app.register(&first).await.0, 201);
+    let (status, body) = app.register(&second).await;
+    assert_eq!(status, 409);
+    assert_eq!(body["details"]["field"], "phone");
+}
+
+#[tokio::test]
+async fn invalid_fields_are_all_listed_with_422() {
+    let app = spawn_app().await;
+    let body = json!({
+        "email": "not an email",
+        "password": "password",
+        "first_name": "",
+        "last_name": "Lovelace",
+        "phone": "12ab",
+    });
+    let (status, body) = app.register(&body).await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"], "Validation failed");
+    let fields: Vec<&str> = body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["email", "first_name", "phone", "password"]);
+    assert_eq!(app.count("SELECT count(*) FROM users.users").await, 0);
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_with_the_error_body() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .post(app.url("/api/v1/register"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "Bad request");
+    assert!(body["message"].is_string());
+}
+
+#[tokio::test]
+async fn bodies_over_64_kib_are_413_with_the_error_body() {
+    let app = spawn_app().await;
+    let mut body = registration("big@example.com");
+    body["first_name"] = json!("x".repeat(70 * 1024));
+    let response = app.post("/api/v1/register", &body).await;
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "Payload too large");
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_internal_key_is_401() {
+    let app = spawn_app().await;
+    let url = app.url("/api/v1/register");
+    let body = registration("ada@example.com");
+    let missing = app.http.post(&url).json(&body).send().await.unwrap();
+    let wrong = app
+        .http
+        .post(&url)
+        .bearer_auth("not-the-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    for response in [missing, wrong] {
+        assert_eq!(response.status(), 401);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "Unauthorized");
+    }
+    let stats = app
+        .http
+        .get(app.url("/api/v1/admin/stats"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stats.status(), 401);
+    assert_eq!(app.count("SELECT count(*) FROM users.users").await, 0);
+
+    // The operational endpoints stay open.
+    for path in ["/health", "/metrics", "/openapi.json"] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn verify_credentials_right_wrong_and_unknown() {
+    let app = spawn_app().await;
+    let (_, user) = app.register(&registration("Ada@Example.com")).await;
+    let check = |email: &'static str, password: &'static str| {
+        let app = &app;
+        async move {
+            let response = app
+                .post(
+                    "/api/v1/verify-credentials",
+                    &json!({"email": email, "password": password}),
+                )
+                .await;
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let right = check("ada@example.com", "correct horse battery staple").await;
+    assert_eq!(
+        right,
+        json!({"valid": true, "user_id": user["id"], "role": "user", "is_active": true})
+    );
+    let wrong = check("ada@example.com", "correct horse battery stapler").await;
+    assert_eq!(wrong, json!({"valid": false}));
+    let unknown = check("nobody@example.com", "correct horse battery staple").await;
+    assert_eq!(unknown, json!({"valid": false}));
+}
+
+#[tokio::test]
+async fn users_are_found_by_id_or_404() {
+    let app = spawn_app().await;
+    let (_, user) = app.register(&registration("ada@example.com")).await;
+    let id = user["id"].as_str().unwrap();
+    let found = app.get(&format!("/api/v1/users/{id}")).await;
+    assert_eq!(found.status(), 200);
+    assert_eq!(found.json::<Value>().await.unwrap(), user);
+
+    let missing = app
+        .get(&format!("/api/v1/users/{}", uuid::Uuid::now_v7()))
+        .await;
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.json::<Value>().await.unwrap()["error"], "Not found");
+}
+
+#[tokio::test]
+async fn the_api_is_documented_and_counted() {
+    let app = spawn_app().await;
+    app.register(&registration("ada@example.com")).await;
+    let spec: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/api/v1/register",
+        "/api/v1/verify-credentials",
+        "/api/v1/users/{id}",
+        "/api/v1/admin/stats",
+        "/api/v1/admin/outbox/replay",
+    ] {
+        assert!(spec["paths"][path].is_object(), "{path} undocumented");
+    }
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("users_registered_total"), "{metrics}");
+}
