@@ -1,0 +1,262 @@
+//! Test support: a scratch database, fresh topics and group per test, and a producer of
+//! records in the contract's CloudEvents form.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use chrono::Utc;
+use event_consumer::config::Config;
+use outbox_relay::envelope::Attributes;
+use outbox_relay::kafka::owned_headers;
+use outbox_relay::platform::db::DbConfig;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use uuid::Uuid;
+
+pub const BROKERS: &str = "127.0.0.1:9092";
+
+/// Everything one test owns: its database, topic, DLQ topic and consumer group.
+pub struct Scratch {
+    pub db: DbConfig,
+    pub topic: String,
+    pub dlq: String,
+    pub group: String,
+}
+
+impl Scratch {
+    pub async fn new() -> Scratch {
+        let id = Uuid::new_v4().simple().to_string();
+        let db = DbConfig::default();
+        let name = format!("test_{id}");
+        migrations::create_scratch_database(&db.pg_config(), &name)
+            .await
+            .expect("scratch database");
+        let topic = format!("test-consumer-{id}");
+        let dlq = format!("{topic}.dlq");
+        outbox_relay::kafka::create_topic(BROKERS, &topic, 3)
+            .await
+            .expect("topic");
+        outbox_relay::kafka::create_topic(BROKERS, &dlq, 1)
+            .await
+            .expect("dlq topic");
+        Scratch {
+            db: db.with_database(&name),
+            topic,
+            dlq,
+            group: format!("test-group-{id}"),
+        }
+    }
+
+    /// The consumer's environment for this test (also used for the real binary).
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("PORT", "0".to_owned()),
+            ("LOG_LEVEL", "warn".to_owned()),
+            ("DB_HOST", self.db.db_host.clone()),
+            ("DB_PORT", self.db.db_port.to_string()),
+            ("DB_NAME", self.db.db_name.clone()),
+            ("DB_POOL_SIZE", "4".to_owned()),
+            ("DB_TIMEOUT_MS", "1000".to_owned()),
+            ("KAFKA_BROKERS", BROKERS.to_owned()),
+            ("CONSUMER_TOPIC", self.topic.clone()),
+            ("CONSUMER_DLQ_TOPIC", self.dlq.clone()),
+            ("CONSUMER_GROUP", self.group.clone()),
+            ("CONSUMER_BATCH_SIZE", "100".to_owned()),
+            ("CONSUMER_SESSION_TIMEOUT_MS", "6000".to_owned()),
+            ("CONSUMER_RETRY_MAX_MS", "500".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    pub fn config(&self) -> Config {
+        Config::from_env(self.env()).expect("config")
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        self.db.connect().await.expect("database")
+    }
+
+    /// One number from the scratch database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client()
+            .await
+            .query_one(sql, &[])
+            .await
+            .expect("count query")
+            .get(0)
+    }
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// A `UserRegistered` event as the relay puts it on the wire.
+pub struct Registration {
+    pub event_id: Uuid,
+    pub user_id: Uuid,
+    pub email: String,
+}
+
+impl Registration {
+    pub fn new() -> Self {
+        let user_id = Uuid::now_v7();
+        Self {
+            event_id: Uuid::now_v7(),
+            user_id,
+            email: format!("{}@example.com", user_id.simple()),
+        }
+    }
+
+    pub fn headers(&self, event_type: &str) -> Vec<(String, Vec<u8>)> {
+        Attributes {
+            id: self.event_id,
+            source: "/user-service".into(),
+            event_type: event_type.into(),
+            time: Utc::now(),
+            subject: Some(self.user_id.to_string()),
+            traceparent: None,
+        }
+        .to_headers()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+        .collect()
+    }
+
+    pub fn data(&self) -> serde_json::Value {
+        serde_json::json!({
+            "user_id": self.user_id, "email": self.email, "first_name": "Ada",
+            "last_name": "Lovelace", "phone": null, "role": "user",
+            "registered_at": Utc::now(),
+        })
+    }
+}
+
+pub async fn send_raw(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+    headers: &[(String, Vec<u8>)],
+) {
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(value)
+                .headers(owned_headers(headers)),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+}
+
+pub async fn send(producer: &FutureProducer, topic: &str, event: &Registration) {
+    send_raw(
+        producer,
+        topic,
+        &event.user_id.to_string(),
+        event.data().to_string().as_bytes(),
+        &event.headers("UserRegistered"),
+    )
+    .await;
+}
+
+/// Produces `n` new registrations (concurrently) and returns them.
+pub async fn send_many(producer: &FutureProducer, topic: &str, n: usize) -> Vec<Registration> {
+    let events: Vec<Registration> = (0..n).map(|_| Registration::new()).collect();
+    let payloads: Vec<(String, String, Vec<(String, Vec<u8>)>)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.user_id.to_string(),
+                e.data().to_string(),
+                e.headers("UserRegistered"),
+            )
+        })
+        .collect();
+    for chunk in payloads.chunks(1000) {
+        let sends = chunk.iter().map(|(key, value, headers)| {
+            send_raw(producer, topic, key, value.as_bytes(), headers)
+        });
+        futures::future::join_all(sends).await;
+    }
+    events
+}
+
+/// A dead letter as read back from the DLQ topic.
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl DeadLetter {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Reads `n` records of `topic` from the beginning (or fails after a while).
+pub async fn read_dlq(topic: &str, n: usize) -> Vec<DeadLetter> {
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", BROKERS)
+        .set("group.id", format!("test-reader-{}", Uuid::new_v4().simple()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    reader.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    while out.len() < n {
+        let message = tokio::time::timeout(Duration::from_secs(30), reader.recv())
+            .await
+            .expect("a dead letter within 30 s")
+            .expect("kafka");
+        out.push(DeadLetter {
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers: message
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+    }
+    out
+}
+
+/// Polls until `f` holds or `timeout` passes; returns whether it held.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

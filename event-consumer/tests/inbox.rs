@@ -1,0 +1,294 @@
+//! The consumer engine against the real Kafka and PostgreSQL: exactly-once effects,
+//! dead letters, unknown types, and two instances in one group.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, producer, read_dlq, send, send_many, send_raw, Registration, Scratch};
+use event_consumer::Consumer;
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Drives `consume_once` until `sql` counts `n` in the scratch database.
+async fn drive_until(consumer: &mut Consumer, scratch: &Scratch, sql: &str, n: i64) {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        consumer.consume_once().await.expect("consume_once");
+        let have = scratch.count(sql).await;
+        if have >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sql}: only {have} of {n}"
+        );
+    }
+}
+
+/// Drives `consume_once` until the scratch database holds `n` welcome notifications.
+async fn drive_until_notified(consumer: &mut Consumer, scratch: &Scratch, n: i64) {
+    let sql = "SELECT count(*) FROM consumer.welcome_notifications";
+    drive_until(consumer, scratch, sql, n).await;
+}
+
+/// Drives `consume_once` for a while longer, for redeliveries to show up if any would.
+async fn drain(consumer: &mut Consumer) {
+    for _ in 0..4 {
+        consumer.consume_once().await.expect("consume_once");
+    }
+}
+
+#[tokio::test]
+async fn duplicate_delivery_has_one_effect() {
+    let scratch = Scratch::new().await;
+    let producer = producer();
+    let event = Registration::new();
+    for _ in 0..3 {
+        send(&producer, &scratch.topic, &event).await;
+    }
+    // Another event for the same user (a replay with a new id) must not register it twice.
+    let mut again = Registration::new();
+    again.user_id = event.user_id;
+    send(&producer, &scratch.topic, &again).await;
+    let other = Registration::new();
+    send(&producer, &scratch.topic, &other).await;
+
+    let mut consumer = Consumer::new(&scratch.config().settings, scratch.db.pool()).unwrap();
+    drive_until_notified(&mut consumer, &scratch, 2).await;
+    drain(&mut consumer).await;
+
+    assert_eq!(
+        scratch.count("SELECT count(*) FROM consumer.welcome_notifications").await,
+        2
+    );
+    assert_eq!(
+        scratch
+            .count("SELECT coalesce(sum(count), 0)::bigint FROM consumer.registration_stats")
+            .await,
+        2
+    );
+    assert_eq!(
+        scratch.count("SELECT count(*) FROM consumer.processed_events").await,
+        3
+    );
+    assert_eq!(
+        scratch.count("SELECT duplicates_total FROM consumer.counters").await,
+        2
+    );
+    let status: String = scratch
+        .client()
+        .await
+        .query_one(
+            "SELECT status FROM consumer.welcome_notifications WHERE user_id = $1",
+            &[&event.user_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "pending");
+}
+
+#[tokio::test]
+async fn poison_records_go_to_the_dlq_and_later_records_are_applied() {
+    let scratch = Scratch::new().await;
+    let producer = producer();
+
+    // No CloudEvents headers at all.
+    send_raw(&producer, &scratch.topic, "k-garbage", b"garbage", &[]).await;
+    // Valid envelope, data that does not fit UserRegistered.
+    let bad = Registration::new();
+    let bad_value = br#"{"user_id":"not-a-uuid"}"#;
+    send_raw(
+        &producer,
+        &scratch.topic,
+        &bad.user_id.to_string(),
+        bad_value,
+        &bad.headers("UserRegistered"),
+    )
+    .await;
+    // An unsupported CloudEvents version.
+    let old = Registration::new();
+    let mut old_headers = old.headers("UserRegistered");
+    for (k, v) in &mut old_headers {
+        if k == "ce_specversion" {
+            *v = b"0.3".to_vec();
+        }
+    }
+    send_raw(
+        &producer,
+        &scratch.topic,
+        &old.user_id.to_string(),
+        old.data().to_string().as_bytes(),
+        &old_headers,
+    )
+    .await;
+    let good = Registration::new();
+    send(&producer, &scratch.topic, &good).await;
+
+    let mut consumer = Consumer::new(&scratch.config().settings, scratch.db.pool()).unwrap();
+    drive_until_notified(&mut consumer, &scratch, 1).await;
+    // The good record may sit in another partition than some poison ones: settle them all.
+    let sql = "SELECT dead_lettered_total FROM consumer.counters";
+    drive_until(&mut consumer, &scratch, sql, 3).await;
+    drain(&mut consumer).await;
+
+    let letters = read_dlq(&scratch.dlq, 3).await;
+    let garbage = letters
+        .iter()
+        .find(|l| l.key.as_deref() == Some(&b"k-garbage"[..]))
+        .expect("the headerless record is dead-lettered");
+    assert_eq!(garbage.value.as_deref(), Some(&b"garbage"[..]));
+    assert!(garbage.header("error").unwrap().contains("missing header"));
+    assert!(chrono::DateTime::parse_from_rfc3339(&garbage.header("failed_at").unwrap()).is_ok());
+
+    let data = letters
+        .iter()
+        .find(|l| l.key.as_deref() == Some(bad.user_id.to_string().as_bytes()))
+        .expect("the record with bad data is dead-lettered");
+    assert_eq!(data.value.as_deref(), Some(&bad_value[..]));
+    assert_eq!(data.header("ce_id"), Some(bad.event_id.to_string()));
+    assert!(data.header("error").unwrap().contains("UserRegistered data"));
+
+    let version = letters
+        .iter()
+        .find(|l| l.key.as_deref() == Some(old.user_id.to_string().as_bytes()))
+        .expect("the old-version record is dead-lettered");
+    assert!(version.header("error").unwrap().contains("specversion"));
+
+    assert_eq!(
+        scratch.count("SELECT dead_lettered_total FROM consumer.counters").await,
+        3
+    );
+    let applied: i64 = scratch
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM consumer.welcome_notifications WHERE user_id = $1",
+            &[&good.user_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1, "the record after the poison ones is applied");
+}
+
+#[tokio::test]
+async fn unknown_event_types_are_counted_and_skipped() {
+    let scratch = Scratch::new().await;
+    let producer = producer();
+    let unknown = Registration::new();
+    for _ in 0..2 {
+        send_raw(
+            &producer,
+            &scratch.topic,
+            &unknown.user_id.to_string(),
+            b"{}",
+            &unknown.headers("UserDeleted"),
+        )
+        .await;
+    }
+    let good = Registration::new();
+    send(&producer, &scratch.topic, &good).await;
+
+    let mut consumer = Consumer::new(&scratch.config().settings, scratch.db.pool()).unwrap();
+    drive_until_notified(&mut consumer, &scratch, 1).await;
+    // The unknown event is counted once, its second delivery as a duplicate.
+    let sql = "SELECT unknown_type_total + duplicates_total FROM consumer.counters";
+    drive_until(&mut consumer, &scratch, sql, 2).await;
+    drain(&mut consumer).await;
+    assert_eq!(
+        scratch.count("SELECT unknown_type_total FROM consumer.counters").await,
+        1
+    );
+    assert_eq!(
+        scratch.count("SELECT dead_lettered_total FROM consumer.counters").await,
+        0
+    );
+    assert_eq!(
+        scratch.count("SELECT count(*) FROM consumer.welcome_notifications").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn two_instances_in_one_group_apply_each_event_once() {
+    let scratch = Scratch::new().await;
+    let producer = producer();
+    let settings = scratch.config().settings;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let consumer = Consumer::new(&settings, scratch.db.pool()).unwrap();
+        let mut stopped = stopped.clone();
+        tasks.push(tokio::spawn(consumer.run(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })));
+    }
+    // Produce while the group forms and rebalances, so deliveries straddle assignments.
+    let n = 1500;
+    send_many(&producer, &scratch.topic, n).await;
+
+    let all = eventually(SETTLE, || async {
+        scratch
+            .count("SELECT count(*) FROM consumer.welcome_notifications")
+            .await
+            == n as i64
+    })
+    .await;
+    assert!(all, "every event applied");
+    let _ = stop.send(true);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        scratch.count("SELECT count(*) FROM consumer.processed_events").await,
+        n as i64
+    );
+    assert_eq!(
+        scratch
+            .count("SELECT coalesce(sum(count), 0)::bigint FROM consumer.registration_stats")
+            .await,
+        n as i64
+    );
+    assert_eq!(
+        scratch.count("SELECT processed_total FROM consumer.counters").await,
+        n as i64
+    );
+}
+
+#[tokio::test]
+async fn shutdown_commits_offsets_so_a_restart_redelivers_nothing() {
+    let scratch = Scratch::new().await;
+    let producer = producer();
+    let settings = scratch.config().settings;
+    send_many(&producer, &scratch.topic, 50).await;
+
+    let consumer = Consumer::new(&settings, scratch.db.pool()).unwrap();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(consumer.run(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    assert!(
+        eventually(SETTLE, || async {
+            scratch
+                .count("SELECT count(*) FROM consumer.welcome_notifications")
+                .await
+                == 50
+        })
+        .await
+    );
+    let _ = stop.send(true);
+    task.await.unwrap();
+
+    // A new member of the same group starts after the committed offsets.
+    let last = Registration::new();
+    send(&producer, &scratch.topic, &last).await;
+    let mut consumer = Consumer::new(&settings, scratch.db.pool()).unwrap();
+    drive_until_notified(&mut consumer, &scratch, 51).await;
+    drain(&mut consumer).await;
+    assert_eq!(
+        scratch.count("SELECT duplicates_total FROM consumer.counters").await,
+        0
+    );
+}
