@@ -1,0 +1,203 @@
+//! The event-consumer service as a whole: its HTTP API, a database outage, and the real
+//! binary killed with SIGKILL in the middle of its work.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{eventually, producer, send, send_many, Registration, Scratch};
+use event_consumer::startup::App;
+use outbox_relay::platform::internal_key::DEV_INTERNAL_API_KEY;
+use outbox_relay::testing::TcpProxy;
+use serde_json::Value;
+use tokio::sync::watch;
+
+const SETTLE: Duration = Duration::from_secs(60);
+const NOTIFICATIONS: &str = "SELECT count(*) FROM consumer.welcome_notifications";
+
+struct Running {
+    base: String,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn spawn_app(env: Vec<(String, String)>) -> Running {
+    let config = event_consumer::config::Config::from_env(env).unwrap();
+    let app = App::build(config).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    Running { base, stop, task }
+}
+
+async fn get(url: &str, key: Option<&str>) -> (u16, String) {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn stats_need_the_internal_key_and_show_what_was_applied() {
+    let scratch = Scratch::new().await;
+    let producer = producer();
+    let first = Registration::new();
+    send(&producer, &scratch.topic, &first).await;
+    send(&producer, &scratch.topic, &first).await;
+    send(&producer, &scratch.topic, &Registration::new()).await;
+    let app = spawn_app(scratch.env()).await;
+    let stats_url = format!("{}/stats", app.base);
+
+    for key in [None, Some("wrong-key")] {
+        let (status, body) = get(&stats_url, key).await;
+        assert_eq!(status, 401);
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"], "Unauthorized");
+        assert!(body["message"].is_string());
+    }
+
+    let applied = eventually(SETTLE, || async {
+        let (_, body) = get(&stats_url, Some(DEV_INTERNAL_API_KEY)).await;
+        let body: Value = serde_json::from_str(&body).unwrap_or_default();
+        body["processed_total"] == 2 && body["duplicates_total"] == 1
+    })
+    .await;
+    assert!(applied, "the stats show two events applied and one duplicate");
+
+    let (status, body) = get(&stats_url, Some(DEV_INTERNAL_API_KEY)).await;
+    assert_eq!(status, 200);
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["dead_lettered_total"], 0);
+    assert_eq!(stats["unknown_type_total"], 0);
+    assert!(stats["last_processed_at"].is_string());
+    assert_eq!(stats["welcome_notifications"]["pending"], 2);
+    assert_eq!(stats["welcome_notifications"]["total"], 2);
+    let days = stats["registrations_per_day"].as_array().unwrap();
+    assert_eq!(days.len(), 7, "the last 7 days, empty ones included");
+    let today = chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string();
+    assert_eq!(days[6], serde_json::json!({"day": today, "count": 2}));
+    assert!(days[..6].iter().all(|d| d["count"] == 0));
+
+    let (status, health) = get(&format!("{}/health", app.base), None).await;
+    assert_eq!((status, health.contains("\"up\"")), (200, true));
+    let (_, metrics) = get(&format!("{}/metrics", app.base), None).await;
+    assert!(metrics.contains("consumer_processed_total"), "{metrics}");
+    assert!(metrics.contains("consumer_duplicates_total"));
+    let (_, spec) = get(&format!("{}/openapi.json", app.base), None).await;
+    assert!(spec.contains("\"/stats\"") && spec.contains("bearer"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_database_outage_delays_records_but_skips_none() {
+    let scratch = Scratch::new().await;
+    let proxy = TcpProxy::start("127.0.0.1:5432".parse().unwrap())
+        .await
+        .unwrap();
+    let env: Vec<(String, String)> = scratch
+        .env()
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "DB_PORT" => (k, proxy.port().to_string()),
+            _ => (k, v),
+        })
+        .collect();
+    let producer = producer();
+    send_many(&producer, &scratch.topic, 20).await;
+    let app = spawn_app(env).await;
+    let applied = |n: i64| {
+        let scratch = &scratch;
+        async move { eventually(SETTLE, || async { scratch.count(NOTIFICATIONS).await == n }).await }
+    };
+    assert!(applied(20).await);
+
+    proxy.cut();
+    send_many(&producer, &scratch.topic, 30).await;
+    let health = format!("{}/health", app.base);
+    let down = eventually(SETTLE, || async {
+        let (status, body) = get(&health, None).await;
+        status == 503 && body.contains("\"down\"")
+    })
+    .await;
+    assert!(down, "/health reports the database down");
+    // Give the consumer time to fail and retry several times.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(scratch.count(NOTIFICATIONS).await, 20);
+
+    proxy.restore();
+    assert!(applied(50).await, "every record applied after the outage");
+    assert_eq!(
+        scratch.count("SELECT count(*) FROM consumer.processed_events").await,
+        50
+    );
+    assert_eq!(
+        scratch.count("SELECT processed_total FROM consumer.counters").await,
+        50
+    );
+    let (status, _) = get(&health, None).await;
+    assert_eq!(status, 200);
+    app.stop().await;
+}
+
+/// The real binary with the test's environment.
+fn start_binary(scratch: &Scratch, batch_size: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_event-consumer"))
+        .env("ENV", "development")
+        .envs(scratch.env())
+        .env("CONSUMER_BATCH_SIZE", batch_size)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start event-consumer")
+}
+
+#[tokio::test]
+async fn killed_mid_batch_and_restarted_applies_every_event_exactly_once() {
+    let scratch = Scratch::new().await;
+    let producer = producer();
+    let n = 3000;
+    send_many(&producer, &scratch.topic, n).await;
+
+    let mut first = start_binary(&scratch, "25");
+    let started = eventually(SETTLE, || async { scratch.count(NOTIFICATIONS).await > 0 }).await;
+    first.kill().expect("SIGKILL");
+    first.wait().unwrap();
+    assert!(started, "the first process applied something before the kill");
+    let at_kill = scratch.count(NOTIFICATIONS).await;
+    assert!(at_kill < n as i64, "killed before the backlog was done");
+
+    let mut second = start_binary(&scratch, "25");
+    let done = eventually(SETTLE, || async {
+        scratch.count(NOTIFICATIONS).await == n as i64
+    })
+    .await;
+    let _ = second.kill();
+    let _ = second.wait();
+    assert!(done, "the restarted process applied the rest");
+    assert_eq!(
+        scratch.count("SELECT count(*) FROM consumer.processed_events").await,
+        n as i64
+    );
+    assert_eq!(
+        scratch
+            .count("SELECT coalesce(sum(count), 0)::bigint FROM consumer.registration_stats")
+            .await,
+        n as i64
+    );
+    assert_eq!(
+        scratch.count("SELECT processed_total FROM consumer.counters").await,
+        n as i64
+    );
+}
