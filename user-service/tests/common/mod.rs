@@ -53,7 +53,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the app against `app_db` (e.g. through a proxy) while the test reads `db`.
 pub async fn spawn_app_on(db: DbConfig, app_db: DbConfig) -> TestApp {
-    let config = Config::from_env(env(&app_db)).expect("config");
+    spawn_app_with(db, app_db, &[]).await
+}
+
+/// As [`spawn_app_on`], with some settings overridden (`("DB_POOL_SIZE", "1")`...).
+pub async fn spawn_app_with(db: DbConfig, app_db: DbConfig, overrides: &[(&str, &str)]) -> TestApp {
+    let mut env = env(&app_db);
+    env.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let config = Config::from_env(env).expect("config");
     let app = App::build(config).await.expect("app");
     let base = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = oneshot::channel::<()>();
