@@ -110,6 +110,7 @@ impl App {
             .at("/metrics", get(metrics::endpoint))
             .nest("/", api)
             .data(self.state.pool.clone())
+            .around(crate::api::errors::as_json)
             .around(traceparent::apply)
             .around(body_limit::apply)
             .with(RateLimit(self.limits.clone()));

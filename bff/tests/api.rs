@@ -1,0 +1,261 @@
+//! Idempotent registration, failure answers, documentation and headers.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{closed_port_url, registration, scratch_db, spawn_bff, spawn_fake, spawn_stack};
+use poem::web::{Data, Json};
+use poem::{handler, post, EndpointExt, Route};
+use serde_json::{json, Value};
+
+async fn register_with_key(stack: &common::Stack, key: &str, body: &Value) -> (u16, Value) {
+    let response = stack
+        .http
+        .post(format!("{}/api/v1/register", stack.base))
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body() {
+    let stack = spawn_stack(&[("RATE_LIMIT_REGISTER_PER_MIN", "20")]).await;
+    let body = registration("once@example.com");
+    let (first_status, first) = register_with_key(&stack, "key-1", &body).await;
+    assert_eq!(first_status, 201, "{first}");
+    let (again_status, again) = register_with_key(&stack, "key-1", &body).await;
+    assert_eq!((again_status, &again), (201, &first));
+
+    let client = stack.pool.get().await.unwrap();
+    let users: i64 = client
+        .query_one("SELECT count(*) FROM users.users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(users, 1, "the replay created no second user");
+
+    let (status, body) =
+        register_with_key(&stack, "key-1", &registration("other@example.com")).await;
+    assert_eq!(status, 422, "{body}");
+
+    // Without the key the same body is a new request, and the email is taken.
+    let (status, body) = stack
+        .post("/api/v1/register", &registration("once@example.com"), None)
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["details"]["field"], "email");
+}
+
+#[derive(Default)]
+struct Seen {
+    traceparents: Vec<String>,
+}
+
+#[handler]
+async fn slow_register(req: &poem::Request, seen: Data<&Arc<Mutex<Seen>>>) -> Json<Value> {
+    if let Some(trace) = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        seen.lock().unwrap().traceparents.push(trace.to_owned());
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Json(json!({
+        "id": "0191f1a0-0000-7000-8000-000000000001",
+        "email": "slow@example.com",
+        "phone": null,
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "role": "user",
+        "is_active": true,
+        "created_at": "2025-01-01T00:00:00Z",
+    }))
+}
+
+#[tokio::test]
+async fn a_key_still_running_gets_409_and_the_trace_reaches_the_user_service() {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let fake = Route::new()
+        .at("/api/v1/register", post(slow_register))
+        .data(seen.clone());
+    let (user_service, stop_fake) = spawn_fake(fake).await;
+    let db = scratch_db().await;
+    let (base, _stop) = spawn_bff(&db, &user_service, &[]).await;
+    let http = reqwest::Client::new();
+    let send = |http: reqwest::Client, base: String| async move {
+        http.post(format!("{base}/api/v1/register"))
+            .header("Idempotency-Key", "slow-key")
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .json(&registration("slow@example.com"))
+            .send()
+            .await
+            .unwrap()
+    };
+    let first = tokio::spawn(send(http.clone(), base.clone()));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = send(http.clone(), base.clone()).await;
+    assert_eq!(second.status(), 409);
+    let first = first.await.unwrap();
+    assert_eq!(first.status(), 201);
+    let seen = seen.lock().unwrap().traceparents.clone();
+    assert_eq!(seen.len(), 1, "one upstream call for one key: {seen:?}");
+    assert!(
+        seen[0].starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{seen:?}"
+    );
+    drop(stop_fake);
+}
+
+#[tokio::test]
+async fn an_upstream_that_is_down_or_slow_answers_503_within_5_seconds() {
+    let db = scratch_db().await;
+    let down = closed_port_url().await;
+    let (base, _stop) = spawn_bff(&db, &down, &[]).await;
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let response = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"email": "a@example.com", "password": "whatever it is"}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "Service unavailable");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let (slow, _stop_slow) = spawn_fake(Route::new().at(
+        "/api/v1/register",
+        post(poem::endpoint::make(|_| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "too late"
+        })),
+    ))
+    .await;
+    let (base, _stop) = spawn_bff(&db, &slow, &[]).await;
+    let started = Instant::now();
+    let response = http
+        .post(format!("{base}/api/v1/register"))
+        .json(&registration("slow@example.com"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "Service unavailable");
+}
+
+#[tokio::test]
+async fn bodies_over_64_kib_get_413_and_malformed_json_400() {
+    let stack = spawn_stack(&[]).await;
+    let mut body = registration("big@example.com");
+    body["first_name"] = json!("x".repeat(70 * 1024));
+    let (status, answer) = stack.post("/api/v1/register", &body, None).await;
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["error"], "Payload too large");
+
+    let response = stack
+        .http
+        .post(format!("{}/api/v1/auth/login", stack.base))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"], "Bad request");
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_route_and_the_bearer_scheme() {
+    let stack = spawn_stack(&[]).await;
+    let (status, doc) = stack.get("/openapi.json", None).await;
+    assert_eq!(status, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/health", "get"),
+        ("/api/v1/register", "post"),
+        ("/api/v1/auth/login", "post"),
+        ("/api/v1/auth/refresh", "post"),
+        ("/api/v1/auth/logout", "post"),
+        ("/api/v1/protected/profile", "get"),
+        ("/api/v1/protected/admin/dashboard", "get"),
+        ("/api/v1/protected/admin/outbox/replay", "post"),
+    ] {
+        assert!(paths[path][method].is_object(), "{method} {path} missing");
+    }
+    let profile = &paths["/api/v1/protected/profile"]["get"];
+    assert!(profile["security"].is_array());
+    for status in ["200", "401", "429", "503"] {
+        assert!(profile["responses"][status].is_object(), "profile {status}");
+    }
+    assert!(paths["/api/v1/register"]["post"]["responses"]["409"].is_object());
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    assert!(schemes.values().any(|s| s["scheme"] == "bearer"));
+}
+
+#[tokio::test]
+async fn answers_carry_security_headers_and_docs_get_a_csp_for_swagger() {
+    let stack = spawn_stack(&[]).await;
+    let api = stack
+        .http
+        .get(format!("{}/api/v1/protected/profile", stack.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(api.headers()["cache-control"], "no-store");
+    let csp = api.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"));
+    assert!(api.headers().get("traceparent").is_some());
+
+    let docs = stack
+        .http
+        .get(format!("{}/docs", stack.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(docs.status(), 200);
+    let csp = docs.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self' 'unsafe-inline'"), "{csp}");
+    assert!(docs.text().await.unwrap().contains("swagger"));
+}
+
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins() {
+    let stack = spawn_stack(&[("CORS_ORIGINS", "https://app.example.com")]).await;
+    let preflight = |origin: &'static str| {
+        stack
+            .http
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/api/v1/auth/login", stack.base),
+            )
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let refused = preflight("https://evil.example.com").await.unwrap();
+    assert!(refused
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}

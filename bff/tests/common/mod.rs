@@ -1,0 +1,210 @@
+//! Test support: a scratch database, the real user service and the BFF, each on port 0.
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use bff::config::Config;
+use bff::startup::App;
+use outbox_relay::platform::db::DbConfig;
+use poem::listener::{Acceptor, Listener as _, TcpListener};
+use poem::{Endpoint, Server};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub const KEY: &str = "test-internal-key-0123456789";
+
+pub struct Stack {
+    /// The BFF.
+    pub base: String,
+    pub user_service: String,
+    pub db: DbConfig,
+    pub pool: deadpool_postgres::Pool,
+    pub http: reqwest::Client,
+    stops: Vec<oneshot::Sender<()>>,
+}
+
+pub async fn scratch_db() -> DbConfig {
+    let server = DbConfig::default();
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    migrations::create_scratch_database(&server.pg_config(), &name)
+        .await
+        .expect("scratch database");
+    server.with_database(&name)
+}
+
+fn db_env(db: &DbConfig) -> Vec<(String, String)> {
+    vec![
+        ("DB_HOST".into(), db.db_host.clone()),
+        ("DB_PORT".into(), db.db_port.to_string()),
+        ("DB_NAME".into(), db.db_name.clone()),
+        ("DB_POOL_SIZE".into(), "4".into()),
+    ]
+}
+
+/// Starts the real user service on `db`; returns its base URL.
+pub async fn spawn_user_service(db: &DbConfig) -> (String, oneshot::Sender<()>) {
+    let mut env = db_env(db);
+    env.extend(
+        [
+            ("PORT", "0"),
+            ("LOG_LEVEL", "warn"),
+            ("SCRYPT_LOG_N", "10"),
+            ("INTERNAL_API_KEY", KEY),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let config = user_service::config::Config::from_env(env).expect("user-service config");
+    let app = user_service::startup::App::build(config)
+        .await
+        .expect("user-service");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    (base, stop)
+}
+
+/// Serves `endpoint` on a free port (fakes of the consumer, slow upstreams).
+pub async fn spawn_fake(endpoint: impl Endpoint + 'static) -> (String, oneshot::Sender<()>) {
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .expect("bind");
+    let port = acceptor.local_addr()[0]
+        .as_socket_addr()
+        .expect("tcp")
+        .port();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(
+        Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            endpoint,
+            async move {
+                let _ = stopped.await;
+            },
+            Some(Duration::from_secs(1)),
+        ),
+    );
+    (format!("http://127.0.0.1:{port}"), stop)
+}
+
+/// A port nothing listens on.
+pub async fn closed_port_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Starts a BFF on `db` calling `user_service`, with extra settings.
+pub async fn spawn_bff(
+    db: &DbConfig,
+    user_service: &str,
+    extra: &[(&str, &str)],
+) -> (String, oneshot::Sender<()>) {
+    let mut env = db_env(db);
+    env.extend(
+        [
+            ("PORT", "0"),
+            ("LOG_LEVEL", "warn"),
+            ("INTERNAL_API_KEY", KEY),
+            ("USER_SERVICE_URL", user_service),
+            ("EVENT_CONSUMER_URL", "http://127.0.0.1:1"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let config = Config::from_env(env).expect("bff config");
+    let app = App::build(config).await.expect("bff");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    (base, stop)
+}
+
+/// A scratch database, the real user service, and a BFF with `extra` settings.
+pub async fn spawn_stack(extra: &[(&str, &str)]) -> Stack {
+    let db = scratch_db().await;
+    let (user_service, stop_users) = spawn_user_service(&db).await;
+    let (base, stop_bff) = spawn_bff(&db, &user_service, extra).await;
+    Stack {
+        base,
+        user_service,
+        pool: db.pool(),
+        db,
+        http: reqwest::Client::new(),
+        stops: vec![stop_users, stop_bff],
+    }
+}
+
+pub fn registration(email: &str) -> Value {
+    json!({
+        "email": email,
+        "password": "correct horse battery staple",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+    })
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+impl Stack {
+    pub fn keep(&mut self, stop: oneshot::Sender<()>) {
+        self.stops.push(stop);
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, bearer: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn register(&self, email: &str) -> Value {
+        let (status, user) = self
+            .post("/api/v1/register", &registration(email), None)
+            .await;
+        assert_eq!(status, 201, "{user}");
+        user
+    }
+
+    /// Logs in; returns (access, refresh).
+    pub async fn login(&self, email: &str) -> (String, String) {
+        let (status, body) = self
+            .post(
+                "/api/v1/auth/login",
+                &json!({"email": email, "password": PASSWORD}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        (
+            body["access_token"].as_str().expect("access").to_owned(),
+            body["refresh_token"].as_str().expect("refresh").to_owned(),
+        )
+    }
+
+    pub async fn make_admin(&self, email: &str) {
+        let client = self.pool.get().await.expect("db");
+        user_service::users::set_role(&client, email, "admin")
+            .await
+            .expect("set role")
+            .expect("user exists");
+    }
+}

@@ -1,0 +1,72 @@
+//! Rate limits as a client meets them, through the real listener.
+
+mod common;
+
+use common::spawn_stack;
+use serde_json::json;
+
+async fn login_attempt(stack: &common::Stack, forwarded_for: Option<&str>) -> reqwest::Response {
+    let mut request = stack
+        .http
+        .post(format!("{}/api/v1/auth/login", stack.base))
+        .json(&json!({"email": "nobody@example.com", "password": "whatever it is"}));
+    if let Some(xff) = forwarded_for {
+        request = request.header("X-Forwarded-For", xff);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_sixth_login_in_a_minute_gets_the_designed_429() {
+    let stack = spawn_stack(&[]).await;
+    for _ in 0..5 {
+        assert_eq!(login_attempt(&stack, None).await.status(), 401);
+    }
+    let response = login_attempt(&stack, None).await;
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "error": "Too many requests",
+            "message": "Rate limit exceeded. Please try again later.",
+            "retry_after": format!("{retry_after} seconds"),
+        })
+    );
+    // Other routes keep their own budget.
+    assert_eq!(stack.get("/health", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_spoofed_forwarded_for_from_an_untrusted_peer_gains_nothing() {
+    let stack = spawn_stack(&[]).await;
+    for i in 0..5 {
+        let spoof = format!("203.0.113.{i}");
+        assert_eq!(login_attempt(&stack, Some(&spoof)).await.status(), 401);
+    }
+    let response = login_attempt(&stack, Some("198.51.100.99")).await;
+    assert_eq!(response.status(), 429);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_is_limited_on_its_own() {
+    let stack = spawn_stack(&[("TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    for _ in 0..5 {
+        let status = login_attempt(&stack, Some("6.6.6.6, 203.0.113.1"))
+            .await
+            .status();
+        assert_eq!(status, 401);
+    }
+    // The same client again, whatever it prepends, is over its limit...
+    let response = login_attempt(&stack, Some("1.1.1.1, 203.0.113.1")).await;
+    assert_eq!(response.status(), 429);
+    // ...while another client behind the same proxy still gets through.
+    let response = login_attempt(&stack, Some("203.0.113.2")).await;
+    assert_eq!(response.status(), 401);
+}
