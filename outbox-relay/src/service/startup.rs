@@ -11,6 +11,7 @@ use poem::{get, EndpointExt, Route};
 use super::config::Config;
 use super::health::{self, BrokerProbe};
 use crate::platform::http::Listener;
+use crate::platform::metrics as platform_metrics;
 use crate::relay::{create_producer, Relay, RelayStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ impl App {
     /// up yet (the relay waits and retries).
     pub async fn build(config: Config) -> Result<Self, BuildError> {
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
+        // Installed before the relay records anything, so /metrics sees all of it.
+        platform_metrics::handle();
         let producer = create_producer(&config.producer())?;
         let relay = Relay::new(config.db.clone(), producer.clone(), config.relay());
         let state = State {

@@ -1,0 +1,112 @@
+//! One active relay, any number of standbys: two relay loops on one database.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use outbox_relay::platform::db::DbConfig;
+use outbox_relay::relay::RelayStatus;
+use outbox_relay::testing::TcpProxy;
+use tokio::sync::oneshot;
+
+struct Running {
+    status: Arc<RelayStatus>,
+    task: tokio::task::JoinHandle<()>,
+    _stop: oneshot::Sender<()>,
+}
+
+fn start(db: &DbConfig) -> Running {
+    let relay = relay(db, fast_config(100));
+    let status = relay.status();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(relay.run(async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        status,
+        task,
+        _stop: stop,
+    }
+}
+
+async fn leads(status: &RelayStatus) -> bool {
+    eventually(Duration::from_secs(5), || async { status.is_leader() }).await
+}
+
+async fn drained(db: &DbConfig) -> bool {
+    eventually(Duration::from_secs(10), || async {
+        unpublished(db).await == 0
+    })
+    .await
+}
+
+#[tokio::test]
+async fn two_relays_exactly_one_publishes_and_the_standby_takes_over_when_it_dies() {
+    let db = scratch_db().await;
+    let topic = scratch_topic(3).await;
+    let first = start(&db);
+    assert!(leads(&first.status).await);
+    let second = start(&db);
+
+    let mut ids = write_events(&db, &topic, "UserRegistered", &interleaved(5, 2)).await;
+    assert!(drained(&db).await, "the leader publishes, woken by NOTIFY");
+    assert_eq!(first.status.published(), 10);
+    assert_eq!(second.status.published(), 0, "the standby never publishes");
+    assert!(!second.status.is_leader());
+
+    // The leader dies: its lock session goes with it.
+    first.task.abort();
+    let died = Instant::now();
+    assert!(leads(&second.status).await, "standby took over");
+    assert!(died.elapsed() < Duration::from_secs(5));
+
+    ids.extend(write_events(&db, &topic, "UserRegistered", &interleaved(5, 1)).await);
+    assert!(drained(&db).await);
+    assert_eq!(second.status.published(), 5);
+
+    let records = read_topic(&topic, 15, Duration::from_secs(20)).await;
+    assert_eq!(records.len(), 15, "each event exactly once");
+    let mut got = event_ids(&records);
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+}
+
+#[tokio::test]
+async fn a_leader_that_loses_its_database_session_stops_and_the_standby_takes_over() {
+    let db = scratch_db().await;
+    let topic = scratch_topic(1).await;
+    let proxy = TcpProxy::start(
+        format!("{}:{}", db.db_host, db.db_port)
+            .parse()
+            .expect("a socket address"),
+    )
+    .await
+    .unwrap();
+    let via_proxy = DbConfig {
+        db_port: proxy.port(),
+        db_timeout_ms: 500,
+        ..db.clone()
+    };
+    let cut_off = start(&via_proxy);
+    assert!(leads(&cut_off.status).await);
+    let standby = start(&db);
+
+    proxy.cut();
+    let cut = Instant::now();
+    assert!(leads(&standby.status).await);
+    assert!(cut.elapsed() < Duration::from_secs(5));
+    assert!(
+        !cut_off.status.is_leader(),
+        "the cut-off relay stopped leading"
+    );
+
+    let ids = write_events(&db, &topic, "UserRegistered", &interleaved(3, 1)).await;
+    assert!(drained(&db).await);
+    assert_eq!(standby.status.published(), 3);
+    assert_eq!(cut_off.status.published(), 0);
+    let records = read_topic(&topic, 3, Duration::from_secs(20)).await;
+    assert_eq!(event_ids(&records), ids);
+}

@@ -1,0 +1,146 @@
+//! The relay process: `/health`, `/metrics` and the `replay` command.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use outbox_relay::platform::db::DbConfig;
+use outbox_relay::service::config::Config;
+use outbox_relay::service::startup::App;
+use secrecy::ExposeSecret;
+
+fn env_for(db: &DbConfig, brokers: &str) -> Vec<(String, String)> {
+    [
+        ("PORT", "0".to_owned()),
+        ("DB_HOST", db.db_host.clone()),
+        ("DB_PORT", db.db_port.to_string()),
+        ("DB_NAME", db.db_name.clone()),
+        ("DB_USER", db.db_user.clone()),
+        ("DB_PASSWORD", db.db_password.expose_secret().to_owned()),
+        ("DB_TIMEOUT_MS", "500".to_owned()),
+        ("KAFKA_BROKERS", brokers.to_owned()),
+        ("RELAY_MESSAGE_TIMEOUT_MS", "2000".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+async fn spawn_app(env: Vec<(String, String)>) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let app = App::build(Config::from_env(env).unwrap()).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    (base, stop)
+}
+
+async fn health(base: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::get(format!("{base}/health")).await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn health_and_metrics_report_the_leader_the_database_the_broker_and_the_backlog() {
+    let db = scratch_db().await;
+    let (base, _stop) = spawn_app(env_for(&db, &brokers())).await;
+    let leader = eventually(Duration::from_secs(5), || async {
+        health(&base).await.1["role"] == "leader"
+    })
+    .await;
+    assert!(leader);
+    let (status, body) = health(&base).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["database"], "up");
+    assert_eq!(body["broker"], "up");
+
+    let topic = scratch_topic(1).await;
+    write_events(&db, &topic, "UserRegistered", &interleaved(2, 1)).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            unpublished(&db).await == 0
+        })
+        .await,
+        "the process relays"
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "outbox_backlog",
+        "outbox_oldest_unpublished_age_seconds",
+        "outbox_relay_is_leader",
+        "outbox_published_total",
+        "outbox_commit_to_ack_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+}
+
+#[tokio::test]
+async fn health_tells_a_broker_outage_from_a_database_outage() {
+    let db = scratch_db().await;
+    let (base, _stop) = spawn_app(env_for(&db, "127.0.0.1:1")).await;
+    let (status, body) = health(&base).await;
+    assert_eq!(status, 200, "a broker outage leaves the process working");
+    assert_eq!(body["broker"], "down");
+    assert_eq!(body["database"], "up");
+
+    let no_db = DbConfig {
+        db_port: 1,
+        ..db.clone()
+    };
+    let (base, _stop) = spawn_app(env_for(&no_db, &brokers())).await;
+    let (status, body) = health(&base).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["database"], "down");
+    assert_eq!(body["role"], "standby");
+}
+
+fn replay_command(db: &DbConfig, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_outbox-relay"))
+        .arg("replay")
+        .args(args)
+        .envs(env_for(db, &brokers()))
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_replay_command_refuses_no_filter_counts_on_dry_run_and_requeues() {
+    let db = scratch_db().await;
+    write_events(&db, "unused", "UserRegistered", &interleaved(3, 1)).await;
+    db.connect()
+        .await
+        .unwrap()
+        .batch_execute("UPDATE users.outbox SET published_at = now()")
+        .await
+        .unwrap();
+
+    let refused = replay_command(&db, &[]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--all"));
+
+    let dry = replay_command(&db, &["--event-type", "UserRegistered", "--dry-run"]);
+    assert!(dry.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&dry.stdout).trim(),
+        "would re-queue 3 events (dry run)"
+    );
+    assert_eq!(unpublished(&db).await, 0);
+
+    let real = replay_command(&db, &["--all"]);
+    assert_eq!(
+        String::from_utf8_lossy(&real.stdout).trim(),
+        "re-queued 3 events"
+    );
+    assert_eq!(unpublished(&db).await, 3);
+
+    let bad_time = replay_command(&db, &["--since", "yesterday"]);
+    assert_eq!(bad_time.status.code(), Some(2));
+}
