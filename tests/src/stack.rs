@@ -134,6 +134,8 @@ impl Stack {
             ("CONSUMER_DLQ_TOPIC", self.dlq_topic.clone()),
             ("CONSUMER_GROUP", self.group.clone()),
             ("RELAY_POLL_INTERVAL_MS", "200".to_owned()),
+            // A killed consumer's partitions move on after 6 s (the broker's minimum), not 45.
+            ("CONSUMER_SESSION_TIMEOUT_MS", "6000".to_owned()),
             ("USER_SERVICE_URL", format!("http://127.0.0.1:{}", self.port(Service::UserService))),
             ("EVENT_CONSUMER_URL", format!("http://127.0.0.1:{}", self.port(Service::Consumer))),
         ];

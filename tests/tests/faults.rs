@@ -135,7 +135,8 @@ async fn kill_9_of_relay_and_consumer_loses_nothing_and_applies_nothing_twice() 
     let writer_db = stack.db.clone();
     let topic = stack.topic.clone();
     let writer = tokio::spawn(async move {
-        let mut client = writer_db.connect().await?;
+        let pool = writer_db.pool();
+        let mut client = pool.get().await?;
         for chunk in 0..TOTAL / PER_TX {
             let tx = client.transaction().await?;
             for i in 0..PER_TX {

@@ -4,21 +4,50 @@
 //! of `make infra-up`, in a scratch database and on scratch topics. Writes
 //! `target/bench/report.json` and `target/bench/chart.svg`, and prints a table.
 
+mod consumer;
 mod db_limit;
 mod producer;
+mod relay;
 mod stats;
 
 use std::time::Instant;
 
 use anyhow::Context;
-use rdkafka::producer::FutureProducer;
-use rdkafka::ClientConfig;
 use serde_json::{json, Value};
-use tests::{brokers, fill_outbox, scratch_db, scratch_topic};
+use outbox_relay::relay::{create_producer, Relay};
+use tests::{fill_outbox, scratch_db, scratch_topic};
 
-/// Backlog size for the throughput runs (the issue asks for at least 200k).
-const BACKLOG: i64 = 200_000;
-const BATCH: i64 = 2_000;
+/// The run's sizes; `BENCH_*` environment variables override them (a quick smoke run uses
+/// small ones).
+struct Sizes {
+    /// Backlog drained by the relay and the claim-and-mark loop (at least 200k by default).
+    backlog: i64,
+    batch: i64,
+    /// Steady load of the latency runs, events/s, and for how long.
+    rate: u32,
+    latency_run: std::time::Duration,
+    consumer_backlog: usize,
+    consumer_batch: usize,
+    http_seconds: u64,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+impl Sizes {
+    fn from_env() -> Self {
+        Self {
+            backlog: env_or("BENCH_BACKLOG", 200_000),
+            batch: env_or("BENCH_BATCH", 2_000),
+            rate: env_or("BENCH_RATE", 1_000),
+            latency_run: std::time::Duration::from_secs(env_or("BENCH_LATENCY_SECS", 10)),
+            consumer_backlog: env_or("BENCH_CONSUMER_BACKLOG", 100_000),
+            consumer_batch: env_or("BENCH_CONSUMER_BATCH", 500),
+            http_seconds: env_or("BENCH_HTTP_SECS", 5),
+        }
+    }
+}
 
 /// One outbox-shaped record (value and headers as the relay sends them).
 pub(crate) struct Sample {
@@ -41,23 +70,19 @@ async fn sample_record(db: &outbox_relay::platform::db::DbConfig) -> anyhow::Res
     })
 }
 
-fn producer() -> anyhow::Result<FutureProducer> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()?)
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let run_started = Instant::now();
     let mut report = json!({});
     report["machine"] = machine_facts();
-    report["settings"] = json!({ "backlog": BACKLOG, "batch_size": BATCH, "synchronous_commit": "on" });
+    let Sizes { backlog, batch, rate, latency_run, consumer_backlog, consumer_batch, http_seconds } = Sizes::from_env();
+    report["settings"] = json!({
+        "relay_backlog": backlog, "relay_batch_size": batch, "latency_rate_per_s": rate,
+        "latency_run_s": latency_run.as_secs(), "consumer_backlog": consumer_backlog,
+        "consumer_batch_size": consumer_batch, "http_seconds": http_seconds,
+        "synchronous_commit": "on", "producer": "idempotent, acks=all, linger.ms=5, lz4",
+    });
 
     let db = scratch_db().await.context("creating the benchmark database (is `make infra-up` running?)")?;
     let sample = sample_record(&db).await?;
@@ -65,19 +90,80 @@ async fn main() -> anyhow::Result<()> {
 
     // The two limits the relay sits between.
     let topic = scratch_topic(3).await?;
-    let raw = producer::raw_producer_per_s(&producer()?, &topic, &sample, BACKLOG as usize).await?;
+    let raw = producer::raw_producer_per_s(&create_producer(&relay::producer_settings())?, &topic, &sample, backlog as usize).await?;
     eprintln!("[bench] raw producer: {raw:.0}/s");
 
     let client = db.connect().await?;
-    fill_outbox(&client, BACKLOG, &topic).await?;
-    let db_limit = db_limit::claim_and_mark_per_s(&db, BATCH).await?;
+    fill_outbox(&client, backlog, &topic).await?;
+    let db_limit = db_limit::claim_and_mark_per_s(&db, batch).await?;
     eprintln!("[bench] claim-and-mark (no Kafka): {db_limit:.0}/s");
     client.execute("DELETE FROM users.outbox", &[]).await?;
 
+    // The real relay engine over the same backlog and broker.
+    fill_outbox(&client, backlog, &topic).await?;
+    let relay_rate = relay::drain_per_s(&db, batch).await?;
+    eprintln!("[bench] relay drain: {relay_rate:.0}/s");
+    let limit = raw.min(db_limit);
     report["relay"] = json!({
-        "raw_producer_per_s": stats::round0(raw),
+        "events_per_s": stats::round0(relay_rate),
         "db_limit_per_s": stats::round0(db_limit),
+        "raw_producer_per_s": stats::round0(raw),
+        "ratio_to_limit": stats::round3(relay_rate / limit),
     });
+
+    // Commit -> Kafka and commit -> effect under a steady open-loop load, with the relay
+    // and the consumer running as in production (leadership, LISTEN wake-ups, polls).
+    let latency_topic = scratch_topic(3).await?;
+    let dlq_topic = scratch_topic(1).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let running = Relay::new(db.clone(), create_producer(&relay::producer_settings())?, relay::relay_config(batch));
+    let relay_task = tokio::spawn(running.run(until_stopped(stopped.clone())));
+    let consumer_settings = consumer::settings(&latency_topic, &dlq_topic, consumer_batch);
+    let consumer_engine = event_consumer::Consumer::new(&consumer_settings, db.pool())?;
+    let consumer_task = tokio::spawn(consumer_engine.run(until_stopped(stopped.clone())));
+
+    // Warm-up: one event end to end, so the group join is not measured.
+    let warm = relay::CommitTimes::default();
+    relay::steady_writer(db.clone(), latency_topic.clone(), 10, std::time::Duration::from_millis(100), warm.clone()).await?;
+    consumer::effect_latencies(&db, 1, warm).await?;
+
+    let reader = tests::assigned_reader(&latency_topic, 3)?;
+    let commits = relay::CommitTimes::default();
+    let expected = (latency_run.as_secs_f64() * rate as f64) as usize;
+    let writer = tokio::spawn(relay::steady_writer(db.clone(), latency_topic.clone(), rate, latency_run, commits.clone()));
+    let effects = {
+        let (db, commits) = (db.clone(), commits.clone());
+        tokio::spawn(async move { consumer::effect_latencies(&db, expected, commits).await })
+    };
+    // The reader also sees the warm-up record; it is not in `commits` and is skipped.
+    let kafka_latency = relay::read_latencies(reader, expected, commits.clone()).await?;
+    let written = writer.await??;
+    let effect_latency = effects.await??;
+    let _ = stop.send(true);
+    let _ = relay_task.await;
+    let _ = consumer_task.await;
+    eprintln!(
+        "[bench] {written} events at {rate}/s: commit->kafka p50 {} p99 {} ms; commit->consumer p50 {} p99 {} ms",
+        kafka_latency.ms(0.5), kafka_latency.ms(0.99), effect_latency.ms(0.5), effect_latency.ms(0.99)
+    );
+    report["latency_commit_to_kafka_ms"] = kafka_latency.summary();
+    report["latency_commit_to_kafka_ms"]["rate_per_s"] = json!(rate);
+    report["latency_commit_to_consumer_ms"] = effect_latency.summary();
+    report["latency_commit_to_consumer_ms"]["rate_per_s"] = json!(rate);
+    report["rate_per_s"] = json!(rate);
+
+    // The consumer applying a backlog.
+    let backlog_topic = scratch_topic(3).await?;
+    consumer::fill_topic(&create_producer(&relay::producer_settings())?, &backlog_topic, consumer_backlog).await?;
+    let consumer_db = scratch_db().await?;
+    let consumer_rate =
+        consumer::drain_per_s(&consumer_db, &consumer::settings(&backlog_topic, &dlq_topic, consumer_batch), consumer_backlog).await?;
+    eprintln!("[bench] consumer: {consumer_rate:.0}/s");
+    report["consumer"] = json!({ "events_per_s": stats::round0(consumer_rate), "backlog": consumer_backlog, "batch_size": consumer_batch });
+
     report["duration_s"] = json!(stats::round0(run_started.elapsed().as_secs_f64()));
     write_report(&report)?;
     Ok(())

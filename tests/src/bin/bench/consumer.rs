@@ -1,0 +1,117 @@
+//! The real consumer engine: applying a backlog, and commit -> effect latency.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use event_consumer::config::Settings;
+use event_consumer::Consumer;
+use futures::stream::{FuturesUnordered, StreamExt};
+use outbox_relay::envelope::Attributes;
+use outbox_relay::platform::db::DbConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use uuid::Uuid;
+
+use crate::relay::CommitTimes;
+use crate::stats::Latencies;
+
+pub(crate) fn settings(topic: &str, dlq: &str, batch: usize) -> Settings {
+    Settings {
+        kafka_brokers: tests::brokers(),
+        consumer_group: format!("bench-{}", Uuid::new_v4().simple()),
+        consumer_topic: topic.to_owned(),
+        consumer_dlq_topic: dlq.to_owned(),
+        consumer_batch_size: batch,
+        ..Settings::default()
+    }
+}
+
+/// Produces `count` `UserRegistered` records in the contract's CloudEvents form.
+pub(crate) async fn fill_topic(producer: &FutureProducer, topic: &str, count: usize) -> anyhow::Result<()> {
+    let mut in_flight = FuturesUnordered::new();
+    for n in 0..count {
+        let user_id = Uuid::new_v4().to_string();
+        let attributes = Attributes {
+            id: Uuid::now_v7(),
+            source: "/user-service".into(),
+            event_type: "UserRegistered".into(),
+            time: chrono::Utc::now(),
+            subject: Some(user_id.clone()),
+            traceparent: None,
+        };
+        let headers: Vec<(String, Vec<u8>)> =
+            attributes.to_headers().into_iter().map(|(k, v)| (k.to_owned(), v.into_bytes())).collect();
+        let value = serde_json::to_vec(&serde_json::json!({
+            "user_id": user_id, "email": format!("backlog{n}@example.com"), "first_name": "Back",
+            "last_name": "Log", "phone": null, "role": "user", "registered_at": attributes.time.to_rfc3339(),
+        }))?;
+        let record = FutureRecord::to(topic)
+            .key(&user_id)
+            .payload(&value)
+            .headers(outbox_relay::kafka::owned_headers(&headers));
+        match producer.send_result(record) {
+            Ok(delivery) => in_flight.push(delivery),
+            Err((e, _)) => anyhow::bail!("enqueue failed: {e}"),
+        }
+        while in_flight.len() >= 50_000 {
+            if let Some(result) = in_flight.next().await {
+                result?.map_err(|(e, _)| e)?;
+            }
+        }
+    }
+    while let Some(result) = in_flight.next().await {
+        result?.map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+/// Applies `count` records already on `settings`' topic with `consume_once`; the clock
+/// starts at the first applied batch (the group join is not the consumer's speed).
+pub(crate) async fn drain_per_s(db: &DbConfig, settings: &Settings, count: usize) -> anyhow::Result<f64> {
+    let mut consumer = Consumer::new(settings, db.pool())?;
+    // (start instant, records applied by the first batch)
+    let mut first: Option<(Instant, usize)> = None;
+    let mut total = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while total < count && Instant::now() < deadline {
+        let report = consumer.consume_once().await?;
+        total += report.records;
+        if report.records > 0 && first.is_none() {
+            first = Some((Instant::now(), report.records));
+        }
+    }
+    consumer.close();
+    let (started, uncounted) = first.ok_or_else(|| anyhow::anyhow!("the consumer applied nothing"))?;
+    anyhow::ensure!(total >= count, "the consumer applied {total} of {count} within the deadline");
+    Ok((total - uncounted) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Polls the consumer's inbox every 2 ms and records, for each event id committed by the
+/// writer, the time from its commit until its effect is visible.
+pub(crate) async fn effect_latencies(db: &DbConfig, expected: usize, commits: CommitTimes) -> anyhow::Result<Latencies> {
+    let client = db.connect().await?;
+    let query = client.prepare("SELECT event_id FROM consumer.processed_events WHERE event_id = ANY($1)").await?;
+    let mut latencies = Latencies::new();
+    let mut seen = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.len() < expected && Instant::now() < deadline {
+        let outstanding: Vec<Uuid> = {
+            let commits = commits.lock().expect("not poisoned");
+            commits.keys().filter(|id| !seen.contains(*id)).copied().collect()
+        };
+        if !outstanding.is_empty() {
+            let rows = client.query(&query, &[&outstanding]).await?;
+            let now = Instant::now();
+            let commits = commits.lock().expect("not poisoned");
+            for row in rows {
+                let id: Uuid = row.get(0);
+                if seen.insert(id) {
+                    if let Some(at) = commits.get(&id) {
+                        latencies.record_us(now.saturating_duration_since(*at).as_micros() as u64);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(latencies)
+}

@@ -1,0 +1,105 @@
+//! The real relay engine: draining a backlog, and commit -> Kafka latency under a steady
+//! open-loop load.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use outbox_relay::platform::db::DbConfig;
+use outbox_relay::relay::{create_producer, ProducerSettings, Relay, RelayConfig};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::{Headers, Message};
+use uuid::Uuid;
+
+use crate::stats::Latencies;
+
+pub(crate) fn relay_config(batch: i64) -> RelayConfig {
+    RelayConfig { batch_size: batch, poll_interval: Duration::from_millis(500), retention: None, ..RelayConfig::default() }
+}
+
+pub(crate) fn producer_settings() -> ProducerSettings {
+    ProducerSettings { queue_max_messages: 1_000_000, ..ProducerSettings::new(tests::brokers()) }
+}
+
+/// Drains whatever backlog the outbox holds with `relay_once` and returns rows/s.
+pub(crate) async fn drain_per_s(db: &DbConfig, batch: i64) -> anyhow::Result<f64> {
+    let mut relay = Relay::new(db.clone(), create_producer(&producer_settings())?, relay_config(batch));
+    let started = Instant::now();
+    let mut total = 0usize;
+    loop {
+        let outcome = relay.relay_once().await?;
+        anyhow::ensure!(outcome.failed == 0, "deliveries failed during the drain: {outcome:?}");
+        if outcome.claimed == 0 {
+            break;
+        }
+        total += outcome.published;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+pub(crate) type CommitTimes = Arc<Mutex<HashMap<Uuid, Instant>>>;
+
+/// Commits one event per transaction at `rate` per second for `duration` (open loop: the
+/// schedule does not wait for the system), recording each commit's instant.
+pub(crate) async fn steady_writer(db: DbConfig, topic: String, rate: u32, duration: Duration, commits: CommitTimes) -> anyhow::Result<usize> {
+    // A pooled connection: `enqueue` works on deadpool's client and transaction types.
+    let pool = db.pool();
+    let mut client = pool.get().await?;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let total = (duration.as_secs_f64() * rate as f64) as usize;
+    for n in 0..total {
+        ticker.tick().await;
+        let user_id = Uuid::new_v4();
+        let event = outbox_relay::NewEvent {
+            aggregate_type: "user".into(),
+            aggregate_id: user_id.to_string(),
+            event_type: "UserRegistered".into(),
+            topic: topic.clone(),
+            source: "/user-service".into(),
+            data: serde_json::json!({
+                "user_id": user_id, "email": format!("lat{n}@example.com"), "first_name": "Lat",
+                "last_name": "Ency", "phone": null, "role": "user",
+                "registered_at": chrono::Utc::now().to_rfc3339(),
+            }),
+            traceparent: None,
+        };
+        let tx = client.transaction().await?;
+        let id = outbox_relay::enqueue(&tx, &event).await?;
+        tx.commit().await?;
+        commits.lock().expect("not poisoned").insert(id, Instant::now());
+    }
+    Ok(total)
+}
+
+/// Reads `expected` records from `reader` and measures receive time minus commit time.
+pub(crate) async fn read_latencies(reader: StreamConsumer, expected: usize, commits: CommitTimes) -> anyhow::Result<Latencies> {
+    let mut latencies = Latencies::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (latencies.len() as usize) < expected && Instant::now() < deadline {
+        let Ok(message) = tokio::time::timeout(Duration::from_secs(5), reader.recv()).await else { continue };
+        let message = message?;
+        let received = Instant::now();
+        let id = message
+            .headers()
+            .and_then(|hs| hs.iter().find(|h| h.key == "ce_id").and_then(|h| h.value))
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|s| Uuid::parse_str(s).ok());
+        // The commit instant is recorded right after COMMIT returns; a record can arrive
+        // before the writer stored it, so wait for the entry briefly.
+        let Some(id) = id else { continue };
+        let mut committed = None;
+        for _ in 0..100 {
+            committed = commits.lock().expect("not poisoned").get(&id).copied();
+            if committed.is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        if let Some(at) = committed {
+            latencies.record_us(received.saturating_duration_since(at).as_micros() as u64);
+        }
+    }
+    Ok(latencies)
+}
