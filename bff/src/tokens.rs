@@ -75,6 +75,14 @@ pub struct Claims {
     pub typ: TokenType,
 }
 
+/// Whom a token is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub user: Uuid,
+    pub role: &'a str,
+    pub sid: Uuid,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Footer {
     kid: String,
@@ -169,17 +177,17 @@ impl TokenKeys {
         &self.signing_kid
     }
 
-    /// Claims for a new token of `typ` valid from now for `ttl` (capped at `not_after`).
+    /// Claims for a new token of `typ` for `who`, valid from now for `ttl` (capped at
+    /// `not_after`).
     pub fn claims(
         &self,
         typ: TokenType,
-        user: Uuid,
-        role: &str,
-        sid: Uuid,
+        who: Subject<'_>,
         jti: Uuid,
         ttl: Duration,
         not_after: Option<DateTime<Utc>>,
     ) -> Claims {
+        let Subject { user, role, sid } = who;
         let now = Utc::now();
         let mut exp = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::zero());
         if let Some(limit) = not_after {
@@ -257,7 +265,7 @@ mod tests {
     fn keys() -> (TokenKeys, String) {
         let (secret, public, _) = generate_paserk().unwrap();
         (
-            TokenKeys::new(&secret, &[public.clone()], "iss", "aud").unwrap(),
+            TokenKeys::new(&secret, std::slice::from_ref(&public), "iss", "aud").unwrap(),
             public,
         )
     }
@@ -265,9 +273,11 @@ mod tests {
     fn access(keys: &TokenKeys) -> Claims {
         keys.claims(
             TokenType::Access,
-            Uuid::new_v4(),
-            "user",
-            Uuid::new_v4(),
+            Subject {
+                user: Uuid::new_v4(),
+                role: "user",
+                sid: Uuid::new_v4(),
+            },
             Uuid::new_v4(),
             Duration::from_secs(60),
             None,
@@ -311,7 +321,8 @@ mod tests {
     fn rotation_accepts_listed_keys_and_refuses_unknown_ones() {
         let (old_secret, old_public, _) = generate_paserk().unwrap();
         let (new_secret, new_public, _) = generate_paserk().unwrap();
-        let old = TokenKeys::new(&old_secret, &[old_public.clone()], "iss", "aud").unwrap();
+        let old =
+            TokenKeys::new(&old_secret, std::slice::from_ref(&old_public), "iss", "aud").unwrap();
         let token = old.sign(&access(&old)).unwrap();
 
         let rotated =

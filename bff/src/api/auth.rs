@@ -14,7 +14,7 @@ use super::models::{Credentials, ErrorBody, LogoutRequest, RefreshRequest, Token
 use super::Tag;
 use crate::sessions::{self, Rotation, Session};
 use crate::state::AppState;
-use crate::tokens::{Claims, TokenType};
+use crate::tokens::{Claims, Subject, TokenType};
 use crate::traceparent::TraceParent;
 
 /// A PASETO v4.public access token from `POST /api/v1/auth/login`.
@@ -74,20 +74,21 @@ impl AuthApi {
     fn pair(&self, session: &Session, refresh_jti: Uuid) -> Result<TokenPair, ApiError> {
         let settings = &self.state.settings;
         let keys = &self.state.keys;
+        let who = Subject {
+            user: session.user_id,
+            role: &session.role,
+            sid: session.id,
+        };
         let access = keys.claims(
             TokenType::Access,
-            session.user_id,
-            &session.role,
-            session.id,
+            who,
             Uuid::now_v7(),
             settings.access_ttl(),
             None,
         );
         let refresh = keys.claims(
             TokenType::Refresh,
-            session.user_id,
-            &session.role,
-            session.id,
+            who,
             refresh_jti,
             settings.refresh_ttl(),
             Some(session.expires_at),
