@@ -4,11 +4,14 @@
 //! of `make infra-up`, in a scratch database and on scratch topics. Writes
 //! `target/bench/report.json` and `target/bench/chart.svg`, and prints a table.
 
+mod chart;
 mod consumer;
 mod db_limit;
+mod http;
 mod producer;
 mod relay;
 mod stats;
+mod write_overhead;
 
 use std::time::Instant;
 
@@ -164,8 +167,37 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("[bench] consumer: {consumer_rate:.0}/s");
     report["consumer"] = json!({ "events_per_s": stats::round0(consumer_rate), "backlog": consumer_backlog, "batch_size": consumer_batch });
 
+    // The outbox row's cost inside the register transaction.
+    let overhead = write_overhead::measure(&db, 2_000).await?;
+    eprintln!("[bench] outbox row adds {} ms (p50) to the register transaction", overhead["p50"]);
+    report["outbox_write_overhead_ms"] = overhead;
+
+    // The public API under load.
+    let http_db = scratch_db().await?;
+    let http_figures = http::measure(&http_db, http_seconds).await?;
+    eprintln!("[bench] http: profile {} rps, health {} rps", http_figures["profile_rps"], http_figures["health_rps"]);
+    report["http"] = http_figures;
+
     report["duration_s"] = json!(stats::round0(run_started.elapsed().as_secs_f64()));
-    write_report(&report)?;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    write_report(&dir, &report)?;
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    chart::draw(
+        &dir.join("chart.svg"),
+        &[
+            ("commit -> Kafka", chart::cdf(&kafka_latency.buckets())),
+            ("commit -> consumer effect", chart::cdf(&effect_latency.buckets())),
+        ],
+        &[
+            ("relay (real engine)", f(&report["relay"]["events_per_s"])),
+            ("limit: claim-and-mark, no Kafka", f(&report["relay"]["db_limit_per_s"])),
+            ("limit: raw producer, no DB", f(&report["relay"]["raw_producer_per_s"])),
+            ("consumer (backlog)", f(&report["consumer"]["events_per_s"])),
+        ],
+    )?;
+    print_table(&report);
+    eprintln!("[bench] wrote {} and chart.svg", dir.join("report.json").display());
     Ok(())
 }
 
@@ -186,12 +218,34 @@ fn machine_facts() -> Value {
     })
 }
 
-fn write_report(report: &Value) -> anyhow::Result<()> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("report.json");
-    std::fs::write(&path, serde_json::to_string_pretty(report)?)?;
-    println!("{}", serde_json::to_string_pretty(report)?);
-    eprintln!("[bench] wrote {}", path.display());
+fn write_report(dir: &std::path::Path, report: &Value) -> anyhow::Result<()> {
+    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(report)?)?;
     Ok(())
+}
+
+/// The figures against the targets, one line each.
+fn print_table(r: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let limit = f(&r["relay"]["db_limit_per_s"]).min(f(&r["relay"]["raw_producer_per_s"]));
+    let rows: Vec<(&str, f64, String, bool)> = vec![
+        ("relay events/s (drain)", f(&r["relay"]["events_per_s"]), format!(">= 50000 and >= {:.0}", 0.8 * limit),
+            f(&r["relay"]["events_per_s"]) >= 50_000.0 && f(&r["relay"]["events_per_s"]) >= 0.8 * limit),
+        ("  limit: claim-and-mark, no Kafka", f(&r["relay"]["db_limit_per_s"]), "-".into(), true),
+        ("  limit: raw producer, no DB", f(&r["relay"]["raw_producer_per_s"]), "-".into(), true),
+        ("commit->Kafka p50 ms", f(&r["latency_commit_to_kafka_ms"]["p50"]), "<= 2".into(), f(&r["latency_commit_to_kafka_ms"]["p50"]) <= 2.0),
+        ("commit->Kafka p99 ms", f(&r["latency_commit_to_kafka_ms"]["p99"]), "<= 10".into(), f(&r["latency_commit_to_kafka_ms"]["p99"]) <= 10.0),
+        ("commit->Kafka max ms", f(&r["latency_commit_to_kafka_ms"]["max"]), "-".into(), true),
+        ("commit->consumer p50 ms", f(&r["latency_commit_to_consumer_ms"]["p50"]), "-".into(), true),
+        ("commit->consumer p99 ms", f(&r["latency_commit_to_consumer_ms"]["p99"]), "<= 25".into(), f(&r["latency_commit_to_consumer_ms"]["p99"]) <= 25.0),
+        ("consumer events/s (backlog)", f(&r["consumer"]["events_per_s"]), ">= 20000".into(), f(&r["consumer"]["events_per_s"]) >= 20_000.0),
+        ("outbox row cost, p50 ms", f(&r["outbox_write_overhead_ms"]["p50"]), "-".into(), true),
+        ("BFF /profile rps", f(&r["http"]["profile_rps"]), format!(">= {:.0} (0.5 x health)", 0.5 * f(&r["http"]["health_rps"])),
+            f(&r["http"]["profile_rps"]) >= 0.5 * f(&r["http"]["health_rps"])),
+        ("BFF /health rps", f(&r["http"]["health_rps"]), "-".into(), true),
+    ];
+    println!("{:<36} {:>12}  {:<28} {}", "figure", "value", "target", "");
+    for (name, value, target, met) in rows {
+        let mark = if target == "-" { "" } else if met { "met" } else { "MISSED" };
+        println!("{name:<36} {value:>12.3}  {target:<28} {mark}");
+    }
 }
