@@ -34,7 +34,7 @@ pub enum HashError {
 
 /// Bytes one scrypt evaluation allocates: 128 * r * 2^log_n.
 pub fn memory_per_hash(log_n: u8) -> u64 {
-    128 * u64::from(R) << log_n
+    (128 * u64::from(R)) << log_n
 }
 
 /// How many hashes may run at once: no more than there are cores (scrypt is CPU-bound,
