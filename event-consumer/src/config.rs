@@ -36,6 +36,8 @@ pub struct Settings {
     /// First and last delay between retries of a batch that failed transiently.
     pub consumer_retry_min_ms: u64,
     pub consumer_retry_max_ms: u64,
+    /// How often librdkafka reports statistics, which refresh `consumer_lag`.
+    pub consumer_stats_interval_ms: u64,
 }
 
 impl Default for Settings {
@@ -51,6 +53,7 @@ impl Default for Settings {
             consumer_session_timeout_ms: 45_000,
             consumer_retry_min_ms: 100,
             consumer_retry_max_ms: 5_000,
+            consumer_stats_interval_ms: 5_000,
         }
     }
 }

@@ -83,7 +83,10 @@ impl Consumer {
                 "session.timeout.ms",
                 settings.consumer_session_timeout_ms.to_string(),
             )
-            .set("statistics.interval.ms", "5000")
+            .set(
+                "statistics.interval.ms",
+                settings.consumer_stats_interval_ms.to_string(),
+            )
             .create_with_context(LagContext {
                 topic: settings.consumer_topic.clone(),
             })?;

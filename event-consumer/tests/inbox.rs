@@ -59,7 +59,9 @@ async fn duplicate_delivery_has_one_effect() {
     drain(&mut consumer).await;
 
     assert_eq!(
-        scratch.count("SELECT count(*) FROM consumer.welcome_notifications").await,
+        scratch
+            .count("SELECT count(*) FROM consumer.welcome_notifications")
+            .await,
         2
     );
     assert_eq!(
@@ -69,11 +71,15 @@ async fn duplicate_delivery_has_one_effect() {
         2
     );
     assert_eq!(
-        scratch.count("SELECT count(*) FROM consumer.processed_events").await,
+        scratch
+            .count("SELECT count(*) FROM consumer.processed_events")
+            .await,
         3
     );
     assert_eq!(
-        scratch.count("SELECT duplicates_total FROM consumer.counters").await,
+        scratch
+            .count("SELECT duplicates_total FROM consumer.counters")
+            .await,
         2
     );
     let status: String = scratch
@@ -148,7 +154,10 @@ async fn poison_records_go_to_the_dlq_and_later_records_are_applied() {
         .expect("the record with bad data is dead-lettered");
     assert_eq!(data.value.as_deref(), Some(&bad_value[..]));
     assert_eq!(data.header("ce_id"), Some(bad.event_id.to_string()));
-    assert!(data.header("error").unwrap().contains("UserRegistered data"));
+    assert!(data
+        .header("error")
+        .unwrap()
+        .contains("UserRegistered data"));
 
     let version = letters
         .iter()
@@ -157,7 +166,9 @@ async fn poison_records_go_to_the_dlq_and_later_records_are_applied() {
     assert!(version.header("error").unwrap().contains("specversion"));
 
     assert_eq!(
-        scratch.count("SELECT dead_lettered_total FROM consumer.counters").await,
+        scratch
+            .count("SELECT dead_lettered_total FROM consumer.counters")
+            .await,
         3
     );
     let applied: i64 = scratch
@@ -198,15 +209,21 @@ async fn unknown_event_types_are_counted_and_skipped() {
     drive_until(&mut consumer, &scratch, sql, 2).await;
     drain(&mut consumer).await;
     assert_eq!(
-        scratch.count("SELECT unknown_type_total FROM consumer.counters").await,
+        scratch
+            .count("SELECT unknown_type_total FROM consumer.counters")
+            .await,
         1
     );
     assert_eq!(
-        scratch.count("SELECT dead_lettered_total FROM consumer.counters").await,
+        scratch
+            .count("SELECT dead_lettered_total FROM consumer.counters")
+            .await,
         0
     );
     assert_eq!(
-        scratch.count("SELECT count(*) FROM consumer.welcome_notifications").await,
+        scratch
+            .count("SELECT count(*) FROM consumer.welcome_notifications")
+            .await,
         1
     );
 }
@@ -242,7 +259,9 @@ async fn two_instances_in_one_group_apply_each_event_once() {
         task.await.unwrap();
     }
     assert_eq!(
-        scratch.count("SELECT count(*) FROM consumer.processed_events").await,
+        scratch
+            .count("SELECT count(*) FROM consumer.processed_events")
+            .await,
         n as i64
     );
     assert_eq!(
@@ -252,7 +271,9 @@ async fn two_instances_in_one_group_apply_each_event_once() {
         n as i64
     );
     assert_eq!(
-        scratch.count("SELECT processed_total FROM consumer.counters").await,
+        scratch
+            .count("SELECT processed_total FROM consumer.counters")
+            .await,
         n as i64
     );
 }
@@ -288,7 +309,9 @@ async fn shutdown_commits_offsets_so_a_restart_redelivers_nothing() {
     drive_until_notified(&mut consumer, &scratch, 51).await;
     drain(&mut consumer).await;
     assert_eq!(
-        scratch.count("SELECT duplicates_total FROM consumer.counters").await,
+        scratch
+            .count("SELECT duplicates_total FROM consumer.counters")
+            .await,
         0
     );
 }

@@ -74,7 +74,10 @@ async fn stats_need_the_internal_key_and_show_what_was_applied() {
         body["processed_total"] == 2 && body["duplicates_total"] == 1
     })
     .await;
-    assert!(applied, "the stats show two events applied and one duplicate");
+    assert!(
+        applied,
+        "the stats show two events applied and one duplicate"
+    );
 
     let (status, body) = get(&stats_url, Some(DEV_INTERNAL_API_KEY)).await;
     assert_eq!(status, 200);
@@ -86,7 +89,10 @@ async fn stats_need_the_internal_key_and_show_what_was_applied() {
     assert_eq!(stats["welcome_notifications"]["total"], 2);
     let days = stats["registrations_per_day"].as_array().unwrap();
     assert_eq!(days.len(), 7, "the last 7 days, empty ones included");
-    let today = chrono::Utc::now().date_naive().format("%Y-%m-%d").to_string();
+    let today = chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string();
     assert_eq!(days[6], serde_json::json!({"day": today, "count": 2}));
     assert!(days[..6].iter().all(|d| d["count"] == 0));
 
@@ -95,6 +101,12 @@ async fn stats_need_the_internal_key_and_show_what_was_applied() {
     let (_, metrics) = get(&format!("{}/metrics", app.base), None).await;
     assert!(metrics.contains("consumer_processed_total"), "{metrics}");
     assert!(metrics.contains("consumer_duplicates_total"));
+    let lag = eventually(SETTLE, || async {
+        let (_, metrics) = get(&format!("{}/metrics", app.base), None).await;
+        metrics.contains("consumer_lag{partition=")
+    })
+    .await;
+    assert!(lag, "/metrics shows the lag per partition");
     let (_, spec) = get(&format!("{}/openapi.json", app.base), None).await;
     assert!(spec.contains("\"/stats\"") && spec.contains("bearer"));
     app.stop().await;
@@ -139,11 +151,15 @@ async fn a_database_outage_delays_records_but_skips_none() {
     proxy.restore();
     assert!(applied(50).await, "every record applied after the outage");
     assert_eq!(
-        scratch.count("SELECT count(*) FROM consumer.processed_events").await,
+        scratch
+            .count("SELECT count(*) FROM consumer.processed_events")
+            .await,
         50
     );
     assert_eq!(
-        scratch.count("SELECT processed_total FROM consumer.counters").await,
+        scratch
+            .count("SELECT processed_total FROM consumer.counters")
+            .await,
         50
     );
     let (status, _) = get(&health, None).await;
@@ -174,7 +190,10 @@ async fn killed_mid_batch_and_restarted_applies_every_event_exactly_once() {
     let started = eventually(SETTLE, || async { scratch.count(NOTIFICATIONS).await > 0 }).await;
     first.kill().expect("SIGKILL");
     first.wait().unwrap();
-    assert!(started, "the first process applied something before the kill");
+    assert!(
+        started,
+        "the first process applied something before the kill"
+    );
     let at_kill = scratch.count(NOTIFICATIONS).await;
     assert!(at_kill < n as i64, "killed before the backlog was done");
 
@@ -187,7 +206,9 @@ async fn killed_mid_batch_and_restarted_applies_every_event_exactly_once() {
     let _ = second.wait();
     assert!(done, "the restarted process applied the rest");
     assert_eq!(
-        scratch.count("SELECT count(*) FROM consumer.processed_events").await,
+        scratch
+            .count("SELECT count(*) FROM consumer.processed_events")
+            .await,
         n as i64
     );
     assert_eq!(
@@ -197,7 +218,9 @@ async fn killed_mid_batch_and_restarted_applies_every_event_exactly_once() {
         n as i64
     );
     assert_eq!(
-        scratch.count("SELECT processed_total FROM consumer.counters").await,
+        scratch
+            .count("SELECT processed_total FROM consumer.counters")
+            .await,
         n as i64
     );
 }

@@ -66,6 +66,7 @@ impl Scratch {
             ("CONSUMER_BATCH_SIZE", "100".to_owned()),
             ("CONSUMER_SESSION_TIMEOUT_MS", "6000".to_owned()),
             ("CONSUMER_RETRY_MAX_MS", "500".to_owned()),
+            ("CONSUMER_STATS_INTERVAL_MS", "500".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -175,7 +176,8 @@ pub async fn send(producer: &FutureProducer, topic: &str, event: &Registration) 
 /// Produces `n` new registrations (concurrently) and returns them.
 pub async fn send_many(producer: &FutureProducer, topic: &str, n: usize) -> Vec<Registration> {
     let events: Vec<Registration> = (0..n).map(|_| Registration::new()).collect();
-    let payloads: Vec<(String, String, Vec<(String, Vec<u8>)>)> = events
+    type Payload = (String, String, Vec<(String, Vec<u8>)>);
+    let payloads: Vec<Payload> = events
         .iter()
         .map(|e| {
             (
@@ -186,9 +188,9 @@ pub async fn send_many(producer: &FutureProducer, topic: &str, n: usize) -> Vec<
         })
         .collect();
     for chunk in payloads.chunks(1000) {
-        let sends = chunk.iter().map(|(key, value, headers)| {
-            send_raw(producer, topic, key, value.as_bytes(), headers)
-        });
+        let sends = chunk
+            .iter()
+            .map(|(key, value, headers)| send_raw(producer, topic, key, value.as_bytes(), headers));
         futures::future::join_all(sends).await;
     }
     events
@@ -215,7 +217,10 @@ impl DeadLetter {
 pub async fn read_dlq(topic: &str, n: usize) -> Vec<DeadLetter> {
     let reader: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", BROKERS)
-        .set("group.id", format!("test-reader-{}", Uuid::new_v4().simple()))
+        .set(
+            "group.id",
+            format!("test-reader-{}", Uuid::new_v4().simple()),
+        )
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
