@@ -91,7 +91,8 @@ async fn fill(topic: &str, n: usize) -> anyhow::Result<()> {
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "200000")
         .create()?;
-    let records: Vec<(String, String, Vec<(String, Vec<u8>)>)> = (0..n)
+    type Keyed = (String, String, Vec<(String, Vec<u8>)>);
+    let records: Vec<Keyed> = (0..n)
         .map(|_| {
             let user_id = Uuid::now_v7();
             let headers = Attributes {
