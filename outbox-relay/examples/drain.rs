@@ -52,7 +52,9 @@ async fn main() -> anyhow::Result<()> {
 
     // 1. Drain a backlog.
     let client = db.connect().await?;
-    client.execute(BACKLOG, &[&topic, &(backlog as i32)]).await?;
+    client
+        .execute(BACKLOG, &[&topic, &(backlog as i32)])
+        .await?;
     let mut relay = Relay::new(db.clone(), producer.clone(), RelayConfig::default());
     let started = Instant::now();
     let mut published = 0;
@@ -99,7 +101,8 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let pool = db.pool();
             let mut client = pool.get().await?;
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(writers as f64 / rate as f64));
+            let mut tick =
+                tokio::time::interval(Duration::from_secs_f64(writers as f64 / rate as f64));
             for _ in 0..total / writers {
                 tick.tick().await;
                 let tx = client.transaction().await?;

@@ -90,6 +90,12 @@ async fn health_tells_a_broker_outage_from_a_database_outage() {
     assert_eq!(status, 200, "a broker outage leaves the process working");
     assert_eq!(body["broker"], "down");
     assert_eq!(body["database"], "up");
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert_eq!(
+        metrics.status().as_u16(),
+        200,
+        "metrics served while Kafka is away"
+    );
 
     let no_db = DbConfig {
         db_port: 1,

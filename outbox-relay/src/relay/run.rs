@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use futures::future::{FutureExt, Shared};
-use rdkafka::producer::Producer;
+use rdkafka::producer::{Producer, PurgeConfig};
 
 use super::Relay;
 use crate::leader::{Leadership, STANDBY_RETRY};
@@ -17,6 +17,10 @@ type Stop = Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>;
 
 /// How long shutdown waits for librdkafka to deliver what it holds.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a batch in flight may run on after shutdown was asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often a long batch re-checks that this relay still leads.
+const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 
 impl Relay {
     /// Runs until `shutdown` resolves: standby until the advisory lock is ours, then leader
@@ -77,17 +81,31 @@ impl Relay {
                 self.purge().await;
                 next_purge = Instant::now() + self.config.retention_interval;
             }
-            // A batch in flight is finished rather than abandoned on shutdown (abandoning is
-            // safe but re-sends it).
-            let wait = match self.relay_once().await {
-                Ok(outcome) => {
+            // A batch waits for its delivery reports, which can take up to
+            // `message.timeout.ms` while Kafka is away, so it races the leadership check and
+            // shutdown (after a grace period to let a healthy batch finish). Abandoning a
+            // batch is safe: its unmarked rows are sent again.
+            let ended = tokio::select! {
+                outcome = self.relay_once() => Ended::Batch(outcome),
+                () = lost(leadership) => Ended::Lost,
+                () = async { stop.clone().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => Ended::Stopped,
+            };
+            let wait = match ended {
+                Ended::Lost | Ended::Stopped => {
+                    // Nothing queued by a relay that no longer leads may reach Kafka after
+                    // the new leader's sends.
+                    self.producer
+                        .purge(PurgeConfig::default().queue().inflight());
+                    return matches!(ended, Ended::Stopped);
+                }
+                Ended::Batch(Ok(outcome)) => {
                     error_delay = self.config.backoff_min;
                     if outcome.claimed as i64 >= self.config.batch_size {
                         continue;
                     }
                     self.config.poll_interval
                 }
-                Err(error) => {
+                Ended::Batch(Err(error)) => {
                     tracing::warn!(error = %error_chain(&error), ?error_delay, "relay batch failed; retrying");
                     let delay = error_delay;
                     error_delay = (error_delay * 2).min(self.config.backoff_max);
@@ -115,6 +133,22 @@ impl Relay {
         };
         if let Err(error) = retention::purge(&client, retention, self.config.purge_batch).await {
             tracing::warn!(%error, "retention purge failed; retrying later");
+        }
+    }
+}
+
+enum Ended {
+    Batch(super::Result<super::BatchOutcome>),
+    Lost,
+    Stopped,
+}
+
+/// Resolves once the leadership session is gone (checked every second).
+async fn lost(leadership: &Leadership) {
+    loop {
+        tokio::time::sleep(LIVENESS_CHECK).await;
+        if !leadership.is_alive().await {
+            return;
         }
     }
 }
