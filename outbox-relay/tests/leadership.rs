@@ -110,3 +110,30 @@ async fn a_leader_that_loses_its_database_session_stops_and_the_standby_takes_ov
     let records = read_topic(&topic, 3, Duration::from_secs(20)).await;
     assert_eq!(event_ids(&records), ids);
 }
+
+#[tokio::test]
+async fn an_event_committed_while_idle_is_published_on_notify_not_at_the_next_poll() {
+    let db = scratch_db().await;
+    let topic = scratch_topic(1).await;
+    let config = outbox_relay::relay::RelayConfig {
+        poll_interval: Duration::from_secs(600),
+        ..fast_config(100)
+    };
+    let relay = relay(&db, config);
+    let status = relay.status();
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(relay.run(async move {
+        let _ = stopped.await;
+    }));
+    assert!(leads(&status).await);
+    // Let it go idle: the first (empty) batch is done and it waits on LISTEN or the poll.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let ids = write_events(&db, &topic, "UserRegistered", &interleaved(1, 1)).await;
+    assert!(
+        drained(&db).await,
+        "published long before the 10-minute poll"
+    );
+    let records = read_topic(&topic, 1, Duration::from_secs(20)).await;
+    assert_eq!(event_ids(&records), ids);
+}
