@@ -80,3 +80,46 @@ async fn retention_deletes_only_rows_published_before_the_window() {
         .collect();
     assert_eq!(left, vec![4, 5, 6]);
 }
+
+#[tokio::test]
+async fn a_running_leader_purges_rows_past_retention_and_keeps_the_rest() {
+    let db = scratch_db().await;
+    let topic = scratch_topic(1).await;
+    write_events(&db, &topic, "UserRegistered", &interleaved(4, 1)).await;
+    let client = db.connect().await.unwrap();
+    client
+        .batch_execute(
+            "UPDATE users.outbox SET published_at = now() - interval '2 days' WHERE id <= 2",
+        )
+        .await
+        .unwrap();
+    let config = outbox_relay::relay::RelayConfig {
+        retention: Some(Duration::from_secs(86_400)),
+        purge_batch: 1,
+        ..fast_config(100)
+    };
+    let relay = relay(&db, config);
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(relay.run(async move {
+        let _ = stopped.await;
+    }));
+    let ids = || async {
+        let rows = client
+            .query(
+                "SELECT id FROM users.outbox WHERE published_at IS NOT NULL ORDER BY id",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>()
+    };
+    let purged = eventually(Duration::from_secs(10), || async {
+        ids().await == vec![3, 4]
+    })
+    .await;
+    assert!(
+        purged,
+        "old rows purged, fresh ones published and kept: {:?}",
+        ids().await
+    );
+}

@@ -3,7 +3,9 @@
 //! leadership session is lost.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
 
 use futures::future::{FutureExt, Shared};
 use rdkafka::producer::{Producer, PurgeConfig};
@@ -68,7 +70,16 @@ impl Relay {
     /// leadership session was lost.
     async fn lead(&mut self, leadership: &Leadership, stop: Stop) -> bool {
         let wakeups = Wakeups::spawn(self.db.clone());
-        let mut next_purge = Instant::now();
+        // Retention runs beside publishing (its own pool connection, short transactions),
+        // only while this relay leads.
+        let _retention = self.config.retention.map(|older_than| {
+            AbortOnDrop(tokio::spawn(retention_loop(
+                self.pool.clone(),
+                older_than,
+                self.config.purge_batch,
+                self.config.retention_interval,
+            )))
+        });
         let mut error_delay = self.config.backoff_min;
         loop {
             if stop.clone().now_or_never().is_some() {
@@ -76,10 +87,6 @@ impl Relay {
             }
             if !leadership.is_alive().await {
                 return false;
-            }
-            if Instant::now() >= next_purge {
-                self.purge().await;
-                next_purge = Instant::now() + self.config.retention_interval;
             }
             // A batch waits for its delivery reports, which can take up to
             // `message.timeout.ms` while Kafka is away, so it races the leadership check and
@@ -119,21 +126,27 @@ impl Relay {
             }
         }
     }
+}
 
-    async fn purge(&self) {
-        let Some(retention) = self.config.retention else {
-            return;
-        };
-        let client = match self.pool.get().await {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::warn!(%error, "retention skipped: no database connection");
-                return;
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn retention_loop(pool: Pool, older_than: Duration, batch: i64, every: Duration) {
+    loop {
+        match pool.get().await {
+            Ok(client) => {
+                if let Err(error) = retention::purge(&client, older_than, batch).await {
+                    tracing::warn!(%error, "retention purge failed; retrying later");
+                }
             }
-        };
-        if let Err(error) = retention::purge(&client, retention, self.config.purge_batch).await {
-            tracing::warn!(%error, "retention purge failed; retrying later");
+            Err(error) => tracing::warn!(%error, "retention skipped: no database connection"),
         }
+        tokio::time::sleep(every).await;
     }
 }
 
