@@ -17,10 +17,16 @@ impl ClientContext for LagContext {
         };
         for (partition, stats) in &topic.partitions {
             // -1 is librdkafka's internal "unassigned" partition; a lag of -1 means unknown
-            // (the partition is not assigned to this member).
-            if *partition >= 0 && stats.consumer_lag >= 0 {
+            // (not assigned to this member). The lag behind the stored offset is current
+            // at once; the committed one trails it by up to the auto-commit interval.
+            let lag = if stats.consumer_lag_stored >= 0 {
+                stats.consumer_lag_stored
+            } else {
+                stats.consumer_lag
+            };
+            if *partition >= 0 && lag >= 0 {
                 metrics::gauge!("consumer_lag", "partition" => partition.to_string())
-                    .set(stats.consumer_lag as f64);
+                    .set(lag as f64);
             }
         }
     }

@@ -77,9 +77,16 @@ impl App {
             .data(self.config);
         tracing::info!(port = self.listener.port(), "event-consumer listening");
         let consumer = tokio::spawn(self.consumer.run(wait(stopped.clone())));
+        let serve = self.listener.serve(app, wait(stopped.clone()));
+        tokio::pin!(serve, shutdown);
+        // The server stops gracefully on the same signal as the consumer; if it fails on
+        // its own, the consumer is stopped too.
         let served = tokio::select! {
-            served = self.listener.serve(app, wait(stopped.clone())) => served,
-            () = shutdown => Ok(()),
+            served = &mut serve => served,
+            () = &mut shutdown => {
+                let _ = stop.send(true);
+                serve.await
+            }
         };
         let _ = stop.send(true);
         if let Err(error) = consumer.await {
