@@ -8,6 +8,7 @@ pub mod client_ip;
 pub mod config;
 pub mod idempotency;
 pub mod rate_limit;
+mod same_origin;
 pub mod security_headers;
 pub mod sessions;
 pub mod startup;

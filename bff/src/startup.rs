@@ -21,6 +21,7 @@ use crate::api::register::RegisterApi;
 use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::rate_limit::{RateLimit, RateLimits};
+use crate::same_origin;
 use crate::state::AppState;
 use crate::upstream::Upstream;
 use crate::{body_limit, security_headers, traceparent};
@@ -132,6 +133,7 @@ impl App {
         }
         routes
             .with(cors)
+            .around(same_origin::allow)
             .around(crate::api::errors::as_json)
             .around(security_headers::apply)
     }

@@ -259,3 +259,35 @@ async fn cors_allows_only_the_configured_origins() {
         .get("access-control-allow-origin")
         .is_none());
 }
+
+#[tokio::test]
+async fn same_origin_posts_pass_with_no_cors_origins_configured() {
+    // Browsers send Origin on same-origin POSTs (Swagger UI's "Try it out" does): with no
+    // CORS_ORIGINS at all, the BFF's own pages must still work, while another origin gets
+    // no CORS permission.
+    let stack = spawn_stack(&[]).await;
+    let own_origin = stack.base.clone();
+    let login = |origin: String| {
+        stack
+            .http
+            .post(format!("{}/api/v1/auth/login", stack.base))
+            .header("Origin", origin)
+            .json(
+                &serde_json::json!({"email": "nobody@example.com", "password": "not the password"}),
+            )
+            .send()
+    };
+    let same = login(own_origin).await.unwrap();
+    assert_eq!(
+        same.status(),
+        401,
+        "a same-origin call reaches the endpoint"
+    );
+    let other = login("https://evil.example.com".into()).await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    assert_ne!(
+        other.status(),
+        401,
+        "a cross-origin call is refused before the endpoint"
+    );
+}
