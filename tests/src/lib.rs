@@ -85,10 +85,12 @@ where
 /// Fills the outbox with `count` `UserRegistered`-shaped rows for `topic` in one
 /// statement (server-side `generate_series`): a backlog for the relay to drain, with the
 /// same payload and header sizes as real registrations. Each row is its own aggregate.
-pub async fn fill_outbox(client: &tokio_postgres::Client, count: i64, topic: &str) -> anyhow::Result<u64> {
-    let inserted = client
-        .execute(FILL_OUTBOX, &[&count, &topic])
-        .await?;
+pub async fn fill_outbox(
+    client: &tokio_postgres::Client,
+    count: i64,
+    topic: &str,
+) -> anyhow::Result<u64> {
+    let inserted = client.execute(FILL_OUTBOX, &[&count, &topic]).await?;
     Ok(inserted)
 }
 
@@ -116,7 +118,10 @@ FROM rows";
 pub fn assigned_reader(topic: &str, partitions: i32) -> anyhow::Result<StreamConsumer> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
-        .set("group.id", format!("bench-reader-{}", Uuid::new_v4().simple()))
+        .set(
+            "group.id",
+            format!("bench-reader-{}", Uuid::new_v4().simple()),
+        )
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
         .create()?;

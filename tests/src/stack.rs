@@ -24,7 +24,12 @@ pub enum Service {
 }
 
 impl Service {
-    pub const ALL: [Service; 4] = [Service::UserService, Service::Relay, Service::Consumer, Service::Bff];
+    pub const ALL: [Service; 4] = [
+        Service::UserService,
+        Service::Relay,
+        Service::Consumer,
+        Service::Bff,
+    ];
 
     fn binary(self) -> &'static str {
         match self {
@@ -40,7 +45,10 @@ impl Service {
 /// `target/<profile>/deps/`.
 pub fn binary_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary has a path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -85,7 +93,9 @@ impl Stack {
             children: HashMap::new(),
             extras: Vec::new(),
             extra_env: Vec::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()?,
         })
     }
 
@@ -125,7 +135,10 @@ impl Stack {
             ("DB_PORT", self.db.db_port.to_string()),
             ("DB_NAME", self.db.db_name.clone()),
             ("DB_USER", self.db.db_user.clone()),
-            ("DB_PASSWORD", self.db.db_password.expose_secret().to_owned()),
+            (
+                "DB_PASSWORD",
+                self.db.db_password.expose_secret().to_owned(),
+            ),
             ("KAFKA_BROKERS", brokers()),
             ("INTERNAL_API_KEY", INTERNAL_KEY.to_owned()),
             ("SCRYPT_LOG_N", "10".to_owned()),
@@ -136,10 +149,17 @@ impl Stack {
             ("RELAY_POLL_INTERVAL_MS", "200".to_owned()),
             // A killed consumer's partitions move on after 6 s (the broker's minimum), not 45.
             ("CONSUMER_SESSION_TIMEOUT_MS", "6000".to_owned()),
-            ("USER_SERVICE_URL", format!("http://127.0.0.1:{}", self.port(Service::UserService))),
-            ("EVENT_CONSUMER_URL", format!("http://127.0.0.1:{}", self.port(Service::Consumer))),
+            (
+                "USER_SERVICE_URL",
+                format!("http://127.0.0.1:{}", self.port(Service::UserService)),
+            ),
+            (
+                "EVENT_CONSUMER_URL",
+                format!("http://127.0.0.1:{}", self.port(Service::Consumer)),
+            ),
         ];
-        let mut env: Vec<(String, String)> = env.drain(..).map(|(k, v)| (k.to_owned(), v)).collect();
+        let mut env: Vec<(String, String)> =
+            env.drain(..).map(|(k, v)| (k.to_owned(), v)).collect();
         env.extend(self.extra_env.iter().cloned());
         env
     }
@@ -159,7 +179,11 @@ impl Stack {
 
     /// Starts an extra process of `service` with some settings overridden (e.g. a second
     /// consumer in another group on another database); the stack kills it on drop.
-    pub fn start_extra(&mut self, service: Service, overrides: &[(&str, String)]) -> anyhow::Result<u16> {
+    pub fn start_extra(
+        &mut self,
+        service: Service,
+        overrides: &[(&str, String)],
+    ) -> anyhow::Result<u16> {
         let port = free_port();
         let mut env = self.env(service);
         env.push(("PORT".into(), port.to_string()));
@@ -225,7 +249,12 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        for mut child in self.children.drain().map(|(_, c)| c).chain(self.extras.drain(..)) {
+        for mut child in self
+            .children
+            .drain()
+            .map(|(_, c)| c)
+            .chain(self.extras.drain(..))
+        {
             let _ = child.kill();
             let _ = child.wait();
         }

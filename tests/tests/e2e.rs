@@ -24,8 +24,18 @@ fn new_user() -> Value {
 }
 
 async fn register(stack: &Stack, user: &Value) -> anyhow::Result<Value> {
-    let response = stack.http.post(stack.url(Service::Bff, "/api/v1/register")).json(user).send().await?;
-    anyhow::ensure!(response.status() == 201, "register answered {}: {}", response.status(), response.text().await?);
+    let response = stack
+        .http
+        .post(stack.url(Service::Bff, "/api/v1/register"))
+        .json(user)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 201,
+        "register answered {}: {}",
+        response.status(),
+        response.text().await?
+    );
     Ok(response.json().await?)
 }
 
@@ -36,7 +46,11 @@ async fn login(stack: &Stack, email: &str) -> anyhow::Result<Value> {
         .json(&json!({ "email": email, "password": PASSWORD }))
         .send()
         .await?;
-    anyhow::ensure!(response.status() == 200, "login answered {}", response.status());
+    anyhow::ensure!(
+        response.status() == 200,
+        "login answered {}",
+        response.status()
+    );
     Ok(response.json().await?)
 }
 
@@ -46,17 +60,27 @@ async fn admin_token(stack: &Stack) -> anyhow::Result<String> {
     let admin = new_user();
     register(stack, &admin).await?;
     let email = admin["email"].as_str().unwrap_or_default();
-    stack.run_cli(Service::UserService, &["set-role", "--email", email, "--role", "admin"])?;
+    stack.run_cli(
+        Service::UserService,
+        &["set-role", "--email", email, "--role", "admin"],
+    )?;
     let tokens = login(stack, email).await?;
-    Ok(tokens["access_token"].as_str().unwrap_or_default().to_owned())
+    Ok(tokens["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
 }
 
 async fn welcome_rows(stack: &Stack) -> i64 {
-    stack.count("SELECT count(*) FROM consumer.welcome_notifications").await.unwrap_or(-1)
+    stack
+        .count("SELECT count(*) FROM consumer.welcome_notifications")
+        .await
+        .unwrap_or(-1)
 }
 
 #[tokio::test]
-async fn a_registration_reaches_kafka_in_the_contract_form_and_has_exactly_one_effect() -> anyhow::Result<()> {
+async fn a_registration_reaches_kafka_in_the_contract_form_and_has_exactly_one_effect(
+) -> anyhow::Result<()> {
     let stack = Stack::start_all().await?;
     let user = new_user();
     let created = register(&stack, &user).await?;
@@ -72,7 +96,12 @@ async fn a_registration_reaches_kafka_in_the_contract_form_and_has_exactly_one_e
         .headers()
         .map(|hs| {
             hs.iter()
-                .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -91,11 +120,19 @@ async fn a_registration_reaches_kafka_in_the_contract_form_and_has_exactly_one_e
     assert!(data.get("registered_at").is_some() && data.get("phone").is_some());
 
     // The consumer's effect, once.
-    assert!(eventually(Duration::from_secs(30), || async { welcome_rows(&stack).await == 1 }).await);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            welcome_rows(&stack).await == 1
+        })
+        .await
+    );
     let for_user = stack
         .db_client()
         .await?
-        .query_one("SELECT count(*) FROM consumer.welcome_notifications WHERE user_id::text = $1", &[&user_id])
+        .query_one(
+            "SELECT count(*) FROM consumer.welcome_notifications WHERE user_id::text = $1",
+            &[&user_id],
+        )
         .await?
         .get::<_, i64>(0);
     assert_eq!(for_user, 1);
@@ -115,7 +152,12 @@ async fn a_registration_reaches_kafka_in_the_contract_form_and_has_exactly_one_e
 
     // The admin dashboard's figures follow: two users now, both applied by the consumer.
     let token = admin_token(&stack).await?;
-    assert!(eventually(Duration::from_secs(30), || async { welcome_rows(&stack).await == 2 }).await);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            welcome_rows(&stack).await == 2
+        })
+        .await
+    );
     let dashboard: Value = stack
         .http
         .get(stack.url(Service::Bff, "/api/v1/protected/admin/dashboard"))
@@ -131,12 +173,18 @@ async fn a_registration_reaches_kafka_in_the_contract_form_and_has_exactly_one_e
 }
 
 #[tokio::test]
-async fn a_replay_republishes_applies_nothing_twice_and_rebuilds_a_new_consumer() -> anyhow::Result<()> {
+async fn a_replay_republishes_applies_nothing_twice_and_rebuilds_a_new_consumer(
+) -> anyhow::Result<()> {
     let mut stack = Stack::start_all().await?;
     register(&stack, &new_user()).await?;
     register(&stack, &new_user()).await?;
     let token = admin_token(&stack).await?;
-    assert!(eventually(Duration::from_secs(30), || async { welcome_rows(&stack).await == 3 }).await);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            welcome_rows(&stack).await == 3
+        })
+        .await
+    );
 
     let replay = |dry_run: bool| {
         stack
@@ -165,27 +213,49 @@ async fn a_replay_republishes_applies_nothing_twice_and_rebuilds_a_new_consumer(
         }
     })
     .await;
-    assert!(duplicates_seen, "the consumer did not count the replayed events as duplicates");
+    assert!(
+        duplicates_seen,
+        "the consumer did not count the replayed events as duplicates"
+    );
     assert_eq!(welcome_rows(&stack).await, 3);
-    assert_eq!(stack.count("SELECT coalesce(sum(count), 0)::bigint FROM consumer.registration_stats").await?, 3);
+    assert_eq!(
+        stack
+            .count("SELECT coalesce(sum(count), 0)::bigint FROM consumer.registration_stats")
+            .await?,
+        3
+    );
 
     // A consumer in a new group, on an empty database, rebuilds its tables from the topic.
     let fresh = scratch_db().await?;
     stack.start_extra(
         Service::Consumer,
-        &[("DB_NAME", fresh.db_name.clone()), ("CONSUMER_GROUP", format!("rebuild-{}", Uuid::new_v4().simple()))],
+        &[
+            ("DB_NAME", fresh.db_name.clone()),
+            (
+                "CONSUMER_GROUP",
+                format!("rebuild-{}", Uuid::new_v4().simple()),
+            ),
+        ],
     )?;
     let rebuilt = eventually(Duration::from_secs(30), || {
         let fresh = fresh.clone();
         async move {
-            let Ok(client) = fresh.connect().await else { return false };
-            let Ok(row) = client.query_one("SELECT count(*) FROM consumer.welcome_notifications", &[]).await else {
+            let Ok(client) = fresh.connect().await else {
+                return false;
+            };
+            let Ok(row) = client
+                .query_one("SELECT count(*) FROM consumer.welcome_notifications", &[])
+                .await
+            else {
                 return false;
             };
             row.get::<_, i64>(0) == 3
         }
     })
     .await;
-    assert!(rebuilt, "the new consumer group did not rebuild 3 welcome notifications");
+    assert!(
+        rebuilt,
+        "the new consumer group did not rebuild 3 welcome notifications"
+    );
     Ok(())
 }

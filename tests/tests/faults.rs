@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde_json::json;
-use tests::stack::{Service, Stack, INTERNAL_KEY};
 use tests::eventually;
+use tests::stack::{Service, Stack, INTERNAL_KEY};
 use uuid::Uuid;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -55,7 +55,10 @@ async fn register_direct(stack: &Stack, i: usize) -> anyhow::Result<reqwest::Sta
 }
 
 async fn effects(stack: &Stack) -> (i64, i64) {
-    let welcome = stack.count("SELECT count(*) FROM consumer.welcome_notifications").await.unwrap_or(-1);
+    let welcome = stack
+        .count("SELECT count(*) FROM consumer.welcome_notifications")
+        .await
+        .unwrap_or(-1);
     let projected = stack
         .count("SELECT coalesce(sum(count), 0)::bigint FROM consumer.registration_stats")
         .await
@@ -72,20 +75,42 @@ async fn kafka_down_registrations_still_succeed_and_all_arrive_after() -> anyhow
     infra("kafka-down")?;
     const N: usize = 20;
     for i in 0..N {
-        assert_eq!(register_direct(&stack, i).await?, 201, "registration {i} during the Kafka outage");
+        assert_eq!(
+            register_direct(&stack, i).await?,
+            201,
+            "registration {i} during the Kafka outage"
+        );
     }
     // Nothing can have been published: every event waits in the outbox.
-    assert_eq!(stack.count("SELECT count(*) FROM users.outbox WHERE published_at IS NULL").await?, N as i64);
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM users.outbox WHERE published_at IS NULL")
+            .await?,
+        N as i64
+    );
 
     infra("kafka-up")?;
-    let all = eventually(Duration::from_secs(90), || async { effects(&stack).await == (N as i64, N as i64) }).await;
-    assert!(all, "after Kafka returned: {:?} effects of {N}", effects(&stack).await);
-    assert_eq!(stack.count("SELECT count(*) FROM users.outbox WHERE published_at IS NULL").await?, 0);
+    let all = eventually(Duration::from_secs(90), || async {
+        effects(&stack).await == (N as i64, N as i64)
+    })
+    .await;
+    assert!(
+        all,
+        "after Kafka returned: {:?} effects of {N}",
+        effects(&stack).await
+    );
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM users.outbox WHERE published_at IS NULL")
+            .await?,
+        0
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn postgres_down_answers_503_fast_and_services_recover_without_restart() -> anyhow::Result<()> {
+async fn postgres_down_answers_503_fast_and_services_recover_without_restart() -> anyhow::Result<()>
+{
     let _serial = SERIAL.lock().await;
     let _restore = Restore;
     let stack = Stack::start_all().await?;
@@ -101,7 +126,10 @@ async fn postgres_down_answers_503_fast_and_services_recover_without_restart() -
     let waited = started.elapsed();
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await?;
-    assert!(body.get("error").is_some() && body.get("message").is_some(), "{body}");
+    assert!(
+        body.get("error").is_some() && body.get("message").is_some(),
+        "{body}"
+    );
     assert!(waited < Duration::from_secs(5), "503 took {waited:?}");
 
     infra("pg-up")?;
@@ -116,17 +144,35 @@ async fn postgres_down_answers_503_fast_and_services_recover_without_restart() -
         async move { matches!(register_direct(stack, n).await, Ok(s) if s == 201) }
     })
     .await;
-    assert!(recovered, "the user service did not recover after PostgreSQL returned");
-    let through_bff = stack.http.post(stack.url(Service::Bff, "/api/v1/register")).json(&user(0)).send().await?;
-    assert_eq!(through_bff.status(), 201, "the BFF did not recover after PostgreSQL returned");
-    assert!(eventually(Duration::from_secs(60), || async { effects(&stack).await == (2, 2) }).await);
+    assert!(
+        recovered,
+        "the user service did not recover after PostgreSQL returned"
+    );
+    let through_bff = stack
+        .http
+        .post(stack.url(Service::Bff, "/api/v1/register"))
+        .json(&user(0))
+        .send()
+        .await?;
+    assert_eq!(
+        through_bff.status(),
+        201,
+        "the BFF did not recover after PostgreSQL returned"
+    );
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            effects(&stack).await == (2, 2)
+        })
+        .await
+    );
     Ok(())
 }
 
 /// A stream of 2,000 events written through the outbox library while the relay and the
 /// consumer are killed with SIGKILL at random moments and restarted.
 #[tokio::test]
-async fn kill_9_of_relay_and_consumer_loses_nothing_and_applies_nothing_twice() -> anyhow::Result<()> {
+async fn kill_9_of_relay_and_consumer_loses_nothing_and_applies_nothing_twice() -> anyhow::Result<()>
+{
     let _serial = SERIAL.lock().await;
     let mut stack = Stack::start_all().await?;
     const TOTAL: usize = 2_000;
@@ -168,7 +214,11 @@ async fn kill_9_of_relay_and_consumer_loses_nothing_and_applies_nothing_twice() 
     while !writer.is_finished() {
         let pause = rand::thread_rng().gen_range(300..1200);
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        let victim = if rand::thread_rng().gen_bool(0.5) { Service::Relay } else { Service::Consumer };
+        let victim = if rand::thread_rng().gen_bool(0.5) {
+            Service::Relay
+        } else {
+            Service::Consumer
+        };
         stack.kill9(victim);
         kills += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -181,8 +231,14 @@ async fn kill_9_of_relay_and_consumer_loses_nothing_and_applies_nothing_twice() 
         effects(&stack).await == (TOTAL as i64, TOTAL as i64)
     })
     .await;
-    let processed = stack.count("SELECT count(*) FROM consumer.processed_events").await?;
-    assert!(all, "after {kills} kills: effects {:?}, processed {processed}, of {TOTAL}", effects(&stack).await);
+    let processed = stack
+        .count("SELECT count(*) FROM consumer.processed_events")
+        .await?;
+    assert!(
+        all,
+        "after {kills} kills: effects {:?}, processed {processed}, of {TOTAL}",
+        effects(&stack).await
+    );
     assert_eq!(processed, TOTAL as i64);
     Ok(())
 }

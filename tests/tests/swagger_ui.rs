@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use headless_chrome::protocol::cdp::types::Event;
 use headless_chrome::protocol::cdp::Input;
 use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
 use headless_chrome::protocol::cdp::Runtime::RemoteObject;
-use headless_chrome::protocol::cdp::types::Event;
 use headless_chrome::{Browser, LaunchOptions, Tab};
 use serde_json::{json, Value};
 use tests::stack::{Service, Stack};
@@ -32,7 +32,8 @@ const EXPECTED_OPERATIONS: [(&str, &str); 5] = [
 ];
 
 fn chromium_path() -> PathBuf {
-    let path = PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned()));
+    let path =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned()));
     assert!(
         path.exists(),
         "{} is missing: install Debian's browser (`apt-get install -y chromium`)",
@@ -42,7 +43,9 @@ fn chromium_path() -> PathBuf {
 }
 
 fn screenshot_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("screenshots").join("swagger-ui.png")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("screenshots")
+        .join("swagger-ui.png")
 }
 
 /// A fresh headless Chromium with an empty profile; the flags keep it from calling home
@@ -81,7 +84,10 @@ fn collect_console(tab: &Tab) -> anyhow::Result<Arc<Mutex<Vec<String>>>> {
     tab.enable_runtime()?;
     tab.add_event_listener(Arc::new(move |event: &Event| {
         let line = match event {
-            Event::LogEntryAdded(e) => Some(format!("log {:?}: {}", e.params.entry.level, e.params.entry.text)),
+            Event::LogEntryAdded(e) => Some(format!(
+                "log {:?}: {}",
+                e.params.entry.level, e.params.entry.text
+            )),
             Event::RuntimeExceptionThrown(e) => Some(format!(
                 "exception: {} {}",
                 e.params.exception_details.text,
@@ -98,7 +104,12 @@ fn collect_console(tab: &Tab) -> anyhow::Result<Arc<Mutex<Vec<String>>>> {
                 e.params
                     .args
                     .iter()
-                    .map(|a| a.value.as_ref().map(|v| v.to_string()).or_else(|| a.description.clone()).unwrap_or_default())
+                    .map(|a| a
+                        .value
+                        .as_ref()
+                        .map(|v| v.to_string())
+                        .or_else(|| a.description.clone())
+                        .unwrap_or_default())
                     .collect::<Vec<_>>()
                     .join(" ")
             )),
@@ -122,7 +133,8 @@ fn try_register_in_browser(
     body: &str,
     console: &mut Option<Arc<Mutex<Vec<String>>>>,
 ) -> anyhow::Result<(Vec<(String, String)>, String, String)> {
-    let profile = std::env::temp_dir().join(format!("swagger-ui-chromium-{}", Uuid::new_v4().simple()));
+    let profile =
+        std::env::temp_dir().join(format!("swagger-ui-chromium-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&profile)?;
     let result = (|| {
         let browser = launch(profile.clone())?;
@@ -141,22 +153,35 @@ fn try_register_in_browser(
         let listed: Vec<(String, String)> = serde_json::from_str(listed.as_str().unwrap_or("[]"))?;
 
         // Expand the register operation and try it out.
-        tab.wait_for_element(r#".opblock-summary-path[data-path="/api/v1/register"]"#)?.click()?;
+        tab.wait_for_element(r#".opblock-summary-path[data-path="/api/v1/register"]"#)?
+            .click()?;
         let open = r#".opblock.is-open:has(.opblock-summary-path[data-path="/api/v1/register"])"#;
-        tab.wait_for_element(&format!("{open} .try-out__btn"))?.click()?;
+        tab.wait_for_element(&format!("{open} .try-out__btn"))?
+            .click()?;
         let textarea = tab.wait_for_element(&format!("{open} textarea.body-param__text"))?;
         textarea.click()?;
         textarea.call_js_fn("function() { this.select(); }", vec![], false)?;
-        tab.call_method(Input::InsertText { text: body.to_owned() })?;
-        let typed = value(textarea.call_js_fn("function() { return this.value; }", vec![], false)?);
-        anyhow::ensure!(typed.as_str() == Some(body), "the textarea holds {typed} instead of the body");
-        tab.wait_for_element(&format!("{open} button.execute"))?.click()?;
+        tab.call_method(Input::InsertText {
+            text: body.to_owned(),
+        })?;
+        let typed =
+            value(textarea.call_js_fn("function() { return this.value; }", vec![], false)?);
+        anyhow::ensure!(
+            typed.as_str() == Some(body),
+            "the textarea holds {typed} instead of the body"
+        );
+        tab.wait_for_element(&format!("{open} button.execute"))?
+            .click()?;
 
         let status = tab
-            .wait_for_element(&format!("{open} .live-responses-table .response .response-col_status"))?
+            .wait_for_element(&format!(
+                "{open} .live-responses-table .response .response-col_status"
+            ))?
             .get_inner_text()?;
         let shown = tab
-            .find_element(&format!("{open} .live-responses-table .response .response-col_description"))
+            .find_element(&format!(
+                "{open} .live-responses-table .response .response-col_description"
+            ))
             .and_then(|e| e.get_inner_text())
             .unwrap_or_default();
 
@@ -177,7 +202,8 @@ fn try_register_in_browser(
 }
 
 #[tokio::test]
-async fn swagger_ui_lists_the_operations_and_a_try_it_out_registration_succeeds() -> anyhow::Result<()> {
+async fn swagger_ui_lists_the_operations_and_a_try_it_out_registration_succeeds(
+) -> anyhow::Result<()> {
     let stack = Stack::start_all().await?;
     let tag = Uuid::new_v4().simple().to_string();
     let email = format!("grace.{}@example.com", &tag[..12]);
@@ -192,7 +218,9 @@ async fn swagger_ui_lists_the_operations_and_a_try_it_out_registration_succeeds(
     let (outcome, console) = tokio::task::spawn_blocking(move || {
         let mut console = None;
         let outcome = try_register_in_browser(&docs_url, &body, &mut console);
-        let console = console.map(|c| c.lock().expect("console lines").clone()).unwrap_or_default();
+        let console = console
+            .map(|c| c.lock().expect("console lines").clone())
+            .unwrap_or_default();
         (outcome, console)
     })
     .await?;
@@ -208,8 +236,14 @@ async fn swagger_ui_lists_the_operations_and_a_try_it_out_registration_succeeds(
             "{method} {path} is not on the page; listed: {listed:?}\nconsole:\n{console}"
         );
     }
-    assert_eq!(status, "201", "the page shows status {status}: {shown}\nconsole:\n{console}");
-    assert!(shown.contains(&email), "the response shown does not echo the user: {shown}");
+    assert_eq!(
+        status, "201",
+        "the page shows status {status}: {shown}\nconsole:\n{console}"
+    );
+    assert!(
+        shown.contains(&email),
+        "the response shown does not echo the user: {shown}"
+    );
 
     // The user exists: it can log in.
     let login = stack
@@ -218,7 +252,12 @@ async fn swagger_ui_lists_the_operations_and_a_try_it_out_registration_succeeds(
         .json(&json!({ "email": email, "password": PASSWORD }))
         .send()
         .await?;
-    assert_eq!(login.status(), 200, "login after the browser registration: {}", login.text().await?);
+    assert_eq!(
+        login.status(),
+        200,
+        "login after the browser registration: {}",
+        login.text().await?
+    );
     let tokens: Value = login.json().await?;
     assert_eq!(tokens["token_type"], "Bearer");
     Ok(())

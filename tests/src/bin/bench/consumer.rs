@@ -26,7 +26,11 @@ pub(crate) fn settings(topic: &str, dlq: &str, batch: usize) -> Settings {
 }
 
 /// Produces `count` `UserRegistered` records in the contract's CloudEvents form.
-pub(crate) async fn fill_topic(producer: &FutureProducer, topic: &str, count: usize) -> anyhow::Result<()> {
+pub(crate) async fn fill_topic(
+    producer: &FutureProducer,
+    topic: &str,
+    count: usize,
+) -> anyhow::Result<()> {
     let mut in_flight = FuturesUnordered::new();
     for n in 0..count {
         let user_id = Uuid::new_v4().to_string();
@@ -38,8 +42,11 @@ pub(crate) async fn fill_topic(producer: &FutureProducer, topic: &str, count: us
             subject: Some(user_id.clone()),
             traceparent: None,
         };
-        let headers: Vec<(String, Vec<u8>)> =
-            attributes.to_headers().into_iter().map(|(k, v)| (k.to_owned(), v.into_bytes())).collect();
+        let headers: Vec<(String, Vec<u8>)> = attributes
+            .to_headers()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+            .collect();
         let value = serde_json::to_vec(&serde_json::json!({
             "user_id": user_id, "email": format!("backlog{n}@example.com"), "first_name": "Back",
             "last_name": "Log", "phone": null, "role": "user", "registered_at": attributes.time.to_rfc3339(),
@@ -66,7 +73,11 @@ pub(crate) async fn fill_topic(producer: &FutureProducer, topic: &str, count: us
 
 /// Applies `count` records already on `settings`' topic with `consume_once`; the clock
 /// starts at the first applied batch (the group join is not the consumer's speed).
-pub(crate) async fn drain_per_s(db: &DbConfig, settings: &Settings, count: usize) -> anyhow::Result<f64> {
+pub(crate) async fn drain_per_s(
+    db: &DbConfig,
+    settings: &Settings,
+    count: usize,
+) -> anyhow::Result<f64> {
     let mut consumer = Consumer::new(settings, db.pool())?;
     // (start instant, records applied by the first batch)
     let mut first: Option<(Instant, usize)> = None;
@@ -80,23 +91,37 @@ pub(crate) async fn drain_per_s(db: &DbConfig, settings: &Settings, count: usize
         }
     }
     consumer.close();
-    let (started, uncounted) = first.ok_or_else(|| anyhow::anyhow!("the consumer applied nothing"))?;
-    anyhow::ensure!(total >= count, "the consumer applied {total} of {count} within the deadline");
+    let (started, uncounted) =
+        first.ok_or_else(|| anyhow::anyhow!("the consumer applied nothing"))?;
+    anyhow::ensure!(
+        total >= count,
+        "the consumer applied {total} of {count} within the deadline"
+    );
     Ok((total - uncounted) as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Polls the consumer's inbox every 2 ms and records, for each event id committed by the
 /// writer, the time from its commit until its effect is visible.
-pub(crate) async fn effect_latencies(db: &DbConfig, expected: usize, commits: CommitTimes) -> anyhow::Result<Latencies> {
+pub(crate) async fn effect_latencies(
+    db: &DbConfig,
+    expected: usize,
+    commits: CommitTimes,
+) -> anyhow::Result<Latencies> {
     let client = db.connect().await?;
-    let query = client.prepare("SELECT event_id FROM consumer.processed_events WHERE event_id = ANY($1)").await?;
+    let query = client
+        .prepare("SELECT event_id FROM consumer.processed_events WHERE event_id = ANY($1)")
+        .await?;
     let mut latencies = Latencies::new();
     let mut seen = HashSet::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen.len() < expected && Instant::now() < deadline {
         let outstanding: Vec<Uuid> = {
             let commits = commits.lock().expect("not poisoned");
-            commits.keys().filter(|id| !seen.contains(*id)).copied().collect()
+            commits
+                .keys()
+                .filter(|id| !seen.contains(*id))
+                .copied()
+                .collect()
         };
         if !outstanding.is_empty() {
             let rows = client.query(&query, &[&outstanding]).await?;

@@ -31,7 +31,12 @@ fn env(db: &DbConfig, extra: &[(&str, String)]) -> Vec<(String, String)> {
 }
 
 /// Requests per second of `url` over `seconds`, from `CONCURRENCY` keep-alive clients.
-async fn load(http: &reqwest::Client, url: &str, token: Option<&str>, seconds: u64) -> anyhow::Result<f64> {
+async fn load(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    seconds: u64,
+) -> anyhow::Result<f64> {
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -64,12 +69,17 @@ async fn load(http: &reqwest::Client, url: &str, token: Option<&str>, seconds: u
     }
     let elapsed = started.elapsed().as_secs_f64();
     let failed = failed.load(Ordering::Relaxed);
-    anyhow::ensure!(failed == 0, "{failed} requests to {url} failed during the load");
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} requests to {url} failed during the load"
+    );
     Ok(ok.load(Ordering::Relaxed) as f64 / elapsed)
 }
 
 pub(crate) async fn measure(db: &DbConfig, seconds: u64) -> anyhow::Result<Value> {
-    let users = user_service::startup::App::build(user_service::config::Config::from_env(env(db, &[]))?).await?;
+    let users =
+        user_service::startup::App::build(user_service::config::Config::from_env(env(db, &[]))?)
+            .await?;
     let users_url = format!("http://127.0.0.1:{}", users.port());
     let (stop_users, users_stopped) = oneshot::channel::<()>();
     let users_task = tokio::spawn(users.run_until_stopped(async move {
@@ -94,13 +104,23 @@ pub(crate) async fn measure(db: &DbConfig, seconds: u64) -> anyhow::Result<Value
         let _ = bff_stopped.await;
     }));
 
-    let http = reqwest::Client::builder().pool_max_idle_per_host(CONCURRENCY).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONCURRENCY)
+        .build()?;
     let credentials = json!({
         "email": "bench.profile@example.com", "password": "a long and unusual passphrase 42",
         "first_name": "Bench", "last_name": "Profile",
     });
-    let registered = http.post(format!("{base}/api/v1/register")).json(&credentials).send().await?;
-    anyhow::ensure!(registered.status() == 201, "register answered {}", registered.status());
+    let registered = http
+        .post(format!("{base}/api/v1/register"))
+        .json(&credentials)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        registered.status() == 201,
+        "register answered {}",
+        registered.status()
+    );
     let tokens: Value = http
         .post(format!("{base}/api/v1/auth/login"))
         .json(&json!({ "email": credentials["email"], "password": credentials["password"] }))
@@ -108,13 +128,28 @@ pub(crate) async fn measure(db: &DbConfig, seconds: u64) -> anyhow::Result<Value
         .await?
         .json()
         .await?;
-    let token = tokens["access_token"].as_str().ok_or_else(|| anyhow::anyhow!("no access token: {tokens}"))?.to_owned();
+    let token = tokens["access_token"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no access token: {tokens}"))?
+        .to_owned();
 
     // Warm both paths (connections, caches), then measure them one after the other.
     load(&http, &format!("{base}/health"), None, 1).await?;
-    load(&http, &format!("{base}/api/v1/protected/profile"), Some(&token), 1).await?;
+    load(
+        &http,
+        &format!("{base}/api/v1/protected/profile"),
+        Some(&token),
+        1,
+    )
+    .await?;
     let health = load(&http, &format!("{base}/health"), None, seconds).await?;
-    let profile = load(&http, &format!("{base}/api/v1/protected/profile"), Some(&token), seconds).await?;
+    let profile = load(
+        &http,
+        &format!("{base}/api/v1/protected/profile"),
+        Some(&token),
+        seconds,
+    )
+    .await?;
 
     let _ = stop_bff.send(());
     let _ = stop_users.send(());

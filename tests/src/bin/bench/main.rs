@@ -16,8 +16,8 @@ mod write_overhead;
 use std::time::Instant;
 
 use anyhow::Context;
-use serde_json::{json, Value};
 use outbox_relay::relay::{create_producer, Relay};
+use serde_json::{json, Value};
 use tests::{fill_outbox, scratch_db, scratch_topic};
 
 /// The run's sizes; `BENCH_*` environment variables override them (a quick smoke run uses
@@ -35,7 +35,10 @@ struct Sizes {
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 impl Sizes {
@@ -62,24 +65,36 @@ async fn sample_record(db: &outbox_relay::platform::db::DbConfig) -> anyhow::Res
     let client = db.connect().await?;
     fill_outbox(&client, 1, "sample").await?;
     let row = client
-        .query_one("SELECT payload, headers FROM users.outbox WHERE topic = 'sample'", &[])
+        .query_one(
+            "SELECT payload, headers FROM users.outbox WHERE topic = 'sample'",
+            &[],
+        )
         .await?;
     let payload: Value = row.get(0);
     let headers: Value = row.get(1);
-    client.execute("DELETE FROM users.outbox WHERE topic = 'sample'", &[]).await?;
+    client
+        .execute("DELETE FROM users.outbox WHERE topic = 'sample'", &[])
+        .await?;
     Ok(Sample {
         value: serde_json::to_vec(&payload)?,
         headers: outbox_relay::envelope::headers_from_json(&headers),
     })
 }
 
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let run_started = Instant::now();
     let mut report = json!({});
     report["machine"] = machine_facts();
-    let Sizes { backlog, batch, rate, latency_run, consumer_backlog, consumer_batch, http_seconds } = Sizes::from_env();
+    let Sizes {
+        backlog,
+        batch,
+        rate,
+        latency_run,
+        consumer_backlog,
+        consumer_batch,
+        http_seconds,
+    } = Sizes::from_env();
     report["settings"] = json!({
         "relay_backlog": backlog, "relay_batch_size": batch, "latency_rate_per_s": rate,
         "latency_run_s": latency_run.as_secs(), "consumer_backlog": consumer_backlog,
@@ -87,13 +102,25 @@ async fn main() -> anyhow::Result<()> {
         "synchronous_commit": "on", "producer": "idempotent, acks=all, linger.ms=5, lz4",
     });
 
-    let db = scratch_db().await.context("creating the benchmark database (is `make infra-up` running?)")?;
+    let db = scratch_db()
+        .await
+        .context("creating the benchmark database (is `make infra-up` running?)")?;
     let sample = sample_record(&db).await?;
-    eprintln!("[bench] record size: {} bytes value, {} headers", sample.value.len(), sample.headers.len());
+    eprintln!(
+        "[bench] record size: {} bytes value, {} headers",
+        sample.value.len(),
+        sample.headers.len()
+    );
 
     // The two limits the relay sits between.
     let topic = scratch_topic(3).await?;
-    let raw = producer::raw_producer_per_s(&create_producer(&relay::producer_settings())?, &topic, &sample, backlog as usize).await?;
+    let raw = producer::raw_producer_per_s(
+        &create_producer(&relay::producer_settings())?,
+        &topic,
+        &sample,
+        backlog as usize,
+    )
+    .await?;
     eprintln!("[bench] raw producer: {raw:.0}/s");
 
     let client = db.connect().await?;
@@ -122,7 +149,11 @@ async fn main() -> anyhow::Result<()> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let running = Relay::new(db.clone(), create_producer(&relay::producer_settings())?, relay::relay_config(batch));
+    let running = Relay::new(
+        db.clone(),
+        create_producer(&relay::producer_settings())?,
+        relay::relay_config(batch),
+    );
     let relay_task = tokio::spawn(running.run(until_stopped(stopped.clone())));
     let consumer_settings = consumer::settings(&latency_topic, &dlq_topic, consumer_batch);
     let consumer_engine = event_consumer::Consumer::new(&consumer_settings, db.pool())?;
@@ -130,13 +161,26 @@ async fn main() -> anyhow::Result<()> {
 
     // Warm-up: one event end to end, so the group join is not measured.
     let warm = relay::CommitTimes::default();
-    relay::steady_writer(db.clone(), latency_topic.clone(), 10, std::time::Duration::from_millis(100), warm.clone()).await?;
+    relay::steady_writer(
+        db.clone(),
+        latency_topic.clone(),
+        10,
+        std::time::Duration::from_millis(100),
+        warm.clone(),
+    )
+    .await?;
     consumer::effect_latencies(&db, 1, warm).await?;
 
     let reader = tests::assigned_reader(&latency_topic, 3)?;
     let commits = relay::CommitTimes::default();
     let expected = (latency_run.as_secs_f64() * rate as f64) as usize;
-    let writer = tokio::spawn(relay::steady_writer(db.clone(), latency_topic.clone(), rate, latency_run, commits.clone()));
+    let writer = tokio::spawn(relay::steady_writer(
+        db.clone(),
+        latency_topic.clone(),
+        rate,
+        latency_run,
+        commits.clone(),
+    ));
     let effects = {
         let (db, commits) = (db.clone(), commits.clone());
         tokio::spawn(async move { consumer::effect_latencies(&db, expected, commits).await })
@@ -160,22 +204,37 @@ async fn main() -> anyhow::Result<()> {
 
     // The consumer applying a backlog.
     let backlog_topic = scratch_topic(3).await?;
-    consumer::fill_topic(&create_producer(&relay::producer_settings())?, &backlog_topic, consumer_backlog).await?;
+    consumer::fill_topic(
+        &create_producer(&relay::producer_settings())?,
+        &backlog_topic,
+        consumer_backlog,
+    )
+    .await?;
     let consumer_db = scratch_db().await?;
-    let consumer_rate =
-        consumer::drain_per_s(&consumer_db, &consumer::settings(&backlog_topic, &dlq_topic, consumer_batch), consumer_backlog).await?;
+    let consumer_rate = consumer::drain_per_s(
+        &consumer_db,
+        &consumer::settings(&backlog_topic, &dlq_topic, consumer_batch),
+        consumer_backlog,
+    )
+    .await?;
     eprintln!("[bench] consumer: {consumer_rate:.0}/s");
     report["consumer"] = json!({ "events_per_s": stats::round0(consumer_rate), "backlog": consumer_backlog, "batch_size": consumer_batch });
 
     // The outbox row's cost inside the register transaction.
     let overhead = write_overhead::measure(&db, 2_000).await?;
-    eprintln!("[bench] outbox row adds {} ms (p50) to the register transaction", overhead["p50"]);
+    eprintln!(
+        "[bench] outbox row adds {} ms (p50) to the register transaction",
+        overhead["p50"]
+    );
     report["outbox_write_overhead_ms"] = overhead;
 
     // The public API under load.
     let http_db = scratch_db().await?;
     let http_figures = http::measure(&http_db, http_seconds).await?;
-    eprintln!("[bench] http: profile {} rps, health {} rps", http_figures["profile_rps"], http_figures["health_rps"]);
+    eprintln!(
+        "[bench] http: profile {} rps, health {} rps",
+        http_figures["profile_rps"], http_figures["health_rps"]
+    );
     report["http"] = http_figures;
 
     report["duration_s"] = json!(stats::round0(run_started.elapsed().as_secs_f64()));
@@ -187,25 +246,43 @@ async fn main() -> anyhow::Result<()> {
         &dir.join("chart.svg"),
         &[
             ("commit -> Kafka", chart::cdf(&kafka_latency.buckets())),
-            ("commit -> consumer effect", chart::cdf(&effect_latency.buckets())),
+            (
+                "commit -> consumer effect",
+                chart::cdf(&effect_latency.buckets()),
+            ),
         ],
         &[
             ("relay (real engine)", f(&report["relay"]["events_per_s"])),
-            ("limit: claim-and-mark, no Kafka", f(&report["relay"]["db_limit_per_s"])),
-            ("limit: raw producer, no DB", f(&report["relay"]["raw_producer_per_s"])),
+            (
+                "limit: claim-and-mark, no Kafka",
+                f(&report["relay"]["db_limit_per_s"]),
+            ),
+            (
+                "limit: raw producer, no DB",
+                f(&report["relay"]["raw_producer_per_s"]),
+            ),
             ("consumer (backlog)", f(&report["consumer"]["events_per_s"])),
         ],
     )?;
     print_table(&report);
-    eprintln!("[bench] wrote {} and chart.svg", dir.join("report.json").display());
+    eprintln!(
+        "[bench] wrote {} and chart.svg",
+        dir.join("report.json").display()
+    );
     Ok(())
 }
 
 fn machine_facts() -> Value {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned()))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| kb / 1024 / 1024);
     let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
@@ -219,7 +296,10 @@ fn machine_facts() -> Value {
 }
 
 fn write_report(dir: &std::path::Path, report: &Value) -> anyhow::Result<()> {
-    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(report)?)?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(report)?,
+    )?;
     Ok(())
 }
 
@@ -228,24 +308,89 @@ fn print_table(r: &Value) {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let limit = f(&r["relay"]["db_limit_per_s"]).min(f(&r["relay"]["raw_producer_per_s"]));
     let rows: Vec<(&str, f64, String, bool)> = vec![
-        ("relay events/s (drain)", f(&r["relay"]["events_per_s"]), format!(">= 50000 and >= {:.0}", 0.8 * limit),
-            f(&r["relay"]["events_per_s"]) >= 50_000.0 && f(&r["relay"]["events_per_s"]) >= 0.8 * limit),
-        ("  limit: claim-and-mark, no Kafka", f(&r["relay"]["db_limit_per_s"]), "-".into(), true),
-        ("  limit: raw producer, no DB", f(&r["relay"]["raw_producer_per_s"]), "-".into(), true),
-        ("commit->Kafka p50 ms", f(&r["latency_commit_to_kafka_ms"]["p50"]), "<= 2".into(), f(&r["latency_commit_to_kafka_ms"]["p50"]) <= 2.0),
-        ("commit->Kafka p99 ms", f(&r["latency_commit_to_kafka_ms"]["p99"]), "<= 10".into(), f(&r["latency_commit_to_kafka_ms"]["p99"]) <= 10.0),
-        ("commit->Kafka max ms", f(&r["latency_commit_to_kafka_ms"]["max"]), "-".into(), true),
-        ("commit->consumer p50 ms", f(&r["latency_commit_to_consumer_ms"]["p50"]), "-".into(), true),
-        ("commit->consumer p99 ms", f(&r["latency_commit_to_consumer_ms"]["p99"]), "<= 25".into(), f(&r["latency_commit_to_consumer_ms"]["p99"]) <= 25.0),
-        ("consumer events/s (backlog)", f(&r["consumer"]["events_per_s"]), ">= 20000".into(), f(&r["consumer"]["events_per_s"]) >= 20_000.0),
-        ("outbox row cost, p50 ms", f(&r["outbox_write_overhead_ms"]["p50"]), "-".into(), true),
-        ("BFF /profile rps", f(&r["http"]["profile_rps"]), format!(">= {:.0} (0.5 x health)", 0.5 * f(&r["http"]["health_rps"])),
-            f(&r["http"]["profile_rps"]) >= 0.5 * f(&r["http"]["health_rps"])),
-        ("BFF /health rps", f(&r["http"]["health_rps"]), "-".into(), true),
+        (
+            "relay events/s (drain)",
+            f(&r["relay"]["events_per_s"]),
+            format!(">= 50000 and >= {:.0}", 0.8 * limit),
+            f(&r["relay"]["events_per_s"]) >= 50_000.0
+                && f(&r["relay"]["events_per_s"]) >= 0.8 * limit,
+        ),
+        (
+            "  limit: claim-and-mark, no Kafka",
+            f(&r["relay"]["db_limit_per_s"]),
+            "-".into(),
+            true,
+        ),
+        (
+            "  limit: raw producer, no DB",
+            f(&r["relay"]["raw_producer_per_s"]),
+            "-".into(),
+            true,
+        ),
+        (
+            "commit->Kafka p50 ms",
+            f(&r["latency_commit_to_kafka_ms"]["p50"]),
+            "<= 2".into(),
+            f(&r["latency_commit_to_kafka_ms"]["p50"]) <= 2.0,
+        ),
+        (
+            "commit->Kafka p99 ms",
+            f(&r["latency_commit_to_kafka_ms"]["p99"]),
+            "<= 10".into(),
+            f(&r["latency_commit_to_kafka_ms"]["p99"]) <= 10.0,
+        ),
+        (
+            "commit->Kafka max ms",
+            f(&r["latency_commit_to_kafka_ms"]["max"]),
+            "-".into(),
+            true,
+        ),
+        (
+            "commit->consumer p50 ms",
+            f(&r["latency_commit_to_consumer_ms"]["p50"]),
+            "-".into(),
+            true,
+        ),
+        (
+            "commit->consumer p99 ms",
+            f(&r["latency_commit_to_consumer_ms"]["p99"]),
+            "<= 25".into(),
+            f(&r["latency_commit_to_consumer_ms"]["p99"]) <= 25.0,
+        ),
+        (
+            "consumer events/s (backlog)",
+            f(&r["consumer"]["events_per_s"]),
+            ">= 20000".into(),
+            f(&r["consumer"]["events_per_s"]) >= 20_000.0,
+        ),
+        (
+            "outbox row cost, p50 ms",
+            f(&r["outbox_write_overhead_ms"]["p50"]),
+            "-".into(),
+            true,
+        ),
+        (
+            "BFF /profile rps",
+            f(&r["http"]["profile_rps"]),
+            format!(">= {:.0} (0.5 x health)", 0.5 * f(&r["http"]["health_rps"])),
+            f(&r["http"]["profile_rps"]) >= 0.5 * f(&r["http"]["health_rps"]),
+        ),
+        (
+            "BFF /health rps",
+            f(&r["http"]["health_rps"]),
+            "-".into(),
+            true,
+        ),
     ];
     println!("{:<36} {:>12}  {:<28} {}", "figure", "value", "target", "");
     for (name, value, target, met) in rows {
-        let mark = if target == "-" { "" } else if met { "met" } else { "MISSED" };
+        let mark = if target == "-" {
+            ""
+        } else if met {
+            "met"
+        } else {
+            "MISSED"
+        };
         println!("{name:<36} {value:>12.3}  {target:<28} {mark}");
     }
 }

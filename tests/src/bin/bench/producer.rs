@@ -8,7 +8,12 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::Sample;
 
-pub(crate) async fn raw_producer_per_s(producer: &FutureProducer, topic: &str, sample: &Sample, count: usize) -> anyhow::Result<f64> {
+pub(crate) async fn raw_producer_per_s(
+    producer: &FutureProducer,
+    topic: &str,
+    sample: &Sample,
+    count: usize,
+) -> anyhow::Result<f64> {
     let headers = outbox_relay::kafka::owned_headers(&sample.headers);
     let started = Instant::now();
     let mut in_flight = FuturesUnordered::new();

@@ -14,21 +14,36 @@ use uuid::Uuid;
 use crate::stats::Latencies;
 
 pub(crate) fn relay_config(batch: i64) -> RelayConfig {
-    RelayConfig { batch_size: batch, poll_interval: Duration::from_millis(500), retention: None, ..RelayConfig::default() }
+    RelayConfig {
+        batch_size: batch,
+        poll_interval: Duration::from_millis(500),
+        retention: None,
+        ..RelayConfig::default()
+    }
 }
 
 pub(crate) fn producer_settings() -> ProducerSettings {
-    ProducerSettings { queue_max_messages: 1_000_000, ..ProducerSettings::new(tests::brokers()) }
+    ProducerSettings {
+        queue_max_messages: 1_000_000,
+        ..ProducerSettings::new(tests::brokers())
+    }
 }
 
 /// Drains whatever backlog the outbox holds with `relay_once` and returns rows/s.
 pub(crate) async fn drain_per_s(db: &DbConfig, batch: i64) -> anyhow::Result<f64> {
-    let mut relay = Relay::new(db.clone(), create_producer(&producer_settings())?, relay_config(batch));
+    let mut relay = Relay::new(
+        db.clone(),
+        create_producer(&producer_settings())?,
+        relay_config(batch),
+    );
     let started = Instant::now();
     let mut total = 0usize;
     loop {
         let outcome = relay.relay_once().await?;
-        anyhow::ensure!(outcome.failed == 0, "deliveries failed during the drain: {outcome:?}");
+        anyhow::ensure!(
+            outcome.failed == 0,
+            "deliveries failed during the drain: {outcome:?}"
+        );
         if outcome.claimed == 0 {
             break;
         }
@@ -41,7 +56,13 @@ pub(crate) type CommitTimes = Arc<Mutex<HashMap<Uuid, Instant>>>;
 
 /// Commits one event per transaction at `rate` per second for `duration` (open loop: the
 /// schedule does not wait for the system), recording each commit's instant.
-pub(crate) async fn steady_writer(db: DbConfig, topic: String, rate: u32, duration: Duration, commits: CommitTimes) -> anyhow::Result<usize> {
+pub(crate) async fn steady_writer(
+    db: DbConfig,
+    topic: String,
+    rate: u32,
+    duration: Duration,
+    commits: CommitTimes,
+) -> anyhow::Result<usize> {
     // A pooled connection: `enqueue` works on deadpool's client and transaction types.
     let pool = db.pool();
     let mut client = pool.get().await?;
@@ -68,17 +89,26 @@ pub(crate) async fn steady_writer(db: DbConfig, topic: String, rate: u32, durati
         let tx = client.transaction().await?;
         let id = outbox_relay::enqueue(&tx, &event).await?;
         tx.commit().await?;
-        commits.lock().expect("not poisoned").insert(id, Instant::now());
+        commits
+            .lock()
+            .expect("not poisoned")
+            .insert(id, Instant::now());
     }
     Ok(total)
 }
 
 /// Reads `expected` records from `reader` and measures receive time minus commit time.
-pub(crate) async fn read_latencies(reader: StreamConsumer, expected: usize, commits: CommitTimes) -> anyhow::Result<Latencies> {
+pub(crate) async fn read_latencies(
+    reader: StreamConsumer,
+    expected: usize,
+    commits: CommitTimes,
+) -> anyhow::Result<Latencies> {
     let mut latencies = Latencies::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while (latencies.len() as usize) < expected && Instant::now() < deadline {
-        let Ok(message) = tokio::time::timeout(Duration::from_secs(5), reader.recv()).await else { continue };
+        let Ok(message) = tokio::time::timeout(Duration::from_secs(5), reader.recv()).await else {
+            continue;
+        };
         let message = message?;
         let received = Instant::now();
         let id = message

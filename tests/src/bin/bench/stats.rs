@@ -36,7 +36,12 @@ impl Latencies {
         self.0
             .iter_log(100, 1.5)
             .filter(|v| v.count_since_last_iteration() > 0)
-            .map(|v| (v.value_iterated_to() as f64 / 1000.0, v.count_since_last_iteration()))
+            .map(|v| {
+                (
+                    v.value_iterated_to() as f64 / 1000.0,
+                    v.count_since_last_iteration(),
+                )
+            })
             .collect()
     }
 }

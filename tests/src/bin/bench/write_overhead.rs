@@ -11,10 +11,16 @@ use user_service::validation::NewUser;
 use crate::stats::Latencies;
 
 /// A syntactically valid PHC string: hashing is not what this measures.
-const HASH: &str = "$scrypt$ln=17,r=8,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+const HASH: &str =
+    "$scrypt$ln=17,r=8,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
 
 fn user(i: usize, tag: &str) -> NewUser {
-    NewUser { email: format!("{tag}-{i}@example.com"), first_name: "Bench".into(), last_name: "User".into(), phone: None }
+    NewUser {
+        email: format!("{tag}-{i}@example.com"),
+        first_name: "Bench".into(),
+        last_name: "User".into(),
+        phone: None,
+    }
 }
 
 pub(crate) async fn measure(db: &DbConfig, rounds: usize) -> anyhow::Result<Value> {
