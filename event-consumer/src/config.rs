@@ -103,3 +103,42 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_follow_the_contract_and_env_overrides_them() {
+        let config = Config::from_env(env(&[])).unwrap();
+        let s = &config.settings;
+        assert_eq!(s.port, 8083);
+        assert_eq!(s.consumer_group, "user-event-consumer");
+        assert_eq!(s.consumer_topic, "user-events");
+        assert_eq!(s.consumer_dlq_topic, "user-events.dlq");
+        assert_eq!(s.consumer_batch_size, 500);
+
+        let config = Config::from_env(env(&[
+            ("CONSUMER_BATCH_SIZE", "50"),
+            ("CONSUMER_TOPIC", "other"),
+        ]))
+        .unwrap();
+        assert_eq!(config.settings.consumer_batch_size, 50);
+        assert_eq!(config.settings.consumer_topic, "other");
+    }
+
+    #[test]
+    fn production_refuses_the_dev_key_and_an_empty_batch() {
+        assert!(Config::from_env(env(&[("ENV", "production")])).is_err());
+        let key = ("INTERNAL_API_KEY", "a-long-random-production-key");
+        assert!(Config::from_env(env(&[("ENV", "production"), key])).is_ok());
+        assert!(Config::from_env(env(&[("CONSUMER_BATCH_SIZE", "0")])).is_err());
+    }
+}

@@ -211,6 +211,7 @@ impl Consumer {
         let applied = self.apply(dead_lettered).await?;
         self.store_offsets();
         let records = self.pending.len();
+        self.trace_settled();
         self.pending.clear();
         metrics::counter!("consumer_processed_total").increment(applied.processed);
         metrics::counter!("consumer_duplicates_total").increment(applied.duplicates);
@@ -218,6 +219,26 @@ impl Consumer {
         metrics::counter!("consumer_unknown_type_total").increment(applied.unknown_types);
         tracing::debug!(records, ?applied, "batch settled");
         Ok(BatchReport { records, applied })
+    }
+
+    /// Ties each settled event to the trace of the request that wrote it (the W3C
+    /// `traceparent` carried from HTTP through the outbox row and the Kafka header).
+    fn trace_settled(&self) {
+        if !tracing::enabled!(tracing::Level::TRACE) {
+            return;
+        }
+        for r in &self.pending {
+            if let Ok(event) = &r.outcome {
+                tracing::trace!(
+                    event_id = %event.id,
+                    event_type = %event.event_type,
+                    traceparent = event.traceparent.as_deref().unwrap_or(""),
+                    partition = r.partition,
+                    offset = r.offset,
+                    "event settled"
+                );
+            }
+        }
     }
 
     /// Sends every poison record not yet sent to the DLQ and waits for the broker's

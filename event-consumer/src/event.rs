@@ -34,6 +34,8 @@ pub enum Kind {
 pub struct Inbound {
     pub id: Uuid,
     pub event_type: String,
+    /// The W3C trace context of the request that wrote the event, when it had one.
+    pub traceparent: Option<String>,
     pub kind: Kind,
 }
 
@@ -65,6 +67,7 @@ pub fn classify(record: &Record) -> Result<Inbound, Poison> {
     Ok(Inbound {
         id: event.attributes.id,
         event_type,
+        traceparent: event.attributes.traceparent,
         kind,
     })
 }
