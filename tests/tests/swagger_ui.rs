@@ -126,13 +126,16 @@ fn value(object: RemoteObject) -> Value {
     object.value.unwrap_or(Value::Null)
 }
 
-/// What the user does on the page; returns (operations listed, response status shown,
-/// response body shown).
+/// What the page showed: the operations listed (method, path), then the response status
+/// and body shown after "Execute".
+type Seen = (Vec<(String, String)>, String, String);
+
+/// What the user does on the page.
 fn try_register_in_browser(
     docs_url: &str,
     body: &str,
     console: &mut Option<Arc<Mutex<Vec<String>>>>,
-) -> anyhow::Result<(Vec<(String, String)>, String, String)> {
+) -> anyhow::Result<Seen> {
     let profile =
         std::env::temp_dir().join(format!("swagger-ui-chromium-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&profile)?;

@@ -382,7 +382,7 @@ fn print_table(r: &Value) {
             true,
         ),
     ];
-    println!("{:<36} {:>12}  {:<28} {}", "figure", "value", "target", "");
+    println!("{:<36} {:>12}  {:<28}", "figure", "value", "target");
     for (name, value, target, met) in rows {
         let mark = if target == "-" {
             ""
