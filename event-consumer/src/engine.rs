@@ -127,7 +127,13 @@ impl Consumer {
                     () = &mut shutdown => break,
                     polled = self.poll() => if let Err(error) = polled {
                         tracing::warn!(error = %chain(&error), "polling Kafka failed");
-                        if self.pause(&mut shutdown).await {
+                        // librdkafka reports each failed reconnect as an error event and
+                        // reconnects by itself; `recv` blocks until the next record or
+                        // event, so polling on at once cannot spin. Sleeping here instead
+                        // would work through a queue of stale outage errors one backoff
+                        // at a time, long after the broker is back. Only a fatal error
+                        // (the client cannot go on) waits.
+                        if is_fatal(&error) && self.pause(&mut shutdown).await {
                             break;
                         }
                         continue;
@@ -334,6 +340,12 @@ fn received<M: Message>(message: &M) -> Received {
         outcome,
         dead_lettered: false,
     }
+}
+
+/// Whether a Kafka error leaves the client unusable (as opposed to a broker that is away
+/// for a while, which librdkafka rides out on its own).
+fn is_fatal(error: &Error) -> bool {
+    matches!(error, Error::Kafka(KafkaError::MessageConsumptionFatal(_)))
 }
 
 /// An error with its sources, for the log.

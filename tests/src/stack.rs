@@ -127,7 +127,11 @@ impl Stack {
     fn env(&self, service: Service) -> Vec<(String, String)> {
         let mut env = vec![
             ("ENV", "development".to_owned()),
-            ("LOG_LEVEL", "warn".to_owned()),
+            // STACK_LOG_LEVEL=info shows what the services do while a test runs.
+            (
+                "LOG_LEVEL",
+                std::env::var("STACK_LOG_LEVEL").unwrap_or_else(|_| "warn".to_owned()),
+            ),
             ("LOG_FORMAT", "pretty".to_owned()),
             ("HOST", "127.0.0.1".to_owned()),
             ("PORT", self.port(service).to_string()),
@@ -170,7 +174,7 @@ impl Stack {
             .env_clear()
             .envs(self.env(service))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             .spawn()?;
         self.children.insert(service, child);
@@ -192,7 +196,7 @@ impl Stack {
             .env_clear()
             .envs(env)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             .spawn()?;
         self.extras.push(child);

@@ -94,9 +94,12 @@ async fn kafka_down_registrations_still_succeed_and_all_arrive_after() -> anyhow
         effects(&stack).await == (N as i64, N as i64)
     })
     .await;
+    let unpublished = stack
+        .count("SELECT count(*) FROM users.outbox WHERE published_at IS NULL")
+        .await?;
     assert!(
         all,
-        "after Kafka returned: {:?} effects of {N}",
+        "after Kafka returned: {:?} effects of {N}, {unpublished} rows still unpublished",
         effects(&stack).await
     );
     assert_eq!(
