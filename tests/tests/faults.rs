@@ -21,6 +21,21 @@ fn infra(action: &str) -> anyhow::Result<()> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/infra.sh");
     let status = Command::new("bash").arg(script).arg(action).status()?;
     anyhow::ensure!(status.success(), "scripts/infra.sh {action} failed");
+    // `down` only stops what `make infra-up` started; a server started some other way
+    // would keep answering and the test would prove nothing.
+    let port = match action {
+        "kafka-down" => Some(9092),
+        "pg-down" => Some(5432),
+        _ => None,
+    };
+    if let Some(port) = port {
+        let still_up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        anyhow::ensure!(
+            !still_up,
+            "port {port} still answers after `scripts/infra.sh {action}`: this test needs the \
+             PostgreSQL and Kafka that `make infra-up` started itself"
+        );
+    }
     Ok(())
 }
 
