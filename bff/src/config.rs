@@ -1,12 +1,12 @@
 //! The BFF's configuration, loaded once in `main` and passed down.
 
-use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use outbox_relay::platform::config::{comma_list, ConfigError, Layered, Profile, Profiles};
-use outbox_relay::platform::db::DbConfig;
-use outbox_relay::platform::http::Common;
+use outbox_relay::platform::config::{
+    comma_list, require_production_internal_key, ConfigError, Profile, Profiles, ServiceConfig,
+    ServiceSettings,
+};
 use outbox_relay::platform::internal_key;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -141,50 +141,20 @@ impl Settings {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub profile: Profile,
-    pub common: Common,
-    pub settings: Settings,
-    pub db: DbConfig,
-}
+/// The service's whole configuration (see [`ServiceConfig`]).
+pub type Config = ServiceConfig<Settings>;
 
-impl Config {
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::from_layers(Layered::load(&PROFILES, file)?)
-    }
+impl ServiceSettings for Settings {
+    const PROFILES: Profiles = PROFILES;
 
-    /// Loads from an explicit environment (tests).
-    pub fn from_env(env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        Self::from_layers(Layered::from_sources(&PROFILES, None, env)?)
-    }
-
-    fn from_layers(layers: Layered) -> Result<Self, ConfigError> {
-        let config = Self {
-            profile: layers.profile(),
-            common: layers.get()?,
-            settings: layers.get()?,
-            db: layers.get()?,
-        };
-        config.check()?;
-        Ok(config)
-    }
-
-    fn check(&self) -> Result<(), ConfigError> {
-        if self.profile.is_production()
-            && !internal_key::is_acceptable_for_production(&self.settings.internal_api_key)
-        {
-            return Err(ConfigError::Refused(
-                "ENV=production needs INTERNAL_API_KEY set to a real secret (16+ chars, not the dev key)".into(),
-            ));
-        }
-        let keys = self.settings.token_keys()?;
-        if self.profile.is_production() {
+    fn check(&self, profile: Profile) -> Result<(), ConfigError> {
+        require_production_internal_key(profile, &self.internal_api_key)?;
+        let keys = self.token_keys()?;
+        if profile.is_production() {
             let dev = crate::tokens::public_kid(DEV_TOKEN_PUBLIC_KEY)
                 .map_err(|e| ConfigError::Refused(e.to_string()))?;
             let uses_dev = keys.signing_kid() == dev
                 || self
-                    .settings
                     .public_keys()
                     .iter()
                     .any(|k| k.trim() == DEV_TOKEN_PUBLIC_KEY);
@@ -194,7 +164,7 @@ impl Config {
                 ));
             }
         }
-        self.settings.trusted_proxies()?;
+        self.trusted_proxies()?;
         Ok(())
     }
 }

@@ -1,10 +1,8 @@
 //! The event consumer's configuration, loaded once in `main` and passed down.
 
-use std::path::Path;
-
-use outbox_relay::platform::config::{ConfigError, Layered, Profile, Profiles};
-use outbox_relay::platform::db::DbConfig;
-use outbox_relay::platform::http::Common;
+use outbox_relay::platform::config::{
+    require_production_internal_key, ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings,
+};
 use outbox_relay::platform::internal_key;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -58,44 +56,15 @@ impl Default for Settings {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub profile: Profile,
-    pub common: Common,
-    pub settings: Settings,
-    pub db: DbConfig,
-}
+/// The service's whole configuration (see [`ServiceConfig`]).
+pub type Config = ServiceConfig<Settings>;
 
-impl Config {
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::from_layers(Layered::load(&PROFILES, file)?)
-    }
+impl ServiceSettings for Settings {
+    const PROFILES: Profiles = PROFILES;
 
-    /// Loads from an explicit environment (tests).
-    pub fn from_env(env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        Self::from_layers(Layered::from_sources(&PROFILES, None, env)?)
-    }
-
-    fn from_layers(layers: Layered) -> Result<Self, ConfigError> {
-        let config = Self {
-            profile: layers.profile(),
-            common: layers.get()?,
-            settings: layers.get()?,
-            db: layers.get()?,
-        };
-        config.check()?;
-        Ok(config)
-    }
-
-    fn check(&self) -> Result<(), ConfigError> {
-        if self.profile.is_production()
-            && !internal_key::is_acceptable_for_production(&self.settings.internal_api_key)
-        {
-            return Err(ConfigError::Refused(
-                "ENV=production needs INTERNAL_API_KEY set to a real secret (16+ chars, not the dev key)".into(),
-            ));
-        }
-        if self.settings.consumer_batch_size == 0 {
+    fn check(&self, profile: Profile) -> Result<(), ConfigError> {
+        require_production_internal_key(profile, &self.internal_api_key)?;
+        if self.consumer_batch_size == 0 {
             return Err(ConfigError::Refused(
                 "CONSUMER_BATCH_SIZE must be at least 1".into(),
             ));

@@ -2,6 +2,7 @@
 //! through the inbox in ONE transaction, and stores the Kafka offsets only after the commit.
 //! A batch that fails transiently is kept and retried as it is, so no record is skipped.
 
+use outbox_relay::platform::telemetry::error_chain;
 use std::future::Future;
 use std::time::Duration;
 
@@ -126,7 +127,7 @@ impl Consumer {
                     biased;
                     () = &mut shutdown => break,
                     polled = self.poll() => if let Err(error) = polled {
-                        tracing::warn!(error = %chain(&error), "polling Kafka failed");
+                        tracing::warn!(error = %error_chain(&error), "polling Kafka failed");
                         // librdkafka reports each failed reconnect as an error event and
                         // reconnects by itself; `recv` blocks until the next record or
                         // event, so polling on at once cannot spin. Sleeping here instead
@@ -144,7 +145,7 @@ impl Consumer {
                 Ok(_) => self.retry.reset(),
                 Err(error) => {
                     tracing::warn!(
-                        error = %chain(&error),
+                        error = %error_chain(&error),
                         records = self.pending.len(),
                         "batch failed, retrying it"
                     );
@@ -346,16 +347,4 @@ fn received<M: Message>(message: &M) -> Received {
 /// for a while, which librdkafka rides out on its own).
 fn is_fatal(error: &Error) -> bool {
     matches!(error, Error::Kafka(KafkaError::MessageConsumptionFatal(_)))
-}
-
-/// An error with its sources, for the log.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -1,7 +1,7 @@
 //! Swagger UI in a real browser: headless Chromium (Debian's `chromium` package, nothing
 //! downloaded at run time) loads the BFF's `/docs`, the page lists the API's operations,
 //! and a "Try it out" register call made from the page answers 201; the user can then log
-//! in. A screenshot of the page after the call is kept in `tests/screenshots/`.
+//! in. A screenshot of the page after the call is written to `target/screenshots/`.
 //!
 //! Needs `/usr/bin/chromium` (`apt-get install -y chromium`), or `CHROMIUM=/path/to/it`.
 
@@ -42,9 +42,11 @@ fn chromium_path() -> PathBuf {
     path
 }
 
+/// Each run writes its screenshot under `target/`; the copy in `tests/screenshots/` (shown
+/// in the README) is refreshed from it by hand, so a test run leaves the tree clean.
 fn screenshot_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("screenshots")
+        .join("../target/screenshots")
         .join("swagger-ui.png")
 }
 

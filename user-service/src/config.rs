@@ -1,10 +1,8 @@
 //! The user service's configuration, loaded once in `main` and passed down.
 
-use std::path::Path;
-
-use outbox_relay::platform::config::{ConfigError, Layered, Profile, Profiles};
-use outbox_relay::platform::db::DbConfig;
-use outbox_relay::platform::http::Common;
+use outbox_relay::platform::config::{
+    require_production_internal_key, ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings,
+};
 use outbox_relay::platform::internal_key;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -38,49 +36,20 @@ impl Default for Settings {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub profile: Profile,
-    pub common: Common,
-    pub settings: Settings,
-    pub db: DbConfig,
-}
+/// The service's whole configuration (see [`ServiceConfig`]).
+pub type Config = ServiceConfig<Settings>;
 
-impl Config {
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::from_layers(Layered::load(&PROFILES, file)?)
-    }
+impl ServiceSettings for Settings {
+    const PROFILES: Profiles = PROFILES;
 
-    /// Loads from an explicit environment (tests).
-    pub fn from_env(env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        Self::from_layers(Layered::from_sources(&PROFILES, None, env)?)
-    }
-
-    fn from_layers(layers: Layered) -> Result<Self, ConfigError> {
-        let config = Self {
-            profile: layers.profile(),
-            common: layers.get()?,
-            settings: layers.get()?,
-            db: layers.get()?,
-        };
-        config.check()?;
-        Ok(config)
-    }
-
-    fn check(&self) -> Result<(), ConfigError> {
-        if self.profile.is_production()
-            && !internal_key::is_acceptable_for_production(&self.settings.internal_api_key)
-        {
-            return Err(ConfigError::Refused(
-                "ENV=production needs INTERNAL_API_KEY set to a real secret (16+ chars, not the dev key)".into(),
-            ));
-        }
-        if !(10..=20).contains(&self.settings.scrypt_log_n) {
+    fn check(&self, profile: Profile) -> Result<(), ConfigError> {
+        require_production_internal_key(profile, &self.internal_api_key)?;
+        if !(10..=20).contains(&self.scrypt_log_n) {
             return Err(ConfigError::Refused(
                 "SCRYPT_LOG_N must be between 10 and 20".into(),
             ));
         }
-        if self.profile.is_production() && self.settings.scrypt_log_n < 17 {
+        if profile.is_production() && self.scrypt_log_n < 17 {
             return Err(ConfigError::Refused(
                 "ENV=production needs SCRYPT_LOG_N >= 17 (OWASP)".into(),
             ));

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use outbox_relay::platform::telemetry::error_chain;
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
@@ -51,13 +52,13 @@ impl AdminApi {
         let mut missing = Vec::new();
         let users = users
             .map_err(|error| {
-                tracing::warn!(error = %super::errors::chain(&error), "dashboard source missing");
+                tracing::warn!(error = %error_chain(&error), "dashboard source missing");
                 missing.push("user-service".to_owned());
             })
             .ok();
         let events = events
             .map_err(|error| {
-                tracing::warn!(error = %super::errors::chain(&error), "dashboard source missing");
+                tracing::warn!(error = %error_chain(&error), "dashboard source missing");
                 missing.push("event-consumer".to_owned());
             })
             .ok();

@@ -2,6 +2,7 @@
 //! give, and the last-resort conversion of any unhandled error into the JSON error body,
 //! so no answer carries internal text.
 
+use outbox_relay::platform::telemetry::error_chain;
 use poem::http::StatusCode;
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::payload::Json;
@@ -81,26 +82,14 @@ impl ApiError {
 
 /// Logs an upstream failure with its cause chain and answers 503.
 pub fn upstream_failed(error: crate::upstream::Error) -> ApiError {
-    tracing::warn!(error = %chain(&error), "upstream call failed");
+    tracing::warn!(error = %error_chain(&error), "upstream call failed");
     ApiError::unavailable()
 }
 
 /// Logs a database failure with its cause chain and answers 503.
 pub fn database_failed(error: impl std::error::Error) -> ApiError {
-    tracing::warn!(error = %chain(&error), "database call failed");
+    tracing::warn!(error = %error_chain(&error), "database call failed");
     ApiError::unavailable()
-}
-
-/// `error: cause: cause...`, for logs.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Turns errors that escaped the handlers (payload parsing, missing auth header, unknown

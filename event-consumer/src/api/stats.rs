@@ -4,8 +4,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 
 use super::auth::{ErrorBody, InternalKey};
-use crate::engine::chain;
 use crate::stats::{self, Stats};
+use outbox_relay::platform::telemetry::error_chain;
 
 #[derive(Tags)]
 pub(crate) enum Tag {
@@ -38,7 +38,7 @@ impl StatsApi {
         let client = match pool.get().await {
             Ok(client) => client,
             Err(error) => {
-                tracing::warn!(error = %chain(&error), "stats: database unavailable");
+                tracing::warn!(error = %error_chain(&error), "stats: database unavailable");
                 return StatsResponse::Unavailable(ErrorBody::new(
                     "Service unavailable",
                     "The database is unavailable; try again shortly.",
@@ -48,7 +48,7 @@ impl StatsApi {
         match stats::read(&client).await {
             Ok(stats) => StatsResponse::Ok(Json(stats)),
             Err(error) => {
-                tracing::error!(error = %chain(&error), "stats: query failed");
+                tracing::error!(error = %error_chain(&error), "stats: query failed");
                 StatsResponse::Internal(ErrorBody::new(
                     "Internal server error",
                     "An unexpected error occurred.",

@@ -8,6 +8,10 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use super::db::DbConfig;
+use super::http::Common;
+use super::internal_key;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("ENV must be development, docker or production, not {0:?}")]
@@ -105,6 +109,61 @@ impl Layered {
     pub fn get<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         Ok(self.merged.clone().try_deserialize()?)
     }
+}
+
+/// A service's own part of the configuration: its keys and defaults (`Deserialize` with
+/// `#[serde(default)]`), its compiled-in profiles, and what it refuses to run with.
+pub trait ServiceSettings: DeserializeOwned {
+    const PROFILES: Profiles;
+
+    /// Refuses values the service must not run with under `profile`.
+    fn check(&self, profile: Profile) -> Result<(), ConfigError>;
+}
+
+/// Everything one service process is configured with, loaded once in `main`.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig<S> {
+    pub profile: Profile,
+    pub common: Common,
+    pub settings: S,
+    pub db: DbConfig,
+}
+
+impl<S: ServiceSettings> ServiceConfig<S> {
+    /// From the process environment and an optional `--config FILE`.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_layers(Layered::load(&S::PROFILES, file)?)
+    }
+
+    /// From an explicit environment (tests).
+    pub fn from_env(env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        Self::from_layers(Layered::from_sources(&S::PROFILES, None, env)?)
+    }
+
+    fn from_layers(layers: Layered) -> Result<Self, ConfigError> {
+        let config = Self {
+            profile: layers.profile(),
+            common: layers.get()?,
+            settings: layers.get()?,
+            db: layers.get()?,
+        };
+        config.settings.check(config.profile)?;
+        Ok(config)
+    }
+}
+
+/// The check every service that holds `INTERNAL_API_KEY` makes: production refuses the
+/// development key (and anything short).
+pub fn require_production_internal_key(
+    profile: Profile,
+    key: &secrecy::SecretString,
+) -> Result<(), ConfigError> {
+    if profile.is_production() && !internal_key::is_acceptable_for_production(key) {
+        return Err(ConfigError::Refused(
+            "ENV=production needs INTERNAL_API_KEY set to a real secret (16+ chars, not the dev key)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Splits a comma-separated setting (`CORS_ORIGINS`, `TOKEN_PUBLIC_KEYS`, ...).

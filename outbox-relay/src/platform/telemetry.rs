@@ -26,3 +26,16 @@ pub fn init(service: &'static str, level: &str, format: LogFormat) {
         tracing::info!(service, "telemetry initialised");
     }
 }
+
+/// `error: cause: cause...`: an error with its whole source chain, for the log (clients
+/// never see it).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

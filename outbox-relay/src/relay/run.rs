@@ -13,6 +13,7 @@ use rdkafka::producer::{Producer, PurgeConfig};
 use super::Relay;
 use crate::leader::{Leadership, STANDBY_RETRY};
 use crate::listen::Wakeups;
+use crate::platform::telemetry::error_chain;
 use crate::retention;
 
 type Stop = Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>;
@@ -164,15 +165,4 @@ async fn lost(leadership: &Leadership) {
             return;
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -1,10 +1,6 @@
 //! The outbox relay's configuration, loaded once in `main` and passed down.
 
-use std::path::Path;
-
-use crate::platform::config::{ConfigError, Layered, Profile, Profiles};
-use crate::platform::db::DbConfig;
-use crate::platform::http::Common;
+use crate::platform::config::{ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings};
 use crate::relay::{ProducerSettings, RelayConfig};
 use crate::retention::parse_retention;
 use serde::Deserialize;
@@ -51,69 +47,48 @@ impl Default for Settings {
 
 const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub profile: Profile,
-    pub common: Common,
-    pub settings: Settings,
-    pub db: DbConfig,
-}
+/// The service's whole configuration (see [`ServiceConfig`]).
+pub type Config = ServiceConfig<Settings>;
 
-impl Config {
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::from_layers(Layered::load(&PROFILES, file)?)
-    }
+impl ServiceSettings for Settings {
+    const PROFILES: Profiles = PROFILES;
 
-    /// Loads from an explicit environment (tests).
-    pub fn from_env(env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        Self::from_layers(Layered::from_sources(&PROFILES, None, env)?)
-    }
-
-    fn from_layers(layers: Layered) -> Result<Self, ConfigError> {
-        let config = Self {
-            profile: layers.profile(),
-            common: layers.get()?,
-            settings: layers.get()?,
-            db: layers.get()?,
-        };
-        config.check()?;
-        Ok(config)
-    }
-
-    fn check(&self) -> Result<(), ConfigError> {
-        if self.settings.kafka_brokers.trim().is_empty() {
+    fn check(&self, _profile: Profile) -> Result<(), ConfigError> {
+        if self.kafka_brokers.trim().is_empty() {
             return Err(ConfigError::Refused(
                 "KAFKA_BROKERS must name at least one broker".into(),
             ));
         }
-        if self.settings.relay_batch_size < 1 {
+        if self.relay_batch_size < 1 {
             return Err(ConfigError::Refused(
                 "RELAY_BATCH_SIZE must be at least 1".into(),
             ));
         }
-        if self.settings.relay_poll_interval_ms == 0 {
+        if self.relay_poll_interval_ms == 0 {
             return Err(ConfigError::Refused(
                 "RELAY_POLL_INTERVAL_MS must be at least 1".into(),
             ));
         }
-        if !COMPRESSIONS.contains(&self.settings.relay_compression.as_str()) {
+        if !COMPRESSIONS.contains(&self.relay_compression.as_str()) {
             return Err(ConfigError::Refused(format!(
                 "RELAY_COMPRESSION must be one of {}",
                 COMPRESSIONS.join(", ")
             )));
         }
-        parse_retention(&self.settings.outbox_retention)
+        parse_retention(&self.outbox_retention)
             .map_err(|e| ConfigError::Refused(format!("OUTBOX_RETENTION: {e}")))?;
         Ok(())
     }
+}
 
+impl Settings {
     /// The engine's settings.
     pub fn relay(&self) -> RelayConfig {
         RelayConfig {
-            batch_size: self.settings.relay_batch_size,
-            poll_interval: Duration::from_millis(self.settings.relay_poll_interval_ms),
+            batch_size: self.relay_batch_size,
+            poll_interval: Duration::from_millis(self.relay_poll_interval_ms),
             // Checked in `check`.
-            retention: parse_retention(&self.settings.outbox_retention).unwrap_or_default(),
+            retention: parse_retention(&self.outbox_retention).unwrap_or_default(),
             ..RelayConfig::default()
         }
     }
@@ -121,11 +96,11 @@ impl Config {
     /// The producer's settings; librdkafka may buffer two batches.
     pub fn producer(&self) -> ProducerSettings {
         ProducerSettings {
-            brokers: self.settings.kafka_brokers.clone(),
-            linger_ms: self.settings.relay_linger_ms,
-            compression: self.settings.relay_compression.clone(),
-            message_timeout_ms: self.settings.relay_message_timeout_ms,
-            queue_max_messages: (self.settings.relay_batch_size as usize)
+            brokers: self.kafka_brokers.clone(),
+            linger_ms: self.relay_linger_ms,
+            compression: self.relay_compression.clone(),
+            message_timeout_ms: self.relay_message_timeout_ms,
+            queue_max_messages: (self.relay_batch_size as usize)
                 .saturating_mul(2)
                 .max(100_000),
         }
@@ -155,11 +130,11 @@ mod tests {
             ("KAFKA_BROKERS", "kafka:9092"),
         ]))
         .unwrap();
-        let relay = config.relay();
+        let relay = config.settings.relay();
         assert_eq!(relay.batch_size, 250);
         assert_eq!(relay.poll_interval, Duration::from_millis(100));
         assert_eq!(relay.retention, Some(Duration::from_secs(12 * 3600)));
-        let producer = config.producer();
+        let producer = config.settings.producer();
         assert_eq!(producer.brokers, "kafka:9092");
         assert_eq!(producer.compression, "zstd");
         assert_eq!((producer.linger_ms, producer.message_timeout_ms), (2, 5000));
@@ -169,13 +144,13 @@ mod tests {
     fn defaults_keep_a_week_and_zero_keeps_forever() {
         let config = Config::from_env(env(&[])).unwrap();
         assert_eq!(
-            config.relay().retention,
+            config.settings.relay().retention,
             Some(Duration::from_secs(7 * 86_400))
         );
-        assert_eq!(config.relay().batch_size, 1000);
-        assert_eq!(config.producer().compression, "lz4");
+        assert_eq!(config.settings.relay().batch_size, 1000);
+        assert_eq!(config.settings.producer().compression, "lz4");
         let keep = Config::from_env(env(&[("OUTBOX_RETENTION", "0")])).unwrap();
-        assert_eq!(keep.relay().retention, None);
+        assert_eq!(keep.settings.relay().retention, None);
     }
 
     #[test]

@@ -43,8 +43,8 @@ impl App {
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
         // Installed before the relay records anything, so /metrics sees all of it.
         platform_metrics::handle();
-        let producer = create_producer(&config.producer())?;
-        let relay = Relay::new(config.db.clone(), producer.clone(), config.relay());
+        let producer = create_producer(&config.settings.producer())?;
+        let relay = Relay::new(config.db.clone(), producer.clone(), config.settings.relay());
         let state = State {
             pool: config.db.pool(),
             status: relay.status(),
