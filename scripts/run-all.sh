@@ -33,5 +33,5 @@ start bff 36 "$bin/bff"
 
 echo "bff on http://127.0.0.1:8080 (docs: /docs) - Ctrl-C stops everything"
 wait -n
-echo "a service exited; stopping the others"
+echo "a service stopped; stopping the others"
 stop

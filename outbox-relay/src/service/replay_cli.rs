@@ -67,11 +67,11 @@ pub async fn run(config: &Config, args: ReplayArgs) -> Exit {
     };
     match replay(&client, &filter, args.dry_run).await {
         Ok(count) if args.dry_run => {
-            println!("would re-queue {count} events (dry run)");
+            println!("would re-queue {count} {} (dry run)", events(count));
             Exit::Done
         }
         Ok(count) => {
-            println!("re-queued {count} events");
+            println!("re-queued {count} {}", events(count));
             Exit::Done
         }
         Err(error @ (ReplayError::NoFilter | ReplayError::EmptyWindow)) => {
@@ -82,5 +82,13 @@ pub async fn run(config: &Config, args: ReplayArgs) -> Exit {
             eprintln!("replay failed: {error}");
             Exit::Failed
         }
+    }
+}
+
+fn events(count: u64) -> &'static str {
+    if count == 1 {
+        "event"
+    } else {
+        "events"
     }
 }
