@@ -40,7 +40,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// How long `consume_once` waits for a first record, and how long it then waits for more
 /// to fill the batch.
 const POLL_WAIT: Duration = Duration::from_millis(500);
-const LINGER: Duration = Duration::from_millis(20);
+/// Short: under a backlog a batch fills at once anyway, and at a low rate every
+/// millisecond spent waiting for company is latency (20 ms gave commit -> effect p99 34 ms).
+const LINGER: Duration = Duration::from_millis(2);
 
 struct Received {
     topic: String,

@@ -112,23 +112,3 @@ SELECT event_id, 'user', user_id, 'UserRegistered', $2::text,
            'ce_subject', user_id, 'content-type', 'application/json'),
        at
 FROM rows";
-
-/// A consumer without a group, assigned every partition of `topic` from the start: it
-/// reads at once, with no group join to wait for (benchmarks time what it receives).
-pub fn assigned_reader(topic: &str, partitions: i32) -> anyhow::Result<StreamConsumer> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set(
-            "group.id",
-            format!("bench-reader-{}", Uuid::new_v4().simple()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        .create()?;
-    let mut assignment = rdkafka::TopicPartitionList::new();
-    for partition in 0..partitions {
-        assignment.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    Ok(consumer)
-}

@@ -130,7 +130,7 @@ pub(crate) async fn effect_latencies(
             for row in rows {
                 let id: Uuid = row.get(0);
                 if seen.insert(id) {
-                    if let Some(at) = commits.get(&id) {
+                    if let Some((at, _)) = commits.get(&id) {
                         latencies.record_us(now.saturating_duration_since(*at).as_micros() as u64);
                     }
                 }
