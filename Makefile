@@ -49,6 +49,8 @@ health: ## curl every service's /health
 	@for p in 8080 8081 8082 8083; do printf '%s ' ":$$p"; curl -s -m 3 http://127.0.0.1:$$p/health || printf 'not answering'; echo; done
 
 bench: infra-up migrate ## the benchmark harness: target/bench/report.json and a table
+	@# Earlier runs' scratch databases would keep autovacuum busy during this one.
+	@scripts/infra.sh clean-test-dbs
 	$(CARGO) run --release -p tests --bin bench
 
 docker-config: ## validate docker/docker-compose.yml
