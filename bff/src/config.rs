@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use outbox_relay::platform::config::{
-    comma_list, require_production_internal_key, ConfigError, Profile, Profiles, ServiceConfig,
-    ServiceSettings,
+    comma_list, ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings,
 };
 use outbox_relay::platform::internal_key;
 use secrecy::{ExposeSecret, SecretString};
@@ -27,8 +26,12 @@ pub const DEV_TOKEN_PUBLIC_KEY: &str = "k4.public.vyw_7vDQgtqtKopTfpg8eQfVf_uECT
 #[serde(default)]
 pub struct Settings {
     pub port: u16,
-    /// The key the BFF presents (`Authorization: Bearer ...`).
-    pub internal_api_key: SecretString,
+    /// The one internal key (shorthand for the two below).
+    pub internal_api_key: Option<SecretString>,
+    /// The key the BFF presents to the user service.
+    pub user_service_api_key: Option<SecretString>,
+    /// The key the BFF presents to the event consumer.
+    pub event_consumer_api_key: Option<SecretString>,
     pub user_service_url: String,
     pub event_consumer_url: String,
     /// Per-request budget for an upstream call; past it the client gets a 503.
@@ -62,7 +65,9 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             port: 8080,
-            internal_api_key: SecretString::from(internal_key::DEV_INTERNAL_API_KEY),
+            internal_api_key: None,
+            user_service_api_key: None,
+            event_consumer_api_key: None,
             user_service_url: "http://127.0.0.1:8081".into(),
             event_consumer_url: "http://127.0.0.1:8083".into(),
             upstream_timeout_ms: 4000,
@@ -124,11 +129,33 @@ impl Settings {
             .collect()
     }
 
+    /// The key presented to the user service.
+    pub fn user_service_key(&self, profile: Profile) -> Result<SecretString, ConfigError> {
+        internal_key::client_key(
+            profile,
+            "USER_SERVICE_API_KEY",
+            self.user_service_api_key.as_ref(),
+            self.internal_api_key.as_ref(),
+        )
+    }
+
+    /// The key presented to the event consumer.
+    pub fn event_consumer_key(&self, profile: Profile) -> Result<SecretString, ConfigError> {
+        internal_key::client_key(
+            profile,
+            "EVENT_CONSUMER_API_KEY",
+            self.event_consumer_api_key.as_ref(),
+            self.internal_api_key.as_ref(),
+        )
+    }
+
     /// The signing and verification keys; refuses a missing key.
     pub fn token_keys(&self) -> Result<TokenKeys, ConfigError> {
         let secret = self.token_secret_key.as_ref().ok_or_else(|| {
             ConfigError::Refused(
-                "TOKEN_SECRET_KEY is not set (make a pair with `bff keygen`)".into(),
+                "TOKEN_SECRET_KEY is not set: make a pair with `bff keygen` and set \
+                 TOKEN_SECRET_KEY and TOKEN_PUBLIC_KEYS (or TOKEN_SECRET_KEY_FILE)"
+                    .into(),
             )
         })?;
         TokenKeys::new(
@@ -148,9 +175,10 @@ impl ServiceSettings for Settings {
     const PROFILES: Profiles = PROFILES;
 
     fn check(&self, profile: Profile) -> Result<(), ConfigError> {
-        require_production_internal_key(profile, &self.internal_api_key)?;
+        self.user_service_key(profile)?;
+        self.event_consumer_key(profile)?;
         let keys = self.token_keys()?;
-        if profile.is_production() {
+        if !profile.is_development() {
             let dev = crate::tokens::public_kid(DEV_TOKEN_PUBLIC_KEY)
                 .map_err(|e| ConfigError::Refused(e.to_string()))?;
             let uses_dev = keys.signing_kid() == dev
@@ -159,9 +187,12 @@ impl ServiceSettings for Settings {
                     .iter()
                     .any(|k| k.trim() == DEV_TOKEN_PUBLIC_KEY);
             if uses_dev {
-                return Err(ConfigError::Refused(
-                    "ENV=production refuses the development token key; run `bff keygen`".into(),
-                ));
+                return Err(ConfigError::Refused(format!(
+                    "ENV={} refuses the development token key (TOKEN_SECRET_KEY / \
+                     TOKEN_PUBLIC_KEYS are public in this repository): make your own pair \
+                     with `bff keygen`",
+                    profile.name()
+                )));
             }
         }
         self.trusted_proxies()?;
@@ -192,6 +223,7 @@ mod tests {
         let base = [
             ("ENV", "production"),
             ("INTERNAL_API_KEY", "a-long-random-production-key"),
+            ("DB_PASSWORD", "a-real-database-password"),
         ];
         assert!(Config::from_env(env(&base)).is_err());
 
@@ -206,6 +238,28 @@ mod tests {
         good.push(("TOKEN_SECRET_KEY", &secret));
         good.push(("TOKEN_PUBLIC_KEYS", &public));
         assert!(Config::from_env(env(&good)).is_ok());
+    }
+
+    #[test]
+    fn the_docker_profile_carries_no_key_and_refuses_the_development_pair() {
+        let base = [
+            ("ENV", "docker"),
+            ("INTERNAL_API_KEY", "a-long-random-docker-key-0123"),
+            ("DB_PASSWORD", "a-real-database-password"),
+        ];
+        let missing = Config::from_env(env(&base)).unwrap_err().to_string();
+        assert!(missing.contains("TOKEN_SECRET_KEY"), "{missing}");
+        assert!(missing.contains("bff keygen"), "{missing}");
+
+        let dev = Config::from_env(env(&[])).unwrap();
+        let dev_secret = dev.settings.token_secret_key.unwrap();
+        let mut with_dev = base.to_vec();
+        with_dev.push(("TOKEN_SECRET_KEY", dev_secret.expose_secret()));
+        let refused = Config::from_env(env(&with_dev)).unwrap_err().to_string();
+        assert!(refused.contains("development token key"), "{refused}");
+
+        let docker_yaml = include_str!("../config/docker.yaml");
+        assert!(!docker_yaml.contains("k4.secret"));
     }
 
     #[test]

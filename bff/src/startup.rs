@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use outbox_relay::platform::config::ConfigError;
+use outbox_relay::platform::health::{HealthApi, REFRESH};
 use outbox_relay::platform::http::Listener;
 use outbox_relay::platform::metrics;
 use poem::middleware::Cors;
@@ -15,7 +16,6 @@ use poem_openapi::OpenApiService;
 
 use crate::api::admin::AdminApi;
 use crate::api::auth::AuthApi;
-use crate::api::health::HealthApi;
 use crate::api::profile::ProfileApi;
 use crate::api::register::RegisterApi;
 use crate::client_ip::TrustedProxies;
@@ -48,7 +48,9 @@ type Apis = (HealthApi, RegisterApi, AuthApi, ProfileApi, AdminApi);
 /// The OpenAPI service of every public endpoint.
 pub fn openapi(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
     let apis = (
-        HealthApi,
+        HealthApi {
+            readiness: state.readiness.clone(),
+        },
         RegisterApi {
             state: state.clone(),
         },
@@ -78,7 +80,8 @@ impl App {
         let upstream = Upstream::new(
             &settings.user_service_url,
             &settings.event_consumer_url,
-            settings.internal_api_key.clone(),
+            settings.user_service_key(config.profile)?,
+            settings.event_consumer_key(config.profile)?,
             settings.upstream_timeout(),
         )?;
         let listener = Listener::bind(&config.common.host, settings.port).await?;
@@ -150,6 +153,7 @@ impl App {
                 limits.evict_idle();
             }
         });
+        let _refresh = self.state.readiness.spawn_refresh(REFRESH);
         let app = self.endpoint();
         tracing::info!(port = self.listener.port(), "bff listening");
         let served = self.listener.serve(app, shutdown).await;

@@ -4,6 +4,8 @@
 use deadpool_postgres::Pool;
 use secrecy::ExposeSecret;
 
+use outbox_relay::platform::health::Readiness;
+
 use crate::config::Settings;
 use crate::sessions::LivenessCache;
 use crate::tokens::TokenKeys;
@@ -18,6 +20,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Key of the idempotency fingerprints (derived from the token secret).
     pub fingerprint_key: Vec<u8>,
+    /// The dependency checks behind `/health/ready`.
+    pub readiness: Readiness,
 }
 
 impl AppState {
@@ -27,7 +31,13 @@ impl AppState {
             .as_ref()
             .map(|k| crate::idempotency::fingerprint(k.expose_secret().as_bytes(), b"idempotency"))
             .unwrap_or_default();
+        let ping_pool = pool.clone();
+        let readiness = Readiness::new().require("database", move || {
+            let pool = ping_pool.clone();
+            async move { outbox_relay::platform::db::ping(&pool).await }
+        });
         Self {
+            readiness,
             pool,
             keys,
             upstream,

@@ -53,14 +53,16 @@ pub struct Upstream {
     http: reqwest::Client,
     user_service: String,
     event_consumer: String,
-    key: SecretString,
+    user_service_key: SecretString,
+    event_consumer_key: SecretString,
 }
 
 impl Upstream {
     pub fn new(
         user_service: &str,
         event_consumer: &str,
-        key: SecretString,
+        user_service_key: SecretString,
+        event_consumer_key: SecretString,
         timeout: Duration,
     ) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
@@ -72,7 +74,8 @@ impl Upstream {
             http,
             user_service: user_service.trim_end_matches('/').to_owned(),
             event_consumer: event_consumer.trim_end_matches('/').to_owned(),
-            key,
+            user_service_key,
+            event_consumer_key,
         })
     }
 
@@ -84,10 +87,15 @@ impl Upstream {
         body: Option<&(impl Serialize + ?Sized)>,
         trace: &str,
     ) -> Result<reqwest::Response> {
+        let key = if service == EVENT_CONSUMER {
+            &self.event_consumer_key
+        } else {
+            &self.user_service_key
+        };
         let mut request = self
             .http
             .request(method, url)
-            .bearer_auth(self.key.expose_secret())
+            .bearer_auth(key.expose_secret())
             .header("traceparent", trace);
         if let Some(body) = body {
             request = request.json(body);

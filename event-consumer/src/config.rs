@@ -1,9 +1,9 @@
 //! The event consumer's configuration, loaded once in `main` and passed down.
 
 use outbox_relay::platform::config::{
-    require_production_internal_key, ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings,
+    ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings,
 };
-use outbox_relay::platform::internal_key;
+use outbox_relay::platform::internal_key::ServerKeys;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -17,8 +17,10 @@ const PROFILES: Profiles = Profiles {
 #[serde(default)]
 pub struct Settings {
     pub port: u16,
-    /// The key the BFF presents (`Authorization: Bearer ...`).
-    pub internal_api_key: SecretString,
+    /// The one key every internal caller presents (shorthand for `INTERNAL_API_KEYS`).
+    pub internal_api_key: Option<SecretString>,
+    /// `caller:key` pairs: the key each internal caller presents.
+    pub internal_api_keys: Option<SecretString>,
     pub kafka_brokers: String,
     /// Consumer group (`CONSUMER_GROUP`).
     pub consumer_group: String,
@@ -42,7 +44,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             port: 8083,
-            internal_api_key: SecretString::from(internal_key::DEV_INTERNAL_API_KEY),
+            internal_api_key: None,
+            internal_api_keys: None,
             kafka_brokers: "127.0.0.1:9092".into(),
             consumer_group: "user-event-consumer".into(),
             consumer_topic: "user-events".into(),
@@ -56,6 +59,16 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// The keys this service accepts, by caller.
+    pub fn server_keys(&self) -> Result<ServerKeys, ConfigError> {
+        ServerKeys::parse(
+            self.internal_api_keys.as_ref(),
+            self.internal_api_key.as_ref(),
+        )
+    }
+}
+
 /// The service's whole configuration (see [`ServiceConfig`]).
 pub type Config = ServiceConfig<Settings>;
 
@@ -63,7 +76,7 @@ impl ServiceSettings for Settings {
     const PROFILES: Profiles = PROFILES;
 
     fn check(&self, profile: Profile) -> Result<(), ConfigError> {
-        require_production_internal_key(profile, &self.internal_api_key)?;
+        self.server_keys()?.check(profile)?;
         if self.consumer_batch_size == 0 {
             return Err(ConfigError::Refused(
                 "CONSUMER_BATCH_SIZE must be at least 1".into(),
@@ -107,7 +120,10 @@ mod tests {
     fn production_refuses_the_dev_key_and_an_empty_batch() {
         assert!(Config::from_env(env(&[("ENV", "production")])).is_err());
         let key = ("INTERNAL_API_KEY", "a-long-random-production-key");
-        assert!(Config::from_env(env(&[("ENV", "production"), key])).is_ok());
+        let password = ("DB_PASSWORD", "a-real-database-password");
+        assert!(Config::from_env(env(&[("ENV", "production"), key])).is_err());
+        assert!(Config::from_env(env(&[("ENV", "production"), key, password])).is_ok());
+        assert!(Config::from_env(env(&[("ENV", "docker"), password])).is_err());
         assert!(Config::from_env(env(&[("CONSUMER_BATCH_SIZE", "0")])).is_err());
     }
 }

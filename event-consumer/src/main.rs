@@ -23,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
         &config.common.log_level,
         config.common.log_format,
     );
+    config.warn_if_development();
     let app = App::build(config)
         .await
         .context("starting event-consumer")?;

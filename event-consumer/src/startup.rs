@@ -4,13 +4,13 @@
 use std::future::Future;
 
 use deadpool_postgres::Pool;
+use outbox_relay::platform::health::{HealthApi, Readiness, REFRESH};
 use outbox_relay::platform::http::Listener;
 use outbox_relay::platform::metrics;
 use poem::{get, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
 use crate::api::auth::unauthorized;
-use crate::api::health::HealthApi;
 use crate::api::stats::StatsApi;
 use crate::config::Config;
 use crate::engine::{self, Consumer};
@@ -21,12 +21,15 @@ pub enum Error {
     Bind(#[from] std::io::Error),
     #[error("cannot create the Kafka consumer")]
     Consumer(#[from] engine::Error),
+    #[error(transparent)]
+    Config(#[from] outbox_relay::platform::config::ConfigError),
 }
 
 pub struct App {
     listener: Listener,
     pool: Pool,
     config: Config,
+    keys: outbox_relay::platform::internal_key::ServerKeys,
     consumer: Consumer,
 }
 
@@ -35,7 +38,9 @@ impl App {
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
         let pool = config.db.pool();
         let consumer = Consumer::new(&config.settings, pool.clone())?;
+        let keys = config.settings.server_keys()?;
         Ok(Self {
+            keys,
             listener,
             pool,
             config,
@@ -61,8 +66,14 @@ impl App {
         let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
+        let pool = self.pool.clone();
+        let readiness = Readiness::new().require("database", move || {
+            let pool = pool.clone();
+            async move { outbox_relay::platform::db::ping(&pool).await }
+        });
+        let _refresh = readiness.spawn_refresh(REFRESH);
         let api = OpenApiService::new(
-            (HealthApi, StatsApi),
+            (HealthApi { readiness }, StatsApi),
             "event-consumer",
             env!("CARGO_PKG_VERSION"),
         )
@@ -74,6 +85,7 @@ impl App {
             .nest("/", api)
             .catch_error(unauthorized)
             .data(self.pool)
+            .data(self.keys)
             .data(self.config);
         tracing::info!(port = self.listener.port(), "event-consumer listening");
         let consumer = tokio::spawn(self.consumer.run(wait(stopped.clone())));

@@ -1,9 +1,9 @@
 //! The user service's configuration, loaded once in `main` and passed down.
 
 use outbox_relay::platform::config::{
-    require_production_internal_key, ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings,
+    ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings,
 };
-use outbox_relay::platform::internal_key;
+use outbox_relay::platform::internal_key::ServerKeys;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -17,8 +17,10 @@ const PROFILES: Profiles = Profiles {
 #[serde(default)]
 pub struct Settings {
     pub port: u16,
-    /// The key the BFF presents (`Authorization: Bearer ...`).
-    pub internal_api_key: SecretString,
+    /// The one key every internal caller presents (shorthand for `INTERNAL_API_KEYS`).
+    pub internal_api_key: Option<SecretString>,
+    /// `caller:key` pairs: the key each internal caller presents.
+    pub internal_api_keys: Option<SecretString>,
     /// scrypt cost as log2(N); OWASP's 17 by default, lower for tests and development.
     pub scrypt_log_n: u8,
     /// The topic `UserRegistered` events are written for.
@@ -29,10 +31,21 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             port: 8081,
-            internal_api_key: SecretString::from(internal_key::DEV_INTERNAL_API_KEY),
+            internal_api_key: None,
+            internal_api_keys: None,
             scrypt_log_n: 17,
             events_topic: "user-events".into(),
         }
+    }
+}
+
+impl Settings {
+    /// The keys this service accepts, by caller.
+    pub fn server_keys(&self) -> Result<ServerKeys, ConfigError> {
+        ServerKeys::parse(
+            self.internal_api_keys.as_ref(),
+            self.internal_api_key.as_ref(),
+        )
     }
 }
 
@@ -43,7 +56,7 @@ impl ServiceSettings for Settings {
     const PROFILES: Profiles = PROFILES;
 
     fn check(&self, profile: Profile) -> Result<(), ConfigError> {
-        require_production_internal_key(profile, &self.internal_api_key)?;
+        self.server_keys()?.check(profile)?;
         if !(10..=20).contains(&self.scrypt_log_n) {
             return Err(ConfigError::Refused(
                 "SCRYPT_LOG_N must be between 10 and 20".into(),

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
+use outbox_relay::platform::health::{HealthApi, Readiness, REFRESH};
 use outbox_relay::platform::http::Listener;
 use outbox_relay::platform::metrics;
 use poem::{get, EndpointExt, Route};
@@ -12,7 +13,6 @@ use poem_openapi::OpenApiService;
 
 use crate::api::admin::AdminApi;
 use crate::api::body_limit;
-use crate::api::health::HealthApi;
 use crate::api::users::UsersApi;
 use crate::config::Config;
 use crate::password::{HashError, Hasher};
@@ -24,6 +24,8 @@ pub enum StartError {
     Bind(#[from] std::io::Error),
     #[error("cannot set up password hashing")]
     Hasher(#[from] HashError),
+    #[error(transparent)]
+    Config(outbox_relay::platform::config::ConfigError),
 }
 
 pub struct App {
@@ -37,7 +39,9 @@ impl App {
         metrics::handle();
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
         let hasher = Hasher::new(config.settings.scrypt_log_n).await?;
+        let keys = config.settings.server_keys().map_err(StartError::Config)?;
         let state = AppState {
+            keys,
             pool: config.db.pool(),
             settings: Arc::new(config.settings),
             hasher,
@@ -61,8 +65,14 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
+        let pool = self.state.pool.clone();
+        let readiness = Readiness::new().require("database", move || {
+            let pool = pool.clone();
+            async move { outbox_relay::platform::db::ping(&pool).await }
+        });
+        let _refresh = readiness.spawn_refresh(REFRESH);
         let api = OpenApiService::new(
-            (HealthApi, UsersApi, AdminApi),
+            (HealthApi { readiness }, UsersApi, AdminApi),
             "user-service",
             env!("CARGO_PKG_VERSION"),
         )

@@ -12,6 +12,8 @@ pub struct AppState {
     pub pool: Pool,
     pub settings: Arc<Settings>,
     pub hasher: Hasher,
+    /// The internal keys accepted, by caller.
+    pub keys: outbox_relay::platform::internal_key::ServerKeys,
 }
 
 /// A failure a handler cannot answer with an expected outcome.

@@ -3,7 +3,6 @@
 pub mod admin;
 pub mod auth;
 pub mod errors;
-pub mod health;
 pub mod models;
 pub mod profile;
 pub mod register;
@@ -12,8 +11,6 @@ use poem_openapi::Tags;
 
 #[derive(Tags)]
 pub(crate) enum Tag {
-    /// Liveness and readiness.
-    Operations,
     /// Registration and profile.
     Users,
     /// Login, token refresh, logout.

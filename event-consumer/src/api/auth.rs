@@ -5,7 +5,7 @@ use poem_openapi::auth::Bearer;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, SecurityScheme};
 
-use crate::config::Config;
+use outbox_relay::platform::internal_key::ServerKeys;
 
 /// `Authorization: Bearer <INTERNAL_API_KEY>`.
 #[derive(SecurityScheme)]
@@ -13,9 +13,8 @@ use crate::config::Config;
 pub struct InternalKey(());
 
 async fn check(request: &Request, bearer: Bearer) -> Option<()> {
-    let config = request.data::<Config>()?;
-    outbox_relay::platform::internal_key::matches(&config.settings.internal_api_key, &bearer.token)
-        .then_some(())
+    let keys = request.data::<ServerKeys>()?;
+    keys.caller_of(&bearer.token).map(|_| ())
 }
 
 /// The contract's error body.

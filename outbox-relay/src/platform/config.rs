@@ -10,7 +10,6 @@ use serde::Deserialize;
 
 use super::db::DbConfig;
 use super::http::Common;
-use super::internal_key;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -45,6 +44,18 @@ impl Profile {
     pub fn is_production(self) -> bool {
         self == Self::Production
     }
+
+    pub fn is_development(self) -> bool {
+        self == Self::Development
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Docker => "docker",
+            Self::Production => "production",
+        }
+    }
 }
 
 /// The YAML text of each profile, compiled into the service binary.
@@ -76,13 +87,14 @@ impl Layered {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let env: std::collections::HashMap<String, String> = env
+        let mut env: std::collections::HashMap<String, String> = env
             .into_iter()
             .filter(|(k, _)| {
                 k.chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
             })
             .collect();
+        read_secret_files(&mut env)?;
         let profile = Profile::from_env_value(env.get("ENV").map(String::as_str))?;
         let profile_yaml = match profile {
             Profile::Development => profiles.development,
@@ -147,21 +159,40 @@ impl<S: ServiceSettings> ServiceConfig<S> {
             settings: layers.get()?,
             db: layers.get()?,
         };
+        config.db.check(config.profile)?;
         config.settings.check(config.profile)?;
         Ok(config)
     }
+
+    /// Logs, once at start, that a development profile with its public secrets is in use.
+    pub fn warn_if_development(&self) {
+        if self.profile.is_development() {
+            tracing::warn!(
+                "ENV=development: development secrets (public keys and passwords from this \
+                 repository) may be in use; set ENV=production or ENV=docker with your own secrets \
+                 for anything but a local machine"
+            );
+        }
+    }
 }
 
-/// The check every service that holds `INTERNAL_API_KEY` makes: production refuses the
-/// development key (and anything short).
-pub fn require_production_internal_key(
-    profile: Profile,
-    key: &secrecy::SecretString,
+/// The Docker secrets convention: `NAME_FILE` names a file holding the value of `NAME`
+/// (its trailing newline dropped). `NAME` itself, when also set, wins.
+fn read_secret_files(
+    env: &mut std::collections::HashMap<String, String>,
 ) -> Result<(), ConfigError> {
-    if profile.is_production() && !internal_key::is_acceptable_for_production(key) {
-        return Err(ConfigError::Refused(
-            "ENV=production needs INTERNAL_API_KEY set to a real secret (16+ chars, not the dev key)".into(),
-        ));
+    let files: Vec<(String, String)> = env
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = k.strip_suffix("_FILE")?;
+            (!name.is_empty() && !env.contains_key(name)).then(|| (name.to_owned(), v.clone()))
+        })
+        .collect();
+    for (name, path) in files {
+        let value = std::fs::read_to_string(&path).map_err(|error| {
+            ConfigError::Refused(format!("{name}_FILE: cannot read {path:?}: {error}"))
+        })?;
+        env.insert(name, value.trim_end_matches(['\r', '\n']).to_owned());
     }
     Ok(())
 }
@@ -239,6 +270,38 @@ mod tests {
     fn unknown_profile_is_refused() {
         let err = Layered::from_sources(&PROFILES, None, env(&[("ENV", "staging")])).unwrap_err();
         assert!(err.to_string().contains("staging"));
+    }
+
+    #[test]
+    fn secrets_may_come_from_files_and_the_variable_wins() {
+        let dir = std::env::temp_dir().join(format!("secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("db_password");
+        std::fs::write(&file, "from-the-file\n").unwrap();
+        let path = file.to_string_lossy().into_owned();
+        let layered =
+            Layered::from_sources(&PROFILES, None, env(&[("DB_PASSWORD_FILE", &path)])).unwrap();
+        assert_eq!(
+            layered.get::<Sample>().unwrap().db_password,
+            "from-the-file"
+        );
+        let both = Layered::from_sources(
+            &PROFILES,
+            None,
+            env(&[("DB_PASSWORD_FILE", &path), ("DB_PASSWORD", "explicit")]),
+        )
+        .unwrap();
+        assert_eq!(both.get::<Sample>().unwrap().db_password, "explicit");
+        let missing = Layered::from_sources(
+            &PROFILES,
+            None,
+            env(&[("DB_PASSWORD_FILE", "/nonexistent/secret")]),
+        )
+        .unwrap_err();
+        assert!(
+            missing.to_string().contains("DB_PASSWORD_FILE"),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -34,7 +34,23 @@ impl Default for DbConfig {
     }
 }
 
+/// The password every fresh PostgreSQL install and the development profile use.
+pub const DEV_DB_PASSWORD: &str = "postgres";
+
 impl DbConfig {
+    /// Outside development the default password is refused.
+    pub fn check(&self, profile: super::config::Profile) -> Result<(), super::config::ConfigError> {
+        let password = self.db_password.expose_secret();
+        if !profile.is_development() && (password.is_empty() || password == DEV_DB_PASSWORD) {
+            return Err(super::config::ConfigError::Refused(format!(
+                "ENV={} refuses DB_PASSWORD: it is empty or the default `{DEV_DB_PASSWORD}`; \
+                 set DB_PASSWORD (or DB_PASSWORD_FILE) to the role's real password",
+                profile.name()
+            )));
+        }
+        Ok(())
+    }
+
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.db_timeout_ms)
     }

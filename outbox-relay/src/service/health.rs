@@ -1,17 +1,15 @@
-//! `/health` (role, database, broker) and `/metrics` (with the backlog gauges refreshed
-//! on each scrape).
+//! The broker check behind `/health/ready`, and `/metrics` (with the backlog gauges
+//! refreshed on each scrape).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use poem::http::StatusCode;
-use poem::web::{Data, Json};
-use poem::{handler, IntoResponse};
+use deadpool_postgres::Pool;
+use poem::handler;
+use poem::web::Data;
 use rdkafka::producer::{FutureProducer, Producer};
-use serde_json::json;
 
-use super::startup::State;
-use crate::platform::{db, metrics as platform_metrics};
+use crate::platform::metrics as platform_metrics;
 use crate::relay::{store, M_BACKLOG, M_OLDEST};
 
 const BROKER_TIMEOUT: Duration = Duration::from_secs(1);
@@ -56,34 +54,9 @@ impl BrokerProbe {
     }
 }
 
-/// 200 while the process works (a standby or an absent broker is reported in the body),
-/// 503 when the database is unreachable.
 #[handler]
-pub(crate) async fn health(state: Data<&State>) -> poem::Response {
-    let (database, broker) = tokio::join!(db::ping(&state.pool), state.broker.is_up());
-    let role = if state.status.is_leader() {
-        "leader"
-    } else {
-        "standby"
-    };
-    let up_down = |up: bool| if up { "up" } else { "down" };
-    let body = json!({
-        "status": if database && broker { "ok" } else { "degraded" },
-        "role": role,
-        "database": up_down(database),
-        "broker": up_down(broker),
-    });
-    let status = if database {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    Json(body).with_status(status).into_response()
-}
-
-#[handler]
-pub(crate) async fn metrics(state: Data<&State>) -> poem::Response {
-    if let Ok(client) = state.pool.get().await {
+pub(crate) async fn metrics(pool: Data<&Pool>) -> poem::Response {
+    if let Ok(client) = pool.get().await {
         match store::backlog(&client).await {
             Ok((count, oldest)) => {
                 ::metrics::gauge!(M_BACKLOG).set(count as f64);

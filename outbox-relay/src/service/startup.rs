@@ -7,9 +7,11 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use futures::FutureExt;
 use poem::{get, EndpointExt, Route};
+use poem_openapi::OpenApiService;
 
 use super::config::Config;
 use super::health::{self, BrokerProbe};
+use crate::platform::health::{HealthApi, Readiness, REFRESH};
 use crate::platform::http::Listener;
 use crate::platform::metrics as platform_metrics;
 use crate::relay::{create_producer, Relay, RelayStatus};
@@ -22,17 +24,11 @@ pub enum BuildError {
     Kafka(#[from] rdkafka::error::KafkaError),
 }
 
-/// What the HTTP handlers share.
-#[derive(Clone)]
-pub(crate) struct State {
-    pub(crate) pool: Pool,
-    pub(crate) status: Arc<RelayStatus>,
-    pub(crate) broker: Arc<BrokerProbe>,
-}
-
 pub struct App {
     listener: Listener,
-    state: State,
+    pool: Pool,
+    status: Arc<RelayStatus>,
+    readiness: Readiness,
     relay: Relay,
 }
 
@@ -45,14 +41,34 @@ impl App {
         platform_metrics::handle();
         let producer = create_producer(&config.settings.producer())?;
         let relay = Relay::new(config.db.clone(), producer.clone(), config.settings.relay());
-        let state = State {
-            pool: config.db.pool(),
-            status: relay.status(),
-            broker: Arc::new(BrokerProbe::new(producer)),
-        };
+        let pool = config.db.pool();
+        let status = relay.status();
+        let broker = Arc::new(BrokerProbe::new(producer));
+        let (ping_pool, role) = (pool.clone(), status.clone());
+        // The relay answers 200 as a standby or with the broker away (it waits and
+        // retries); only a database it cannot reach makes it unready.
+        let readiness = Readiness::new()
+            .require("database", move || {
+                let pool = ping_pool.clone();
+                async move { crate::platform::db::ping(&pool).await }
+            })
+            .report("broker", move || {
+                let broker = broker.clone();
+                async move { broker.is_up().await }
+            })
+            .details(move || {
+                let role = if role.is_leader() {
+                    "leader"
+                } else {
+                    "standby"
+                };
+                vec![("role", role.to_owned())]
+            });
         Ok(Self {
             listener,
-            state,
+            pool,
+            status,
+            readiness,
             relay,
         })
     }
@@ -62,7 +78,7 @@ impl App {
     }
 
     pub fn status(&self) -> Arc<RelayStatus> {
-        self.state.status.clone()
+        self.status.clone()
     }
 
     /// Relays and serves `/health` and `/metrics` until `shutdown`; then finishes the batch
@@ -73,10 +89,20 @@ impl App {
     ) -> std::io::Result<()> {
         let stop = (Box::pin(shutdown) as Pin<Box<dyn Future<Output = ()> + Send>>).shared();
         let relay = tokio::spawn(self.relay.run(stop.clone()));
+        let _refresh = self.readiness.spawn_refresh(REFRESH);
+        let api = OpenApiService::new(
+            HealthApi {
+                readiness: self.readiness,
+            },
+            "outbox-relay",
+            env!("CARGO_PKG_VERSION"),
+        )
+        .description("The relay's probes; `/metrics` serves Prometheus text.");
         let app = Route::new()
-            .at("/health", get(health::health))
+            .at("/openapi.json", api.spec_endpoint())
             .at("/metrics", get(health::metrics))
-            .data(self.state);
+            .nest("/", api)
+            .data(self.pool);
         tracing::info!(port = self.listener.port(), "outbox-relay listening");
         let served = self.listener.serve(app, stop).await;
         if let Err(error) = relay.await {

@@ -13,6 +13,5 @@ pub struct InternalKey(());
 
 async fn check(req: &Request, bearer: Bearer) -> Option<()> {
     let state = req.data::<AppState>()?;
-    outbox_relay::platform::internal_key::matches(&state.settings.internal_api_key, &bearer.token)
-        .then_some(())
+    state.keys.caller_of(&bearer.token).map(|_| ())
 }
