@@ -1,15 +1,30 @@
 //! The database schema of the whole platform, as embedded refinery migrations.
 //!
 //! One cluster, one schema per service: `users` (user-service), `auth` (bff) and
-//! `consumer` (event-consumer). Version numbers are grouped by owner so that services can
-//! add migrations independently: 1-9 shared foundation, 10-19 user-service, 20-29 outbox
-//! relay, 30-39 event-consumer, 40-49 bff.
+//! `consumer` (event-consumer). The first migrations were numbered by owner (1-9 shared
+//! foundation, 10-19 user-service, 20-29 outbox relay, 30-39 event-consumer, 40-49 bff).
+//! Every new one takes the next number after the highest ([`next_version`]): refinery
+//! refuses to apply a migration numbered below one a database already has, so numbers are
+//! only ever appended. The owner goes in the name and the file's first comment.
+//!
+//! Each `sql/V{n}__{name}.sql` has its exact reverse in `undo/V{n}__{name}.undo.sql`, which
+//! [`down`] runs. Undo files live outside `sql/` so that refinery never embeds them.
 
 use refinery::Report;
 use tokio_postgres::Client;
 
+mod create;
+mod down;
+
+pub use create::{create, next_version, validate_name, CreateError, Created};
+pub use down::{down, undo_problems, DownError};
+
 mod embedded {
     refinery::embed_migrations!("sql");
+}
+
+fn embedded_migrations() -> Vec<refinery::Migration> {
+    embedded::migrations::runner().get_migrations().clone()
 }
 
 /// The channel the outbox trigger notifies once per inserting statement.
@@ -68,12 +83,21 @@ pub async fn run(client: &mut Client) -> Result<Report> {
         .await?)
 }
 
+/// Applies the pending migrations up to and including `version`, no further.
+pub async fn run_to(client: &mut Client, version: u32) -> Result<Report> {
+    Ok(embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .set_target(refinery::Target::Version(version as i32))
+        .run_async(client)
+        .await?)
+}
+
 /// The migrations compiled into this binary, as `(version, name)`.
 pub fn known() -> Vec<(u32, String)> {
     embedded::migrations::runner()
         .get_migrations()
         .iter()
-        .map(|m| (m.version(), m.name().to_owned()))
+        .map(|m| (m.version() as u32, m.name().to_owned()))
         .collect()
 }
 
@@ -82,5 +106,5 @@ pub async fn applied(client: &mut Client) -> Result<Vec<u32>> {
     let migrations = embedded::migrations::runner()
         .get_applied_migrations_async(client)
         .await?;
-    Ok(migrations.iter().map(|m| m.version()).collect())
+    Ok(migrations.iter().map(|m| m.version() as u32).collect())
 }
