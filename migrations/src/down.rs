@@ -153,8 +153,8 @@ pub async fn down(client: &mut Client, steps: u32) -> Result<Vec<(u32, String)>,
             return Err(DownError::Divergent { version, name });
         }
         let undo =
-            undo_for(migration.version() as u32, &name).ok_or_else(|| DownError::NoUndo {
-                version: migration.version() as u32,
+            undo_for(crate::version_of(migration), &name).ok_or_else(|| DownError::NoUndo {
+                version: crate::version_of(migration),
                 name: name.clone(),
             })?;
         plan.push(undo);

@@ -27,6 +27,12 @@ fn embedded_migrations() -> Vec<refinery::Migration> {
     embedded::migrations::runner().get_migrations().clone()
 }
 
+/// A migration's version as this crate's `u32`, whichever integer type the refinery
+/// release uses (u32 up to 0.8, i32 from 0.9).
+fn version_of(migration: &refinery::Migration) -> u32 {
+    u32::try_from(i64::from(migration.version())).expect("migration versions are positive")
+}
+
 /// The channel the outbox trigger notifies once per inserting statement.
 pub const OUTBOX_CHANNEL: &str = "outbox_events";
 
@@ -87,7 +93,11 @@ pub async fn run(client: &mut Client) -> Result<Report> {
 pub async fn run_to(client: &mut Client, version: u32) -> Result<Report> {
     Ok(embedded::migrations::runner()
         .set_abort_divergent(true)
-        .set_target(refinery::Target::Version(version as i32))
+        .set_target(refinery::Target::Version(
+            i64::from(version)
+                .try_into()
+                .expect("a version this crate knows fits refinery's type"),
+        ))
         .run_async(client)
         .await?)
 }
@@ -97,7 +107,7 @@ pub fn known() -> Vec<(u32, String)> {
     embedded::migrations::runner()
         .get_migrations()
         .iter()
-        .map(|m| (m.version() as u32, m.name().to_owned()))
+        .map(|m| (version_of(m), m.name().to_owned()))
         .collect()
 }
 
@@ -106,5 +116,5 @@ pub async fn applied(client: &mut Client) -> Result<Vec<u32>> {
     let migrations = embedded::migrations::runner()
         .get_applied_migrations_async(client)
         .await?;
-    Ok(migrations.iter().map(|m| m.version() as u32).collect())
+    Ok(migrations.iter().map(version_of).collect())
 }
