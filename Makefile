@@ -34,6 +34,7 @@ build: ## build every crate (debug)
 	$(CARGO) build --workspace --all-targets
 
 test: infra-up migrate ## THE test command: real PostgreSQL + Kafka, then every test of the workspace
+	@scripts/test-deps.sh
 	@scripts/infra.sh clean-test-dbs
 	$(CARGO) test --workspace --all-targets
 

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use ipnet::IpNet;
-use outbox_relay::platform::config::{
+use platform::config::{
     comma_list, ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings,
 };
-use outbox_relay::platform::internal_key;
+use platform::internal_key;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -204,12 +204,7 @@ impl ServiceSettings for Settings {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use platform::config::pairs as env;
 
     #[test]
     fn development_uses_the_documented_dev_key() {

@@ -48,7 +48,7 @@ const ABANDON: &str =
 
 /// An HMAC of the request body: comparable, yet it reveals nothing of the password in it.
 pub fn fingerprint(secret: &[u8], body: &[u8]) -> Vec<u8> {
-    match <Hmac<Sha256> as Mac>::new_from_slice(secret) {
+    match <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(secret) {
         Ok(mut mac) => {
             mac.update(body);
             mac.finalize().into_bytes().to_vec()

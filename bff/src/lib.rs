@@ -3,7 +3,6 @@
 //! OpenAPI with Swagger UI. It holds no domain logic and never touches Kafka.
 
 pub mod api;
-pub mod body_limit;
 pub mod client_ip;
 pub mod config;
 pub mod idempotency;

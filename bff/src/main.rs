@@ -4,7 +4,7 @@ use anyhow::Context;
 use bff::config::Config;
 use bff::startup::App;
 use clap::{Parser, Subcommand};
-use outbox_relay::platform::{shutdown, telemetry};
+use platform::{shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(about = "The public backend-for-frontend")]

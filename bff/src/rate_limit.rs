@@ -53,6 +53,16 @@ pub struct RateLimits {
     clock: DefaultClock,
 }
 
+impl std::fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let routes: Vec<&str> = self.routes.iter().map(|r| r.path).collect();
+        f.debug_struct("RateLimits")
+            .field("routes", &routes)
+            .field("max_clients", &self.max_clients)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Key shared by new clients once a route's table is full.
 const OVERFLOW: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
 
@@ -181,6 +191,7 @@ pub fn too_many(seconds: u64) -> Response {
 }
 
 /// The middleware applying [`RateLimits`] to every request.
+#[derive(Debug)]
 pub struct RateLimit(pub Arc<RateLimits>);
 
 impl<E: Endpoint> Middleware<E> for RateLimit {
@@ -194,6 +205,7 @@ impl<E: Endpoint> Middleware<E> for RateLimit {
     }
 }
 
+#[derive(Debug)]
 pub struct RateLimitEndpoint<E> {
     inner: E,
     limits: Arc<RateLimits>,

@@ -1,9 +1,7 @@
 //! Sessions (refresh-token families) in the `auth` schema, and the short-lived cache of
 //! their state that keeps access-token checks off the database.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
@@ -121,56 +119,39 @@ pub async fn is_live(client: &impl GenericClient, sid: Uuid) -> Result<bool> {
 }
 
 /// Remembers, for a few seconds, whether each session is live, so that access-token
-/// checks cost no database round trip; a logout elsewhere shows within `ttl`.
+/// checks cost no database round trip; a logout elsewhere shows within `ttl`. Bounded
+/// (moka evicts the least useful entries), so a flood of sessions cannot grow it.
 #[derive(Debug)]
 pub struct LivenessCache {
-    ttl: Duration,
-    max_entries: usize,
-    entries: Mutex<HashMap<Uuid, (bool, Instant)>>,
+    entries: moka::sync::Cache<Uuid, bool>,
 }
+
+/// Sessions remembered at most.
+const LIVENESS_CAPACITY: u64 = 100_000;
 
 impl LivenessCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
-            ttl,
-            max_entries: 100_000,
-            entries: Mutex::new(HashMap::new()),
+            entries: moka::sync::Cache::builder()
+                .max_capacity(LIVENESS_CAPACITY)
+                .time_to_live(ttl)
+                .build(),
         }
-    }
-
-    fn cached(&self, sid: Uuid) -> Option<bool> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(&sid)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(live, _)| *live)
-    }
-
-    fn remember(&self, sid: Uuid, live: bool) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= self.max_entries {
-            let ttl = self.ttl;
-            entries.retain(|_, (_, at)| at.elapsed() < ttl);
-            if entries.len() >= self.max_entries {
-                entries.clear();
-            }
-        }
-        entries.insert(sid, (live, Instant::now()));
     }
 
     /// Whether session `sid` is live, from the cache or the database.
     pub async fn is_live(&self, pool: &Pool, sid: Uuid) -> Result<bool> {
-        if let Some(live) = self.cached(sid) {
+        if let Some(live) = self.entries.get(&sid) {
             return Ok(live);
         }
         let client = pool.get().await?;
         let live = is_live(&client, sid).await?;
-        self.remember(sid, live);
+        self.entries.insert(sid, live);
         Ok(live)
     }
 
     /// Records a revocation made by this process, so it applies here at once.
     pub fn revoked(&self, sid: Uuid) {
-        self.remember(sid, false);
+        self.entries.insert(sid, false);
     }
 }

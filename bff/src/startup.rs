@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use outbox_relay::platform::config::ConfigError;
-use outbox_relay::platform::health::{HealthApi, REFRESH};
-use outbox_relay::platform::http::Listener;
-use outbox_relay::platform::metrics;
+use platform::config::ConfigError;
+use platform::health::{HealthApi, REFRESH};
+use platform::http::Listener;
+use platform::metrics;
 use poem::middleware::Cors;
 use poem::{get, Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
@@ -24,7 +24,7 @@ use crate::rate_limit::{RateLimit, RateLimits};
 use crate::same_origin;
 use crate::state::AppState;
 use crate::upstream::Upstream;
-use crate::{body_limit, security_headers, traceparent};
+use crate::{security_headers, traceparent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -36,6 +36,7 @@ pub enum StartError {
     Http(#[from] reqwest::Error),
 }
 
+#[derive(Debug)]
 pub struct App {
     listener: Listener,
     state: Arc<AppState>,
@@ -116,7 +117,7 @@ impl App {
             .data(self.state.pool.clone())
             .around(crate::api::errors::as_json)
             .around(traceparent::apply)
-            .around(body_limit::apply)
+            .around(platform::body_limit::limit)
             .with(RateLimit(self.limits.clone()));
         let mut cors = Cors::new();
         if self.cors_origins.is_empty() {

@@ -4,7 +4,7 @@
 use deadpool_postgres::Pool;
 use secrecy::ExposeSecret;
 
-use outbox_relay::platform::health::Readiness;
+use platform::health::Readiness;
 
 use crate::config::Settings;
 use crate::sessions::LivenessCache;
@@ -34,7 +34,7 @@ impl AppState {
         let ping_pool = pool.clone();
         let readiness = Readiness::new().require("database", move || {
             let pool = ping_pool.clone();
-            async move { outbox_relay::platform::db::ping(&pool).await }
+            async move { platform::db::ping(&pool).await }
         });
         Self {
             readiness,

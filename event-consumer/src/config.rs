@@ -1,9 +1,7 @@
 //! The event consumer's configuration, loaded once in `main` and passed down.
 
-use outbox_relay::platform::config::{
-    ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings,
-};
-use outbox_relay::platform::internal_key::ServerKeys;
+use platform::config::{ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings};
+use platform::internal_key::ServerKeys;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -90,12 +88,7 @@ impl ServiceSettings for Settings {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use platform::config::pairs as env;
 
     #[test]
     fn defaults_follow_the_contract_and_env_overrides_them() {

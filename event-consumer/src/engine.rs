@@ -2,7 +2,7 @@
 //! through the inbox in ONE transaction, and stores the Kafka offsets only after the commit.
 //! A batch that fails transiently is kept and retried as it is, so no record is skipped.
 
-use outbox_relay::platform::telemetry::error_chain;
+use platform::telemetry::error_chain;
 use std::future::Future;
 use std::time::Duration;
 
@@ -16,12 +16,12 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::time::Instant;
 
-use crate::backoff::Backoff;
 use crate::config::Settings;
 use crate::dlq;
 use crate::event::{classify, Inbound, Poison};
 use crate::inbox::{self, Applied, Delivered};
 use crate::lag::LagContext;
+use platform::backoff::Backoff;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -71,10 +71,20 @@ pub struct Consumer {
     pending: Vec<Received>,
 }
 
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("dlq_topic", &self.dlq_topic)
+            .field("batch_size", &self.batch_size)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Consumer {
     /// Joins the group and subscribes; records flow once the group has assigned partitions.
     pub fn new(settings: &Settings, pool: Pool) -> Result<Self> {
-        outbox_relay::platform::metrics::handle();
+        platform::metrics::handle();
         let consumer: StreamConsumer<LagContext> = ClientConfig::new()
             .set("bootstrap.servers", &settings.kafka_brokers)
             .set("group.id", &settings.consumer_group)

@@ -6,6 +6,7 @@ use rdkafka::statistics::Statistics;
 
 /// The consumer's client context: publishes `consumer_lag{partition}` on every statistics
 /// report (`statistics.interval.ms`).
+#[derive(Debug)]
 pub struct LagContext {
     pub topic: String,
 }

@@ -6,7 +6,6 @@
 //! - [`stats`]: the figures `GET /stats` serves.
 
 pub mod api;
-pub mod backoff;
 pub mod config;
 pub mod dlq;
 pub mod engine;

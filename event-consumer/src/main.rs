@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use event_consumer::config::Config;
 use event_consumer::startup::App;
-use outbox_relay::platform::{shutdown, telemetry};
+use platform::{shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(about = "Idempotent consumer of user events")]

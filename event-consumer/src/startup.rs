@@ -4,9 +4,9 @@
 use std::future::Future;
 
 use deadpool_postgres::Pool;
-use outbox_relay::platform::health::{HealthApi, Readiness, REFRESH};
-use outbox_relay::platform::http::Listener;
-use outbox_relay::platform::metrics;
+use platform::health::{HealthApi, Readiness, REFRESH};
+use platform::http::Listener;
+use platform::metrics;
 use poem::{get, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
@@ -22,14 +22,15 @@ pub enum Error {
     #[error("cannot create the Kafka consumer")]
     Consumer(#[from] engine::Error),
     #[error(transparent)]
-    Config(#[from] outbox_relay::platform::config::ConfigError),
+    Config(#[from] platform::config::ConfigError),
 }
 
+#[derive(Debug)]
 pub struct App {
     listener: Listener,
     pool: Pool,
     config: Config,
-    keys: outbox_relay::platform::internal_key::ServerKeys,
+    keys: platform::internal_key::ServerKeys,
     consumer: Consumer,
 }
 
@@ -69,7 +70,7 @@ impl App {
         let pool = self.pool.clone();
         let readiness = Readiness::new().require("database", move || {
             let pool = pool.clone();
-            async move { outbox_relay::platform::db::ping(&pool).await }
+            async move { platform::db::ping(&pool).await }
         });
         let _refresh = readiness.spawn_refresh(REFRESH);
         let api = OpenApiService::new(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::platform::db::DbConfig;
+use platform::db::DbConfig;
 
 /// The advisory lock key ("outbox-relay" as 64 bits). Advisory locks are per database,
 /// so relays of different databases (and test databases) never contend.
@@ -20,6 +20,7 @@ pub const STANDBY_RETRY: Duration = Duration::from_secs(1);
 const ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Held leadership; dropping it closes the session and so releases the lock.
+#[derive(Debug)]
 pub struct Leadership {
     client: Client,
 }

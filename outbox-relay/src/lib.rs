@@ -7,25 +7,22 @@
 //! - [`relay`] (feature `kafka`): the engine that moves rows into Kafka, with
 //!   [`leader`] (one active relay) and [`listen`] (LISTEN wake-ups).
 //! - [`kafka`] and [`service`] (feature `kafka`): the Kafka glue and the relay process.
-//! - [`platform`]: configuration, database pool, telemetry and metrics shared by the
-//!   service processes.
 
 pub mod enqueue;
 pub mod envelope;
-pub mod leader;
-pub mod listen;
-pub mod platform;
 pub mod replay;
 pub mod retention;
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "kafka")]
+pub mod leader;
+#[cfg(feature = "kafka")]
+pub mod listen;
+#[cfg(feature = "kafka")]
 pub mod relay;
 #[cfg(feature = "kafka")]
 pub mod service;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use enqueue::{enqueue, NewEvent};
 pub use replay::{replay, ReplayFilter};

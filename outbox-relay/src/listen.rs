@@ -10,7 +10,8 @@ use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_postgres::AsyncMessage;
 
-use crate::platform::db::DbConfig;
+use platform::backoff::Backoff;
+use platform::db::DbConfig;
 
 /// The channel `users.outbox_notify()` notifies.
 pub const CHANNEL: &str = "outbox_events";
@@ -19,6 +20,7 @@ const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// A running LISTEN task; stops when dropped.
+#[derive(Debug)]
 pub struct Wakeups {
     notify: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
@@ -45,8 +47,9 @@ impl Drop for Wakeups {
 }
 
 async fn listen_forever(db: DbConfig, notify: Arc<Notify>) {
-    let mut delay = RECONNECT_MIN;
+    let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
     loop {
+        let delay = backoff.next_delay();
         match listen_once(&db, &notify).await {
             Ok(()) => tracing::warn!("LISTEN connection closed; reconnecting"),
             Err(error) => tracing::warn!(%error, ?delay, "LISTEN connection failed; retrying"),
@@ -54,7 +57,6 @@ async fn listen_forever(db: DbConfig, notify: Arc<Notify>) {
         // Rows may have arrived while we were not listening.
         notify.notify_one();
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(RECONNECT_MAX);
     }
 }
 

@@ -3,10 +3,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use outbox_relay::platform::{shutdown, telemetry};
 use outbox_relay::service::config::Config;
 use outbox_relay::service::replay_cli::{self, ReplayArgs};
 use outbox_relay::service::startup::App;
+use platform::{shutdown, telemetry};
 
 #[derive(Parser)]
 #[command(about = "Moves outbox rows into Kafka")]

@@ -44,30 +44,16 @@ pub async fn purge<C: GenericClient + Sync>(
     }
 }
 
-/// Parses a retention such as `7d`, `12h`, `90m`, `30s`, `1w` or `0` (keep forever, `None`).
+/// Parses a retention such as `7d`, `12h`, `90m`, `1week` (humantime's units), or `0`
+/// (keep forever, `None`).
 pub fn parse_retention(text: &str) -> Result<Option<Duration>, String> {
     let text = text.trim();
-    let bad = || format!("{text:?} is not a duration like 7d, 12h, 30m, 45s or 0");
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit.trim() {
-        "" | "s" => 1,
-        "m" | "min" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return Err(bad()),
-    };
-    if number == 0 {
+    if text == "0" {
         return Ok(None);
     }
-    number
-        .checked_mul(seconds)
-        .map(|s| Some(Duration::from_secs(s)))
-        .ok_or_else(bad)
+    humantime::parse_duration(text)
+        .map(|d| (!d.is_zero()).then_some(d))
+        .map_err(|e| format!("{text:?} is not a duration like 7d, 12h, 30m or 0 ({e})"))
 }
 
 #[cfg(test)]
@@ -85,11 +71,15 @@ mod tests {
             Ok(Some(Duration::from_secs(43_200)))
         );
         assert_eq!(parse_retention("30m"), Ok(Some(Duration::from_secs(1_800))));
-        assert_eq!(parse_retention("45"), Ok(Some(Duration::from_secs(45))));
+        assert_eq!(parse_retention("45s"), Ok(Some(Duration::from_secs(45))));
+        assert_eq!(
+            parse_retention("1week"),
+            Ok(Some(Duration::from_secs(604_800)))
+        );
         assert_eq!(parse_retention("0"), Ok(None));
         assert_eq!(parse_retention("0d"), Ok(None));
         assert!(parse_retention("seven days").is_err());
-        assert!(parse_retention("7y").is_err());
+        assert!(parse_retention("7 lightyears").is_err());
         assert!(parse_retention("").is_err());
     }
 }

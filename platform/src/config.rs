@@ -159,7 +159,14 @@ impl<S: ServiceSettings> ServiceConfig<S> {
             settings: layers.get()?,
             db: layers.get()?,
         };
-        config.db.check(config.profile)?;
+        if !config.profile.is_development() && config.db.has_default_password() {
+            return Err(ConfigError::Refused(format!(
+                "ENV={} refuses DB_PASSWORD: it is empty or the default `{}`; set DB_PASSWORD \
+                 (or DB_PASSWORD_FILE) to the role's real password",
+                config.profile.name(),
+                super::db::DEV_DB_PASSWORD
+            )));
+        }
         config.settings.check(config.profile)?;
         Ok(config)
     }
@@ -176,16 +183,30 @@ impl<S: ServiceSettings> ServiceConfig<S> {
     }
 }
 
-/// The Docker secrets convention: `NAME_FILE` names a file holding the value of `NAME`
-/// (its trailing newline dropped). `NAME` itself, when also set, wins.
+/// The settings that are secrets, and so may also be given as a file (`NAME_FILE`).
+pub const SECRETS: [&str; 9] = [
+    "DB_PASSWORD",
+    "DATABASE_URL",
+    "TOKEN_SECRET_KEY",
+    "TOKEN_PUBLIC_KEYS",
+    "INTERNAL_API_KEY",
+    "INTERNAL_API_KEYS",
+    "USER_SERVICE_API_KEY",
+    "EVENT_CONSUMER_API_KEY",
+    "KAFKA_SASL_PASSWORD",
+];
+
+/// The Docker secrets convention: `NAME_FILE` names a file holding the value of the secret
+/// `NAME` (its trailing newline dropped). `NAME` itself, when also set, wins.
 fn read_secret_files(
     env: &mut std::collections::HashMap<String, String>,
 ) -> Result<(), ConfigError> {
-    let files: Vec<(String, String)> = env
+    let files: Vec<(String, String)> = SECRETS
         .iter()
-        .filter_map(|(k, v)| {
-            let name = k.strip_suffix("_FILE")?;
-            (!name.is_empty() && !env.contains_key(name)).then(|| (name.to_owned(), v.clone()))
+        .filter(|name| !env.contains_key(**name))
+        .filter_map(|name| {
+            let path = env.get(&format!("{name}_FILE"))?;
+            Some(((*name).to_owned(), path.clone()))
         })
         .collect();
     for (name, path) in files {
@@ -195,6 +216,14 @@ fn read_secret_files(
         env.insert(name, value.trim_end_matches(['\r', '\n']).to_owned());
     }
     Ok(())
+}
+
+/// An environment as owned pairs, for [`ServiceConfig::from_env`] in tests.
+pub fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 /// Splits a comma-separated setting (`CORS_ORIGINS`, `TOKEN_PUBLIC_KEYS`, ...).
@@ -235,12 +264,7 @@ mod tests {
         production: "{}",
     };
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use super::pairs as env;
 
     #[test]
     fn layers_apply_in_order_and_env_wins() {

@@ -38,17 +38,10 @@ impl Default for DbConfig {
 pub const DEV_DB_PASSWORD: &str = "postgres";
 
 impl DbConfig {
-    /// Outside development the default password is refused.
-    pub fn check(&self, profile: super::config::Profile) -> Result<(), super::config::ConfigError> {
+    /// Whether the password is empty or the development default.
+    pub fn has_default_password(&self) -> bool {
         let password = self.db_password.expose_secret();
-        if !profile.is_development() && (password.is_empty() || password == DEV_DB_PASSWORD) {
-            return Err(super::config::ConfigError::Refused(format!(
-                "ENV={} refuses DB_PASSWORD: it is empty or the default `{DEV_DB_PASSWORD}`; \
-                 set DB_PASSWORD (or DB_PASSWORD_FILE) to the role's real password",
-                profile.name()
-            )));
-        }
-        Ok(())
+        password.is_empty() || password == DEV_DB_PASSWORD
     }
 
     pub fn timeout(&self) -> Duration {

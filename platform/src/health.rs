@@ -16,6 +16,8 @@ use serde_json::{json, Map, Value};
 
 type CheckFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
 type CheckFn = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
+/// Each check's name and whether it passed, from the last refresh.
+type Results = Vec<(&'static str, bool)>;
 type DetailsFn = Arc<dyn Fn() -> Vec<(&'static str, String)> + Send + Sync>;
 
 /// How often the background task re-runs the checks.
@@ -33,7 +35,7 @@ struct Check {
 pub struct Readiness {
     checks: Arc<Vec<Check>>,
     details: Option<DetailsFn>,
-    latest: Arc<RwLock<Option<Vec<(&'static str, bool)>>>>,
+    latest: Arc<RwLock<Option<Results>>>,
 }
 
 impl std::fmt::Debug for Readiness {
@@ -173,7 +175,7 @@ enum Tag {
     Probes,
 }
 
-#[derive(ApiResponse)]
+#[derive(Debug, ApiResponse)]
 pub enum ReadyResponse {
     /// Every required dependency answered at the last check (the body lists each).
     #[oai(status = 200)]

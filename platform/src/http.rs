@@ -39,6 +39,14 @@ pub struct Listener {
     port: u16,
 }
 
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
 impl Listener {
     pub async fn bind(host: &str, port: u16) -> std::io::Result<Self> {
         let acceptor = TcpListener::bind(format!("{host}:{port}"))

@@ -1,14 +1,21 @@
-//! What every service process shares: layered configuration, the database pool,
-//! telemetry, metrics, shutdown signals and the internal-key check.
-//!
-//! It lives beside the outbox library because every service already depends on that
-//! crate (without its `kafka` feature where Kafka is none of its business).
+//! What every service process shares: layered configuration with secrets, the database
+//! settings and pool, telemetry, the metrics recorder, HTTP serving with graceful
+//! shutdown, health probes, the internal-key check, the body limit, W3C trace context,
+//! the one error body, and one backoff. The `testing` feature holds the test kit every
+//! crate's tests use.
 
+pub mod backoff;
+pub mod body_limit;
 pub mod config;
 pub mod db;
+pub mod error;
 pub mod health;
 pub mod http;
 pub mod internal_key;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
+pub mod traceparent;
+
+#[cfg(feature = "testing")]
+pub mod testing;

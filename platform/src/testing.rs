@@ -1,16 +1,195 @@
-//! Test support: a TCP proxy that can be cut and restored, to take a dependency "down"
-//! for one test without stopping the shared server that other tests use.
+//! The one test kit every crate's tests use: a scratch database per test (settings from
+//! the real config loader, so `DB_*` are honoured everywhere), a scratch Kafka topic and a
+//! reader for it (`KAFKA_BROKERS`), polling with a deadline, free ports and the
+//! workspace's binaries, and a TCP proxy that can be cut and restored to take a dependency
+//! "down" for one test without stopping the shared server other tests use.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::ClientConfig;
+use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::config::{Layered, Profiles};
+use crate::db::DbConfig;
+
+const NO_PROFILES: Profiles = Profiles {
+    development: "{}",
+    docker: "{}",
+    production: "{}",
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+struct KafkaSettings {
+    kafka_brokers: String,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            kafka_brokers: "127.0.0.1:9092".into(),
+        }
+    }
+}
+
+fn layers() -> Layered {
+    // Tests run in development whatever ENV the shell has.
+    let env = std::env::vars().filter(|(k, _)| k != "ENV");
+    Layered::from_sources(&NO_PROFILES, None, env).expect("the test environment's settings")
+}
+
+/// The PostgreSQL server of `make infra-up`, from the `DB_*` settings.
+pub fn server_db() -> DbConfig {
+    layers().get().expect("DB_* settings")
+}
+
+/// The Kafka bootstrap servers of `make infra-up` (`KAFKA_BROKERS`).
+pub fn brokers() -> String {
+    layers()
+        .get::<KafkaSettings>()
+        .expect("KAFKA_BROKERS")
+        .kafka_brokers
+}
+
+/// A new, migrated database of its own for one test (`test_*`, dropped by the next
+/// `make test`), so no test depends on another's data.
+pub async fn scratch_db() -> DbConfig {
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    let server = server_db();
+    migrations::create_scratch_database(&server.pg_config(), &name)
+        .await
+        .unwrap_or_else(|error| panic!("scratch database {name}: {error}"));
+    server.with_database(&name)
+}
+
+/// A new topic of its own for one test.
+pub async fn scratch_topic(partitions: i32) -> String {
+    let name = format!("test-{}", Uuid::new_v4().simple());
+    create_topic(&brokers(), &name, partitions).await;
+    name
+}
+
+async fn create_topic(brokers: &str, name: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("a Kafka admin client");
+    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin
+        .create_topics([&topic], &options)
+        .await
+        .expect("create_topics")
+    {
+        if let Err((topic, code)) = result {
+            assert_eq!(
+                code,
+                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                "creating topic {topic}"
+            );
+        }
+    }
+}
+
+/// A consumer in a new group reading `topic` from the beginning, as a real consumer
+/// subscribes.
+pub fn reader(topic: &str) -> StreamConsumer {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set(
+            "group.id",
+            format!("test-reader-{}", Uuid::new_v4().simple()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a Kafka consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+/// Reads `topic` from the start until `at_least` messages arrived and then nothing more for
+/// `quiet`, or until `timeout`.
+pub async fn read_topic(
+    topic: &str,
+    at_least: usize,
+    timeout: Duration,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let consumer = reader(topic);
+    let quiet = Duration::from_millis(700);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut messages = Vec::new();
+    loop {
+        let wait = if messages.len() >= at_least {
+            quiet
+        } else {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        };
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(Ok(message)) => messages.push(message.detach()),
+            Ok(Err(error)) => panic!("reading {topic}: {error}"),
+            Err(_) => return messages,
+        }
+    }
+}
+
+/// Polls `f` until it holds or `timeout` passes; returns whether it held.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// Where cargo put the workspace's binary `name`: the test executable lives in
+/// `target/<profile>/deps/`.
+pub fn binary_path(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace's binaries first (`cargo build --workspace --bins`)",
+        path.display()
+    );
+    path
+}
 
 /// Forwards connections from `127.0.0.1:port()` to `upstream` while up. `cut()` drops
 /// every open connection and refuses new ones (accepts and closes at once) until
 /// `restore()`.
+#[derive(Debug)]
 pub struct TcpProxy {
     port: u16,
     up: Arc<AtomicBool>,

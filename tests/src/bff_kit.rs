@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use bff::config::Config;
 use bff::startup::App;
-use outbox_relay::platform::db::DbConfig;
+use platform::db::DbConfig;
+pub use platform::testing::scratch_db;
 use poem::listener::{Acceptor, Listener as _, TcpListener};
 use poem::{Endpoint, Server};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
-use uuid::Uuid;
 
 pub const KEY: &str = "test-internal-key-0123456789";
 
+#[derive(Debug)]
 pub struct Stack {
     /// The BFF.
     pub base: String,
@@ -22,15 +23,6 @@ pub struct Stack {
     pub pool: deadpool_postgres::Pool,
     pub http: reqwest::Client,
     stops: Vec<oneshot::Sender<()>>,
-}
-
-pub async fn scratch_db() -> DbConfig {
-    let server = DbConfig::default();
-    let name = format!("test_{}", Uuid::new_v4().simple());
-    migrations::create_scratch_database(&server.pg_config(), &name)
-        .await
-        .expect("scratch database");
-    server.with_database(&name)
 }
 
 fn db_env(db: &DbConfig) -> Vec<(String, String)> {
@@ -87,14 +79,6 @@ pub async fn spawn_fake(endpoint: impl Endpoint + 'static) -> (String, oneshot::
         ),
     );
     (format!("http://127.0.0.1:{port}"), stop)
-}
-
-/// A port nothing listens on.
-pub async fn closed_port_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    format!("http://127.0.0.1:{port}")
 }
 
 /// Starts a BFF on `db` calling `user_service`, with extra settings.
@@ -202,9 +186,14 @@ impl Stack {
 
     pub async fn make_admin(&self, email: &str) {
         let client = self.pool.get().await.expect("db");
-        user_service::users::set_role(&client, email, "admin")
+        user_service::users::set_role(&client, email, user_service::users::Role::Admin)
             .await
             .expect("set role")
             .expect("user exists");
     }
+}
+
+/// A URL where nothing listens.
+pub async fn closed_port_url() -> String {
+    format!("http://127.0.0.1:{}", platform::testing::free_port())
 }

@@ -6,50 +6,11 @@
 use std::time::Duration;
 
 use outbox_relay::envelope::Record;
-use outbox_relay::platform::db::DbConfig;
 use outbox_relay::relay::{create_producer, ProducerSettings, Relay, RelayConfig};
 use outbox_relay::{enqueue, NewEvent};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::ClientConfig;
+use platform::db::DbConfig;
+pub use platform::testing::{brokers, eventually, scratch_db, scratch_topic};
 use uuid::Uuid;
-
-pub fn brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-pub fn server_db() -> DbConfig {
-    let mut db = DbConfig::default();
-    if let Ok(host) = std::env::var("DB_HOST") {
-        db.db_host = host;
-    }
-    if let Some(port) = std::env::var("DB_PORT").ok().and_then(|p| p.parse().ok()) {
-        db.db_port = port;
-    }
-    if let Ok(user) = std::env::var("DB_USER") {
-        db.db_user = user;
-    }
-    if let Ok(password) = std::env::var("DB_PASSWORD") {
-        db.db_password = password.into();
-    }
-    db
-}
-
-pub async fn scratch_db() -> DbConfig {
-    let name = format!("test_{}", Uuid::new_v4().simple());
-    let server = server_db();
-    migrations::create_scratch_database(&server.pg_config(), &name)
-        .await
-        .expect("scratch database");
-    server.with_database(&name)
-}
-
-pub async fn scratch_topic(partitions: i32) -> String {
-    let name = format!("test-relay-{}", Uuid::new_v4().simple());
-    outbox_relay::kafka::create_topic(&brokers(), &name, partitions)
-        .await
-        .expect("scratch topic");
-    name
-}
 
 /// Test-speed engine settings: small batches, quick polls and backoffs.
 pub fn fast_config(batch_size: i64) -> RelayConfig {
@@ -111,37 +72,6 @@ pub fn interleaved(aggregates: usize, per_aggregate: u32) -> Vec<(String, u32)> 
         .collect()
 }
 
-/// Reads `topic` from the start until `at_least` records arrived and then nothing more for
-/// `quiet`, or until `timeout`.
-pub async fn read_topic(topic: &str, at_least: usize, timeout: Duration) -> Vec<Record> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set(
-            "group.id",
-            format!("test-reader-{}", Uuid::new_v4().simple()),
-        )
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let quiet = Duration::from_millis(700);
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut records = Vec::new();
-    loop {
-        let wait = if records.len() >= at_least {
-            quiet
-        } else {
-            deadline.saturating_duration_since(tokio::time::Instant::now())
-        };
-        match tokio::time::timeout(wait, consumer.recv()).await {
-            Ok(Ok(message)) => records.push(outbox_relay::kafka::record_of(&message)),
-            Ok(Err(error)) => panic!("reading {topic}: {error}"),
-            Err(_) => return records,
-        }
-    }
-}
-
 /// The `seq` of each record of `aggregate`, in the order they arrived.
 pub fn sequence_of(records: &[Record], aggregate: &str) -> Vec<u64> {
     records
@@ -179,20 +109,12 @@ pub async fn unpublished(db: &DbConfig) -> i64 {
         .get(0)
 }
 
-/// Polls until `f` holds or `timeout` passes; returns whether it held.
-pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Reads `topic` from the start until `at_least` records arrived and then nothing more for
+/// a moment, or until `timeout`.
+pub async fn read_topic(topic: &str, at_least: usize, timeout: Duration) -> Vec<Record> {
+    platform::testing::read_topic(topic, at_least, timeout)
+        .await
+        .iter()
+        .map(outbox_relay::kafka::record_of)
+        .collect()
 }

@@ -3,11 +3,10 @@
 //! any of them.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use outbox_relay::platform::db::DbConfig;
+use platform::db::DbConfig;
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
@@ -41,30 +40,9 @@ impl Service {
     }
 }
 
-/// Where cargo put the workspace's binaries: the test executable lives in
-/// `target/<profile>/deps/`.
-pub fn binary_path(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace's binaries first (`cargo build --workspace --bins`)",
-        path.display()
-    );
-    path
-}
+pub use platform::testing::{binary_path, free_port};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
-}
-
+#[derive(Debug)]
 pub struct Stack {
     pub db: DbConfig,
     pub topic: String,
@@ -80,9 +58,9 @@ pub struct Stack {
 impl Stack {
     /// A scratch database and topics, nothing started yet.
     pub async fn new() -> anyhow::Result<Self> {
-        let db = scratch_db().await?;
-        let topic = scratch_topic(3).await?;
-        let dlq_topic = scratch_topic(1).await?;
+        let db = scratch_db().await;
+        let topic = scratch_topic(3).await;
+        let dlq_topic = scratch_topic(1).await;
         let ports = Service::ALL.iter().map(|s| (*s, free_port())).collect();
         Ok(Self {
             db,

@@ -1,10 +1,8 @@
 //! Roles and the admin endpoints, with a fake consumer `/stats` (or none).
 
-mod common;
-
-use common::{spawn_fake, spawn_stack};
 use poem::{get, handler, web::Json, Route};
 use serde_json::{json, Value};
+use tests::bff_kit::{spawn_fake, spawn_stack};
 
 #[handler]
 fn consumer_stats() -> Json<Value> {

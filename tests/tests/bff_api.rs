@@ -1,16 +1,16 @@
 //! Idempotent registration, failure answers, documentation and headers.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{closed_port_url, registration, scratch_db, spawn_bff, spawn_fake, spawn_stack};
 use poem::web::{Data, Json};
 use poem::{handler, post, EndpointExt, Route};
 use serde_json::{json, Value};
+use tests::bff_kit::{
+    closed_port_url, registration, scratch_db, spawn_bff, spawn_fake, spawn_stack,
+};
 
-async fn register_with_key(stack: &common::Stack, key: &str, body: &Value) -> (u16, Value) {
+async fn register_with_key(stack: &tests::bff_kit::Stack, key: &str, body: &Value) -> (u16, Value) {
     let response = stack
         .http
         .post(format!("{}/api/v1/register", stack.base))
@@ -102,7 +102,13 @@ async fn a_key_still_running_gets_409_and_the_trace_reaches_the_user_service() {
             .unwrap()
     };
     let first = tokio::spawn(send(http.clone(), base.clone()));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The first request holds the key once the user service has it (it answers slowly).
+    let in_flight = platform::testing::eventually(Duration::from_secs(5), || {
+        let seen = seen.clone();
+        async move { !seen.lock().unwrap().traceparents.is_empty() }
+    })
+    .await;
+    assert!(in_flight, "the first request reached the user service");
     let second = send(http.clone(), base.clone()).await;
     assert_eq!(second.status(), 409);
     let first = first.await.unwrap();

@@ -1,12 +1,10 @@
 //! The seed's flow and the token rules, against the real user service and PostgreSQL.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use bff::tokens::{generate_paserk, TokenKeys, TokenType};
-use common::{spawn_bff, spawn_stack, PASSWORD};
 use serde_json::json;
+use tests::bff_kit::{spawn_bff, spawn_stack, PASSWORD};
 use uuid::Uuid;
 
 const DEV_SECRET: &str = "k4.secret.NZgC1bEhnlsbkSbKwsEpx7143i4-EqgngQpcL3LFt36_LD_u8NCC2q0qilN-mDx5B9V_-4QJN3xSB783knLJfQ";

@@ -1,11 +1,12 @@
 //! Rate limits as a client meets them, through the real listener.
 
-mod common;
-
-use common::spawn_stack;
 use serde_json::json;
+use tests::bff_kit::spawn_stack;
 
-async fn login_attempt(stack: &common::Stack, forwarded_for: Option<&str>) -> reqwest::Response {
+async fn login_attempt(
+    stack: &tests::bff_kit::Stack,
+    forwarded_for: Option<&str>,
+) -> reqwest::Response {
     let mut request = stack
         .http
         .post(format!("{}/api/v1/auth/login", stack.base))

@@ -89,7 +89,7 @@ async fn a_registration_reaches_kafka_in_the_contract_form_and_has_exactly_one_e
     assert!(created.get("password").is_none() && created.get("password_hash").is_none());
 
     // The record on the topic, as the contract describes it.
-    let consumer = reader(&stack.topic)?;
+    let consumer = reader(&stack.topic);
     let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await??;
     assert_eq!(message.key(), Some(user_id.as_bytes()));
     let headers: std::collections::HashMap<String, String> = message
@@ -226,7 +226,7 @@ async fn a_replay_republishes_applies_nothing_twice_and_rebuilds_a_new_consumer(
     );
 
     // A consumer in a new group, on an empty database, rebuilds its tables from the topic.
-    let fresh = scratch_db().await?;
+    let fresh = scratch_db().await;
     stack.start_extra(
         Service::Consumer,
         &[

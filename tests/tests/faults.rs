@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use rand::RngExt as _;
 use serde_json::json;
 use tests::eventually;
 use tests::stack::{Service, Stack, INTERNAL_KEY};
@@ -230,9 +230,9 @@ async fn kill_9_of_relay_and_consumer_loses_nothing_and_applies_nothing_twice() 
     // Kill one of the two at a random moment, a few times, while the stream goes on.
     let mut kills = 0;
     while !writer.is_finished() {
-        let pause = rand::thread_rng().gen_range(300..1200);
+        let pause = rand::rng().random_range(300..1200);
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        let victim = if rand::thread_rng().gen_bool(0.5) {
+        let victim = if rand::rng().random_bool(0.5) {
             Service::Relay
         } else {
             Service::Consumer

@@ -11,7 +11,7 @@ use tests::{brokers, reader, scratch_db, scratch_topic};
 
 #[tokio::test]
 async fn migrations_create_the_schemas_constraints_index_and_trigger() -> anyhow::Result<()> {
-    let db = scratch_db().await?;
+    let db = scratch_db().await;
     let client = db.connect().await?;
 
     let schemas: Vec<String> = client
@@ -86,7 +86,7 @@ async fn migrations_create_the_schemas_constraints_index_and_trigger() -> anyhow
 
 #[tokio::test]
 async fn migrations_are_recorded_and_idempotent() -> anyhow::Result<()> {
-    let db = scratch_db().await?;
+    let db = scratch_db().await;
     let mut client = db.connect().await?;
     let known: Vec<u32> = migrations::known().into_iter().map(|(v, _)| v).collect();
     assert_eq!(migrations::applied(&mut client).await?, known);
@@ -97,20 +97,21 @@ async fn migrations_are_recorded_and_idempotent() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_record_goes_through_the_real_broker() -> anyhow::Result<()> {
-    let topic = scratch_topic(3).await?;
+    let topic = scratch_topic(3).await;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("enable.idempotence", "true")
         .create()?;
-    let (partition, offset) = producer
+    let delivered = producer
         .send(
             FutureRecord::to(&topic).key("user-1").payload("hello"),
             Duration::from_secs(10),
         )
         .await
         .map_err(|(e, _)| e)?;
+    let (partition, offset) = (delivered.partition, delivered.offset);
 
-    let consumer = reader(&topic)?;
+    let consumer = reader(&topic);
     let message = tokio::time::timeout(Duration::from_secs(20), consumer.recv()).await??;
     assert_eq!(message.key(), Some(&b"user-1"[..]));
     assert_eq!(message.payload(), Some(&b"hello"[..]));

@@ -1,14 +1,12 @@
 //! One active relay, any number of standbys: two relay loops on one database.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
-use outbox_relay::platform::db::DbConfig;
 use outbox_relay::relay::RelayStatus;
-use outbox_relay::testing::TcpProxy;
+use platform::db::DbConfig;
+use platform::testing::TcpProxy;
+use tests::relay_kit::*;
 use tokio::sync::oneshot;
 
 struct Running {

@@ -1,14 +1,12 @@
 //! The relay process: `/health`, `/metrics` and the `replay` command.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
-use outbox_relay::platform::db::DbConfig;
 use outbox_relay::service::config::Config;
 use outbox_relay::service::startup::App;
+use platform::db::DbConfig;
 use secrecy::ExposeSecret;
+use tests::relay_kit::*;
 
 fn env_for(db: &DbConfig, brokers: &str) -> Vec<(String, String)> {
     [
@@ -40,6 +38,16 @@ async fn spawn_app(env: Vec<(String, String)>) -> (String, tokio::sync::oneshot:
 async fn health(base: &str) -> (u16, serde_json::Value) {
     let response = reqwest::get(format!("{base}/health")).await.unwrap();
     (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// `/health` once its first background check has run (before that it says "starting").
+async fn checked_health(base: &str) -> (u16, serde_json::Value) {
+    let checked = eventually(Duration::from_secs(10), || async {
+        health(base).await.1["status"] != "starting"
+    })
+    .await;
+    assert!(checked, "the readiness checks ran");
+    health(base).await
 }
 
 #[tokio::test]
@@ -86,7 +94,7 @@ async fn health_and_metrics_report_the_leader_the_database_the_broker_and_the_ba
 async fn health_tells_a_broker_outage_from_a_database_outage() {
     let db = scratch_db().await;
     let (base, _stop) = spawn_app(env_for(&db, "127.0.0.1:1")).await;
-    let (status, body) = health(&base).await;
+    let (status, body) = checked_health(&base).await;
     assert_eq!(status, 200, "a broker outage leaves the process working");
     assert_eq!(body["broker"], "down");
     assert_eq!(body["database"], "up");
@@ -102,14 +110,14 @@ async fn health_tells_a_broker_outage_from_a_database_outage() {
         ..db.clone()
     };
     let (base, _stop) = spawn_app(env_for(&no_db, &brokers())).await;
-    let (status, body) = health(&base).await;
+    let (status, body) = checked_health(&base).await;
     assert_eq!(status, 503);
     assert_eq!(body["database"], "down");
     assert_eq!(body["role"], "standby");
 }
 
 fn replay_command(db: &DbConfig, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_outbox-relay"))
+    std::process::Command::new(platform::testing::binary_path("outbox-relay"))
         .arg("replay")
         .args(args)
         .envs(env_for(db, &brokers()))

@@ -1,13 +1,11 @@
 //! The relay engine against the real PostgreSQL and Kafka, driven batch by batch.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::*;
 use outbox_relay::envelope::{decode, H_CONTENT_TYPE, H_SPECVERSION};
 use outbox_relay::relay::{BatchOutcome, Delivery};
+use tests::relay_kit::*;
 
 async fn drain(relay: &mut outbox_relay::relay::Relay) -> usize {
     let mut published = 0;
@@ -157,11 +155,16 @@ async fn a_failed_row_holds_back_later_rows_of_its_aggregate_only() {
 
     // While a backs off none of its rows is claimed; afterwards both come, in order.
     assert!(relay.claim().await.unwrap().is_empty());
-    tokio::time::sleep(Duration::from_millis(120)).await;
-    let again: Vec<(String, i64)> = relay
-        .claim()
-        .await
-        .unwrap()
+    // Poll (with a deadline) until the backoff has ended.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let claimed = loop {
+        let rows = relay.claim().await.unwrap();
+        if !rows.is_empty() || tokio::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let again: Vec<(String, i64)> = claimed
         .iter()
         .map(|r| (r.aggregate_id.clone(), r.payload["seq"].as_i64().unwrap()))
         .collect();

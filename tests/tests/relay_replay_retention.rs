@@ -1,12 +1,10 @@
 //! Replay and retention against the real PostgreSQL (and Kafka for the re-publish).
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use outbox_relay::replay::{replay, ReplayError, ReplayFilter};
 use outbox_relay::retention::purge_once;
+use tests::relay_kit::*;
 
 #[tokio::test]
 async fn replay_republishes_exactly_the_rows_its_filters_match() {

@@ -1,9 +1,7 @@
 //! The user service's configuration, loaded once in `main` and passed down.
 
-use outbox_relay::platform::config::{
-    ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings,
-};
-use outbox_relay::platform::internal_key::ServerKeys;
+use platform::config::{ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings};
+use platform::internal_key::ServerKeys;
 use secrecy::SecretString;
 use serde::Deserialize;
 

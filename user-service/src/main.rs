@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use outbox_relay::platform::{shutdown, telemetry};
+use platform::{shutdown, telemetry};
 use user_service::config::Config;
 use user_service::startup::App;
 use user_service::users;
@@ -55,8 +55,8 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::SetRole { email, role } => {
             let role = match role {
-                Role::Admin => "admin",
-                Role::User => "user",
+                Role::Admin => users::Role::Admin,
+                Role::User => users::Role::User,
             };
             let client = config
                 .db

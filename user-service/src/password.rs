@@ -45,7 +45,7 @@ pub fn concurrency_cap(log_n: u8, cores: usize) -> usize {
     cores.clamp(1, by_memory)
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Hasher {
     params: Params,
     slots: Arc<Semaphore>,

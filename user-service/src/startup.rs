@@ -5,14 +5,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use outbox_relay::platform::health::{HealthApi, Readiness, REFRESH};
-use outbox_relay::platform::http::Listener;
-use outbox_relay::platform::metrics;
+use platform::health::{HealthApi, Readiness, REFRESH};
+use platform::http::Listener;
+use platform::metrics;
 use poem::{get, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
 use crate::api::admin::AdminApi;
-use crate::api::body_limit;
 use crate::api::users::UsersApi;
 use crate::config::Config;
 use crate::password::{HashError, Hasher};
@@ -25,9 +24,10 @@ pub enum StartError {
     #[error("cannot set up password hashing")]
     Hasher(#[from] HashError),
     #[error(transparent)]
-    Config(outbox_relay::platform::config::ConfigError),
+    Config(platform::config::ConfigError),
 }
 
+#[derive(Debug)]
 pub struct App {
     listener: Listener,
     state: AppState,
@@ -68,7 +68,7 @@ impl App {
         let pool = self.state.pool.clone();
         let readiness = Readiness::new().require("database", move || {
             let pool = pool.clone();
-            async move { outbox_relay::platform::db::ping(&pool).await }
+            async move { platform::db::ping(&pool).await }
         });
         let _refresh = readiness.spawn_refresh(REFRESH);
         let api = OpenApiService::new(
@@ -83,7 +83,7 @@ impl App {
             .nest("/docs", api.swagger_ui())
             .at("/metrics", get(metrics::endpoint))
             .nest("/", api)
-            .around(body_limit::limit)
+            .around(platform::body_limit::limit)
             .catch_all_error(|err| async move { crate::error::from_poem(err) })
             .data(self.state.pool.clone())
             .data(self.state);

@@ -7,13 +7,13 @@ use deadpool_postgres::{Pool, PoolError};
 use crate::config::Settings;
 use crate::password::{HashError, Hasher};
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AppState {
     pub pool: Pool,
     pub settings: Arc<Settings>,
     pub hasher: Hasher,
     /// The internal keys accepted, by caller.
-    pub keys: outbox_relay::platform::internal_key::ServerKeys,
+    pub keys: platform::internal_key::ServerKeys,
 }
 
 /// A failure a handler cannot answer with an expected outcome.

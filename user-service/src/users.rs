@@ -142,6 +142,22 @@ pub async fn find_credentials<C: GenericClient + Sync>(
         }))
 }
 
+/// A user's role (the table's check allows exactly these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Admin => "admin",
+        }
+    }
+}
+
 /// A role change as `set-role` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleChange {
@@ -156,17 +172,17 @@ const SET_ROLE: &str = "UPDATE users.users AS u SET role = $2, updated_at = now(
     WHERE u.id = old.id \
     RETURNING u.id, u.email, old.role AS previous, u.role AS current";
 
-/// Gives the user with `email` the role `role` (`user` or `admin`, enforced by the
+/// Gives the user with `email` the role `role`
 /// table's check); `None` when no user has that email.
 #[tracing::instrument(skip(client), err)]
 pub async fn set_role<C: GenericClient + Sync>(
     client: &C,
     email: &str,
-    role: &str,
+    role: Role,
 ) -> Result<Option<RoleChange>, tokio_postgres::Error> {
     let statement = client.prepare_cached(SET_ROLE).await?;
     Ok(client
-        .query_opt(&statement, &[&email.trim(), &role])
+        .query_opt(&statement, &[&email.trim(), &role.as_str()])
         .await?
         .map(|row| RoleChange {
             id: row.get("id"),

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::{registration, scratch_db, spawn_app, spawn_app_on, spawn_app_with, KEY};
-use outbox_relay::testing::TcpProxy;
+use platform::testing::TcpProxy;
 use serde_json::{json, Value};
 use user_service::validation::NewUser;
 
@@ -184,7 +184,7 @@ async fn replay_requeues_published_rows_and_refuses_an_unbounded_request() {
     assert_eq!(status, 400);
 }
 
-async fn set_role(db: &outbox_relay::platform::db::DbConfig, email: &str) -> std::process::Output {
+async fn set_role(db: &platform::db::DbConfig, email: &str) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_user-service"))
         .args(["set-role", "--email", email, "--role", "admin"])
         .env_clear()
@@ -240,8 +240,13 @@ async fn a_database_outage_is_503_promptly_and_the_service_recovers_by_itself() 
         "{:?}",
         started.elapsed()
     );
-    let health = app.http.get(app.url("/health")).send().await.unwrap();
-    assert_eq!(health.status(), 503);
+    // Readiness is checked in the background, so it reports the outage within a refresh.
+    let unready = platform::testing::eventually(Duration::from_secs(5), || async {
+        let health = app.http.get(app.url("/health")).send().await.unwrap();
+        health.status() == 503
+    })
+    .await;
+    assert!(unready, "/health reports the database down");
 
     proxy.restore();
     let mut status = 0;
@@ -285,7 +290,22 @@ async fn an_exhausted_pool_is_503_within_the_timeout_not_a_hang() {
                 .status()
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until that request really holds the only connection, blocked on the lock.
+    let waiting = platform::testing::eventually(Duration::from_secs(5), || {
+        let locker = &tx;
+        async move {
+            locker
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .is_ok_and(|row| row.get::<_, i64>(0) > 0)
+        }
+    })
+    .await;
+    assert!(waiting, "the request is blocked on the table lock");
 
     let started = Instant::now();
     let response = app.get(&path).await;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use outbox_relay::platform::telemetry::error_chain;
+use platform::telemetry::error_chain;
 use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
@@ -29,6 +29,7 @@ pub enum ReplayResponse {
     Ok(Json<ReplayResult>),
 }
 
+#[derive(Debug)]
 pub struct AdminApi {
     pub state: Arc<AppState>,
 }
@@ -46,8 +47,8 @@ impl AdminApi {
         authenticate_admin(&self.state, &auth).await?;
         let upstream = &self.state.upstream;
         let (users, events) = tokio::join!(
-            upstream.user_stats(&trace.0 .0),
-            upstream.event_stats(&trace.0 .0)
+            upstream.user_stats(trace.0.as_str()),
+            upstream.event_stats(trace.0.as_str())
         );
         let mut missing = Vec::new();
         let users = users
@@ -82,7 +83,7 @@ impl AdminApi {
         let answer = self
             .state
             .upstream
-            .replay(&body.0, &trace.0 .0)
+            .replay(&body.0, trace.0.as_str())
             .await
             .map_err(upstream_failed)?;
         match answer {

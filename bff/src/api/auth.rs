@@ -18,7 +18,7 @@ use crate::tokens::{Claims, Subject, TokenType};
 use crate::traceparent::TraceParent;
 
 /// A PASETO v4.public access token from `POST /api/v1/auth/login`.
-#[derive(SecurityScheme)]
+#[derive(Debug, SecurityScheme)]
 #[oai(ty = "bearer", bearer_format = "PASETO v4.public")]
 pub struct BearerAuth(pub Bearer);
 
@@ -66,6 +66,7 @@ pub enum LogoutResponse {
     LoggedOut,
 }
 
+#[derive(Debug)]
 pub struct AuthApi {
     pub state: Arc<AppState>,
 }
@@ -129,7 +130,7 @@ impl AuthApi {
         let verdict = self
             .state
             .upstream
-            .verify_credentials(&body.0, &trace.0 .0)
+            .verify_credentials(&body.0, trace.0.as_str())
             .await
             .map_err(upstream_failed)?;
         let (Some(user_id), true) = (verdict.user_id, verdict.valid) else {
@@ -203,7 +204,7 @@ impl AuthApi {
         let mut sids = vec![claims.sid];
         // An absent or unreadable body is the common case and simply means "no extra token".
         let extra = body
-            .into_bytes_limit(crate::body_limit::MAX_BODY)
+            .into_bytes_limit(platform::body_limit::MAX_BODY_BYTES)
             .await
             .ok()
             .and_then(|bytes| serde_json::from_slice::<LogoutRequest>(&bytes).ok())

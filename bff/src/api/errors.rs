@@ -2,23 +2,12 @@
 //! give, and the last-resort conversion of any unhandled error into the JSON error body,
 //! so no answer carries internal text.
 
-use outbox_relay::platform::telemetry::error_chain;
-use poem::http::StatusCode;
-use poem::{Endpoint, IntoResponse, Request, Response};
+use platform::telemetry::error_chain;
 use poem_openapi::payload::Json;
 use poem_openapi::ApiResponse;
 
 use super::models::ErrorBody;
 use crate::rate_limit::RateLimited;
-
-/// A JSON error answer.
-pub fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
-    let body = serde_json::to_string(&ErrorBody::new(error, message)).unwrap_or_default();
-    Response::builder()
-        .status(status)
-        .content_type("application/json; charset=utf-8")
-        .body(body)
-}
 
 /// The answers any API endpoint may give besides its own.
 #[derive(Debug, ApiResponse)]
@@ -95,51 +84,4 @@ pub fn database_failed(error: impl std::error::Error) -> ApiError {
 /// Turns errors that escaped the handlers (payload parsing, missing auth header, unknown
 /// route) into the JSON error body; 5xx texts are never shown. Errors that already carry
 /// a JSON answer (a handler's `Err(ApiError)`) pass unchanged.
-pub async fn as_json<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response> {
-    let error = match ep.call(req).await {
-        Ok(response) => return Ok(response.into_response()),
-        Err(error) => error,
-    };
-    let text = error.to_string();
-    let response = error.into_response();
-    let is_json = response
-        .content_type()
-        .is_some_and(|ct| ct.starts_with("application/json"));
-    if is_json {
-        return Ok(response);
-    }
-    let status = response.status();
-    Ok(match status {
-        StatusCode::BAD_REQUEST => json_error(status, "Bad request", &text),
-        StatusCode::UNAUTHORIZED => {
-            json_error(status, "Unauthorized", "Missing, invalid or expired token.")
-        }
-        StatusCode::NOT_FOUND => json_error(status, "Not found", "No such route."),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            json_error(status, "Method not allowed", "Method not allowed.")
-        }
-        StatusCode::PAYLOAD_TOO_LARGE => json_error(
-            status,
-            "Payload too large",
-            "The request body is larger than 64 KiB.",
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => json_error(
-            status,
-            "Unsupported media type",
-            "Send the body as application/json.",
-        ),
-        s if s.is_server_error() => {
-            tracing::error!(error = %text, "unhandled error");
-            json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal server error",
-                "Something went wrong on our side.",
-            )
-        }
-        s => json_error(
-            s,
-            s.canonical_reason().unwrap_or("Error"),
-            "The request was refused.",
-        ),
-    })
-}
+pub use platform::error::as_json;

@@ -4,28 +4,7 @@ use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Every error answer.
-#[derive(Debug, Clone, Object, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// Short reason (`Unauthorized`, `Validation failed`, ...).
-    pub error: String,
-    /// Human-readable explanation.
-    pub message: String,
-    /// Structured detail (the offending fields, ...), when there is any.
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub details: Option<serde_json::Value>,
-}
-
-impl ErrorBody {
-    pub fn new(error: &str, message: &str) -> Self {
-        Self {
-            error: error.into(),
-            message: message.into(),
-            details: None,
-        }
-    }
-}
+pub use platform::error::ErrorBody;
 
 /// A user, as the user service describes it (never with a password).
 #[derive(Debug, Clone, Object, Serialize, Deserialize)]

@@ -23,6 +23,7 @@ pub enum ProfileResponse {
     NotFound(Json<ErrorBody>),
 }
 
+#[derive(Debug)]
 pub struct ProfileApi {
     pub state: Arc<AppState>,
 }
@@ -40,7 +41,7 @@ impl ProfileApi {
         match self
             .state
             .upstream
-            .user(claims.sub, &trace.0 .0)
+            .user(claims.sub, trace.0.as_str())
             .await
             .map_err(upstream_failed)?
         {

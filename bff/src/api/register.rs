@@ -54,6 +54,7 @@ impl RegisterResponse {
     }
 }
 
+#[derive(Debug)]
 pub struct RegisterApi {
     pub state: Arc<AppState>,
 }
@@ -100,7 +101,7 @@ impl RegisterApi {
         idempotency_key: Header<Option<String>>,
         trace: Data<&TraceParent>,
     ) -> Result<RegisterResponse, ApiError> {
-        let trace = trace.0 .0.as_str();
+        let trace = trace.0.as_str();
         let Some(key) = idempotency_key.0.filter(|k| !k.trim().is_empty()) else {
             return self.forward(&body.0, trace).await;
         };

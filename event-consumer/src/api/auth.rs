@@ -3,12 +3,12 @@
 use poem::Request;
 use poem_openapi::auth::Bearer;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, SecurityScheme};
+use poem_openapi::{ApiResponse, SecurityScheme};
 
-use outbox_relay::platform::internal_key::ServerKeys;
+use platform::internal_key::ServerKeys;
 
 /// `Authorization: Bearer <INTERNAL_API_KEY>`.
-#[derive(SecurityScheme)]
+#[derive(Debug, SecurityScheme)]
 #[oai(ty = "bearer", checker = "check")]
 pub struct InternalKey(());
 
@@ -17,32 +17,17 @@ async fn check(request: &Request, bearer: Bearer) -> Option<()> {
     keys.caller_of(&bearer.token).map(|_| ())
 }
 
-/// The contract's error body.
-#[derive(Debug, Object)]
-pub struct ErrorBody {
-    pub error: String,
-    pub message: String,
-}
-
-impl ErrorBody {
-    pub fn new(error: &str, message: &str) -> Json<Self> {
-        Json(Self {
-            error: error.into(),
-            message: message.into(),
-        })
-    }
-}
+pub use platform::error::ErrorBody;
 
 /// A missing or wrong key, as the contract's JSON body (poem-openapi's own is plain text).
-#[derive(ApiResponse)]
+#[derive(Debug, ApiResponse)]
 pub enum Unauthorized {
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
 }
 
 pub async fn unauthorized(_: poem_openapi::error::AuthorizationError) -> Unauthorized {
-    Unauthorized::Unauthorized(ErrorBody::new(
-        "Unauthorized",
+    Unauthorized::Unauthorized(Json(ErrorBody::unauthorized(
         "A valid internal API key is required.",
-    ))
+    )))
 }

@@ -5,7 +5,7 @@ use poem_openapi::{ApiResponse, OpenApi, Tags};
 
 use super::auth::{ErrorBody, InternalKey};
 use crate::stats::{self, Stats};
-use outbox_relay::platform::telemetry::error_chain;
+use platform::telemetry::error_chain;
 
 #[derive(Tags)]
 pub(crate) enum Tag {
@@ -13,7 +13,7 @@ pub(crate) enum Tag {
     Stats,
 }
 
-#[derive(ApiResponse)]
+#[derive(Debug, ApiResponse)]
 pub enum StatsResponse {
     #[oai(status = 200)]
     Ok(Json<Stats>),
@@ -27,6 +27,7 @@ pub enum StatsResponse {
     Internal(Json<ErrorBody>),
 }
 
+#[derive(Debug)]
 pub struct StatsApi;
 
 #[OpenApi(tag = "Tag::Stats")]
@@ -39,20 +40,14 @@ impl StatsApi {
             Ok(client) => client,
             Err(error) => {
                 tracing::warn!(error = %error_chain(&error), "stats: database unavailable");
-                return StatsResponse::Unavailable(ErrorBody::new(
-                    "Service unavailable",
-                    "The database is unavailable; try again shortly.",
-                ));
+                return StatsResponse::Unavailable(Json(ErrorBody::unavailable()));
             }
         };
         match stats::read(&client).await {
             Ok(stats) => StatsResponse::Ok(Json(stats)),
             Err(error) => {
                 tracing::error!(error = %error_chain(&error), "stats: query failed");
-                StatsResponse::Internal(ErrorBody::new(
-                    "Internal server error",
-                    "An unexpected error occurred.",
-                ))
+                StatsResponse::Internal(Json(ErrorBody::internal()))
             }
         }
     }

@@ -8,14 +8,14 @@ use chrono::Utc;
 use event_consumer::config::Config;
 use outbox_relay::envelope::Attributes;
 use outbox_relay::kafka::owned_headers;
-use outbox_relay::platform::db::DbConfig;
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use platform::db::DbConfig;
+
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use uuid::Uuid;
 
-pub const BROKERS: &str = "127.0.0.1:9092";
+pub use platform::testing::{brokers, eventually};
 
 /// Everything one test owns: its database, topic, DLQ topic and consumer group.
 pub struct Scratch {
@@ -27,25 +27,11 @@ pub struct Scratch {
 
 impl Scratch {
     pub async fn new() -> Scratch {
-        let id = Uuid::new_v4().simple().to_string();
-        let db = DbConfig::default();
-        let name = format!("test_{id}");
-        migrations::create_scratch_database(&db.pg_config(), &name)
-            .await
-            .expect("scratch database");
-        let topic = format!("test-consumer-{id}");
-        let dlq = format!("{topic}.dlq");
-        outbox_relay::kafka::create_topic(BROKERS, &topic, 3)
-            .await
-            .expect("topic");
-        outbox_relay::kafka::create_topic(BROKERS, &dlq, 1)
-            .await
-            .expect("dlq topic");
         Scratch {
-            db: db.with_database(&name),
-            topic,
-            dlq,
-            group: format!("test-group-{id}"),
+            db: platform::testing::scratch_db().await,
+            topic: platform::testing::scratch_topic(3).await,
+            dlq: platform::testing::scratch_topic(1).await,
+            group: format!("test-group-{}", Uuid::new_v4().simple()),
         }
     }
 
@@ -59,7 +45,7 @@ impl Scratch {
             ("DB_NAME", self.db.db_name.clone()),
             ("DB_POOL_SIZE", "4".to_owned()),
             ("DB_TIMEOUT_MS", "1000".to_owned()),
-            ("KAFKA_BROKERS", BROKERS.to_owned()),
+            ("KAFKA_BROKERS", brokers()),
             ("CONSUMER_TOPIC", self.topic.clone()),
             ("CONSUMER_DLQ_TOPIC", self.dlq.clone()),
             ("CONSUMER_GROUP", self.group.clone()),
@@ -94,7 +80,7 @@ impl Scratch {
 
 pub fn producer() -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", BROKERS)
+        .set("bootstrap.servers", brokers())
         .set("acks", "all")
         .set("linger.ms", "5")
         .create()
@@ -215,17 +201,7 @@ impl DeadLetter {
 
 /// Reads `n` records of `topic` from the beginning (or fails after a while).
 pub async fn read_dlq(topic: &str, n: usize) -> Vec<DeadLetter> {
-    let reader: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", BROKERS)
-        .set(
-            "group.id",
-            format!("test-reader-{}", Uuid::new_v4().simple()),
-        )
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("reader");
-    reader.subscribe(&[topic]).expect("subscribe");
+    let reader = platform::testing::reader(topic);
     let mut out = Vec::new();
     while out.len() < n {
         let message = tokio::time::timeout(Duration::from_secs(30), reader.recv())
@@ -246,22 +222,4 @@ pub async fn read_dlq(topic: &str, n: usize) -> Vec<DeadLetter> {
         });
     }
     out
-}
-
-/// Polls until `f` holds or `timeout` passes; returns whether it held.
-pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

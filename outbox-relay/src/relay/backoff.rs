@@ -7,24 +7,21 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub(crate) struct Backoff {
-    min: Duration,
-    max: Duration,
+    policy: platform::backoff::Backoff,
     failing: HashMap<String, (u32, Instant)>,
 }
 
 impl Backoff {
     pub(crate) fn new(min: Duration, max: Duration) -> Self {
         Self {
-            min,
-            max,
+            policy: platform::backoff::Backoff::new(min, max),
             failing: HashMap::new(),
         }
     }
 
     /// The delay after the `failures`-th consecutive failure.
     pub(crate) fn delay(&self, failures: u32) -> Duration {
-        let exponent = failures.saturating_sub(1).min(20);
-        self.min.saturating_mul(1 << exponent).min(self.max)
+        self.policy.delay(failures)
     }
 
     pub(crate) fn failed(&mut self, aggregate: &str, now: Instant) {

@@ -24,8 +24,8 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::envelope::headers_from_json;
 use crate::kafka::owned_headers;
-use crate::platform::db::DbConfig;
 use backoff::Backoff;
+use platform::db::DbConfig;
 pub use producer::{create_producer, ProducerSettings};
 pub use store::OutboxRow;
 
@@ -130,6 +130,16 @@ pub struct Relay {
     config: RelayConfig,
     backoff: Backoff,
     status: Arc<RelayStatus>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("db", &self.db)
+            .field("config", &self.config)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Relay {

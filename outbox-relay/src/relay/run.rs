@@ -13,8 +13,8 @@ use rdkafka::producer::{Producer, PurgeConfig};
 use super::Relay;
 use crate::leader::{Leadership, STANDBY_RETRY};
 use crate::listen::Wakeups;
-use crate::platform::telemetry::error_chain;
 use crate::retention;
+use platform::telemetry::error_chain;
 
 type Stop = Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>;
 
@@ -81,7 +81,8 @@ impl Relay {
                 self.config.retention_interval,
             )))
         });
-        let mut error_delay = self.config.backoff_min;
+        let mut errors =
+            platform::backoff::Backoff::new(self.config.backoff_min, self.config.backoff_max);
         loop {
             if stop.clone().now_or_never().is_some() {
                 return true;
@@ -107,16 +108,15 @@ impl Relay {
                     return matches!(ended, Ended::Stopped);
                 }
                 Ended::Batch(Ok(outcome)) => {
-                    error_delay = self.config.backoff_min;
+                    errors.reset();
                     if outcome.claimed as i64 >= self.config.batch_size {
                         continue;
                     }
                     self.config.poll_interval
                 }
                 Ended::Batch(Err(error)) => {
-                    tracing::warn!(error = %error_chain(&error), ?error_delay, "relay batch failed; retrying");
-                    let delay = error_delay;
-                    error_delay = (error_delay * 2).min(self.config.backoff_max);
+                    let delay = errors.next_delay();
+                    tracing::warn!(error = %error_chain(&error), ?delay, "relay batch failed; retrying");
                     delay
                 }
             };

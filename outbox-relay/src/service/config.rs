@@ -1,8 +1,8 @@
 //! The outbox relay's configuration, loaded once in `main` and passed down.
 
-use crate::platform::config::{ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings};
 use crate::relay::{ProducerSettings, RelayConfig};
 use crate::retention::parse_retention;
+use platform::config::{ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -111,12 +111,7 @@ impl Settings {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use platform::config::pairs as env;
 
     #[test]
     fn relay_settings_come_from_the_environment() {

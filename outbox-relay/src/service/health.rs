@@ -9,8 +9,8 @@ use poem::handler;
 use poem::web::Data;
 use rdkafka::producer::{FutureProducer, Producer};
 
-use crate::platform::metrics as platform_metrics;
 use crate::relay::{store, M_BACKLOG, M_OLDEST};
+use platform::metrics as platform_metrics;
 
 const BROKER_TIMEOUT: Duration = Duration::from_secs(1);
 const BROKER_CACHE: Duration = Duration::from_secs(2);

@@ -11,10 +11,10 @@ use poem_openapi::OpenApiService;
 
 use super::config::Config;
 use super::health::{self, BrokerProbe};
-use crate::platform::health::{HealthApi, Readiness, REFRESH};
-use crate::platform::http::Listener;
-use crate::platform::metrics as platform_metrics;
 use crate::relay::{create_producer, Relay, RelayStatus};
+use platform::health::{HealthApi, Readiness, REFRESH};
+use platform::http::Listener;
+use platform::metrics as platform_metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -24,6 +24,7 @@ pub enum BuildError {
     Kafka(#[from] rdkafka::error::KafkaError),
 }
 
+#[derive(Debug)]
 pub struct App {
     listener: Listener,
     pool: Pool,
@@ -50,7 +51,7 @@ impl App {
         let readiness = Readiness::new()
             .require("database", move || {
                 let pool = ping_pool.clone();
-                async move { crate::platform::db::ping(&pool).await }
+                async move { platform::db::ping(&pool).await }
             })
             .report("broker", move || {
                 let broker = broker.clone();

@@ -26,7 +26,7 @@ pub struct Stats {
     pub last_published_at: Option<DateTime<Utc>>,
 }
 
-#[derive(ApiResponse)]
+#[derive(Debug, ApiResponse)]
 pub enum StatsResponse {
     #[oai(status = 200)]
     Ok(Json<Stats>),
@@ -58,7 +58,7 @@ pub struct ReplayResult {
     pub dry_run: bool,
 }
 
-#[derive(ApiResponse)]
+#[derive(Debug, ApiResponse)]
 pub enum ReplayResponse {
     #[oai(status = 200)]
     Ok(Json<ReplayResult>),
@@ -72,6 +72,7 @@ pub enum ReplayResponse {
 }
 failure_responses!(ReplayResponse);
 
+#[derive(Debug)]
 pub struct AdminApi;
 
 #[OpenApi(prefix_path = "/api/v1/admin", tag = "Tag::Admin")]

@@ -7,7 +7,7 @@ use poem_openapi::SecurityScheme;
 use crate::state::AppState;
 
 /// `Authorization: Bearer <INTERNAL_API_KEY>`.
-#[derive(SecurityScheme)]
+#[derive(Debug, SecurityScheme)]
 #[oai(ty = "bearer", checker = "check")]
 pub struct InternalKey(());
 

@@ -23,7 +23,5 @@ macro_rules! failure_responses {
 
 pub mod admin;
 pub mod auth;
-pub mod body_limit;
 pub mod health;
-pub mod trace;
 pub mod users;

@@ -15,7 +15,7 @@ use crate::state::{AppState, Failure};
 use crate::users;
 use crate::validation::{self, Registration};
 
-#[derive(Object)]
+#[derive(Debug, Object)]
 pub struct RegisterRequest {
     /// Checked for syntax; unique case-insensitively.
     pub email: String,
@@ -58,7 +58,7 @@ impl From<users::User> for User {
     }
 }
 
-#[derive(ApiResponse)]
+#[derive(Debug, ApiResponse)]
 pub enum RegisterResponse {
     /// Registered; its `UserRegistered` event was written in the same transaction.
     #[oai(status = 201)]
@@ -77,7 +77,7 @@ pub enum RegisterResponse {
 }
 failure_responses!(RegisterResponse);
 
-#[derive(Object)]
+#[derive(Debug, Object)]
 pub struct VerifyRequest {
     pub email: String,
     pub password: String,
@@ -97,7 +97,7 @@ pub struct Verification {
     pub is_active: Option<bool>,
 }
 
-#[derive(ApiResponse)]
+#[derive(Debug, ApiResponse)]
 pub enum VerifyResponse {
     /// Whether the password is right; unknown emails cost the same work as wrong ones.
     #[oai(status = 200)]
@@ -109,7 +109,7 @@ pub enum VerifyResponse {
 }
 failure_responses!(VerifyResponse);
 
-#[derive(ApiResponse)]
+#[derive(Debug, ApiResponse)]
 pub enum GetUserResponse {
     #[oai(status = 200)]
     Ok(Json<User>),
@@ -122,6 +122,7 @@ pub enum GetUserResponse {
 }
 failure_responses!(GetUserResponse);
 
+#[derive(Debug)]
 pub struct UsersApi;
 
 #[OpenApi(prefix_path = "/api/v1", tag = "Tag::Users")]
@@ -188,7 +189,9 @@ async fn do_register(
     };
     let hash = state.hasher.hash(input.password).await?;
     let mut client = state.pool.get().await?;
-    let traceparent = super::trace::valid(traceparent);
+    let traceparent = traceparent
+        .and_then(platform::traceparent::TraceParent::parse)
+        .map(|t| t.to_string());
     match register(
         &mut client,
         &new_user,

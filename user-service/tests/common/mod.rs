@@ -1,12 +1,12 @@
 //! Test support: each test gets a scratch database and its own running app on port 0.
 #![allow(dead_code, unreachable_pub)]
 
-use outbox_relay::platform::db::DbConfig;
+use platform::db::DbConfig;
+pub use platform::testing::scratch_db;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use user_service::config::Config;
 use user_service::startup::App;
-use uuid::Uuid;
 
 pub const KEY: &str = "test-internal-key-0123456789";
 
@@ -18,16 +18,6 @@ pub struct TestApp {
     pub pool: deadpool_postgres::Pool,
     pub http: reqwest::Client,
     _stop: oneshot::Sender<()>,
-}
-
-/// A new, migrated database for one test.
-pub async fn scratch_db() -> DbConfig {
-    let server = DbConfig::default();
-    let name = format!("test_{}", Uuid::new_v4().simple());
-    migrations::create_scratch_database(&server.pg_config(), &name)
-        .await
-        .expect("scratch database");
-    server.with_database(&name)
 }
 
 pub fn env(db: &DbConfig) -> Vec<(String, String)> {

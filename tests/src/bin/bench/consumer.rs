@@ -7,7 +7,7 @@ use event_consumer::config::Settings;
 use event_consumer::Consumer;
 use futures::stream::{FuturesUnordered, StreamExt};
 use outbox_relay::envelope::Attributes;
-use outbox_relay::platform::db::DbConfig;
+use platform::db::DbConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use uuid::Uuid;
 

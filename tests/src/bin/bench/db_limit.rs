@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use outbox_relay::platform::db::DbConfig;
+use platform::db::DbConfig;
 
 const CLAIM: &str = "SELECT id, aggregate_id, topic, payload, headers FROM users.outbox \
                      WHERE published_at IS NULL ORDER BY id LIMIT $1";

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use outbox_relay::platform::db::DbConfig;
+use platform::db::DbConfig;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;

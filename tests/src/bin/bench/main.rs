@@ -15,7 +15,6 @@ mod write_overhead;
 
 use std::time::Instant;
 
-use anyhow::Context;
 use outbox_relay::relay::{create_producer, Relay};
 use serde_json::{json, Value};
 use tests::{fill_outbox, scratch_db, scratch_topic};
@@ -61,7 +60,7 @@ pub(crate) struct Sample {
     pub(crate) headers: Vec<(String, Vec<u8>)>,
 }
 
-async fn sample_record(db: &outbox_relay::platform::db::DbConfig) -> anyhow::Result<Sample> {
+async fn sample_record(db: &platform::db::DbConfig) -> anyhow::Result<Sample> {
     let client = db.connect().await?;
     fill_outbox(&client, 1, "sample").await?;
     let row = client
@@ -102,9 +101,7 @@ async fn main() -> anyhow::Result<()> {
         "synchronous_commit": "on", "latency_run_database": "fresh scratch database, relay and consumer running as in production", "producer": "idempotent, acks=all, lz4, the relay's default linger.ms (BENCH_LINGER_MS overrides)",
     });
 
-    let db = scratch_db()
-        .await
-        .context("creating the benchmark database (is `make infra-up` running?)")?;
+    let db = scratch_db().await;
     let sample = sample_record(&db).await?;
     let postgres: String = db
         .connect()
@@ -121,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // The two limits the relay sits between.
-    let topic = scratch_topic(3).await?;
+    let topic = scratch_topic(3).await;
     let raw = producer::raw_producer_per_s(
         &create_producer(&relay::producer_settings())?,
         &topic,
@@ -153,9 +150,9 @@ async fn main() -> anyhow::Result<()> {
     // and the consumer running as in production (leadership, LISTEN wake-ups, polls).
     // A database of its own: the drain above left hundreds of thousands of dead outbox
     // tuples for autovacuum, which is not the steady state being measured.
-    let latency_db = scratch_db().await?;
-    let latency_topic = scratch_topic(3).await?;
-    let dlq_topic = scratch_topic(1).await?;
+    let latency_db = scratch_db().await;
+    let latency_topic = scratch_topic(3).await;
+    let dlq_topic = scratch_topic(1).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -172,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Warm-up: one event end to end, through the consumer and through a reader that
     // subscribes like any consumer, so neither group join is measured.
-    let reader = tests::reader(&latency_topic)?;
+    let reader = tests::reader(&latency_topic);
     let warm = relay::CommitTimes::default();
     relay::steady_writer(
         latency_db.clone(),
@@ -214,14 +211,14 @@ async fn main() -> anyhow::Result<()> {
     report["rate_per_s"] = json!(rate);
 
     // The consumer applying a backlog.
-    let backlog_topic = scratch_topic(3).await?;
+    let backlog_topic = scratch_topic(3).await;
     consumer::fill_topic(
         &create_producer(&relay::producer_settings())?,
         &backlog_topic,
         consumer_backlog,
     )
     .await?;
-    let consumer_db = scratch_db().await?;
+    let consumer_db = scratch_db().await;
     let consumer_rate = consumer::drain_per_s(
         &consumer_db,
         &consumer::settings(&backlog_topic, &dlq_topic, consumer_batch),
@@ -240,7 +237,7 @@ async fn main() -> anyhow::Result<()> {
     report["outbox_write_overhead_ms"] = overhead;
 
     // The public API under load.
-    let http_db = scratch_db().await?;
+    let http_db = scratch_db().await;
     let http_figures = http::measure(&http_db, http_seconds).await?;
     eprintln!(
         "[bench] http: profile {} rps, health {} rps",

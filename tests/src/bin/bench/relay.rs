@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use outbox_relay::platform::db::DbConfig;
 use outbox_relay::relay::{create_producer, ProducerSettings, Relay, RelayConfig};
+use platform::db::DbConfig;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Headers, Message};
 use uuid::Uuid;

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use outbox_relay::platform::db::DbConfig;
+use platform::db::DbConfig;
 use serde_json::{json, Value};
 use user_service::users;
 use user_service::validation::NewUser;

@@ -1,4 +1,5 @@
-//! Capped exponential backoff between retries of a failed batch.
+//! Capped exponential backoff, the one every retry loop uses (a failed batch, a lost
+//! LISTEN connection, a failing aggregate).
 
 use std::time::Duration;
 
@@ -6,29 +7,35 @@ use std::time::Duration;
 pub struct Backoff {
     min: Duration,
     max: Duration,
-    next: Duration,
+    failures: u32,
 }
 
 impl Backoff {
+    /// Waits `min` after the first failure, doubling up to `max`.
     pub fn new(min: Duration, max: Duration) -> Self {
         let min = min.max(Duration::from_millis(1));
-        let max = max.max(min);
         Self {
             min,
-            max,
-            next: min,
+            max: max.max(min),
+            failures: 0,
         }
     }
 
-    /// The delay before the next retry; each call doubles the following one, up to `max`.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = (self.next * 2).min(self.max);
-        delay
+    /// The delay after the `failures`-th consecutive failure (1-based).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(20);
+        self.min.saturating_mul(1 << exponent).min(self.max)
     }
 
+    /// Counts a failure and returns how long to wait before the next try.
+    pub fn next_delay(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        self.delay(self.failures)
+    }
+
+    /// After a success the next failure waits `min` again.
     pub fn reset(&mut self) {
-        self.next = self.min;
+        self.failures = 0;
     }
 }
 
@@ -43,6 +50,7 @@ mod tests {
         assert_eq!(delays, [100, 200, 350, 350]);
         backoff.reset();
         assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+        assert_eq!(backoff.delay(40), Duration::from_millis(350));
     }
 
     #[test]
