@@ -40,8 +40,15 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# docker build without BuildKit (the engine may be 20.10, with no buildx): layer caching only.
-build() { DOCKER_BUILDKIT=0 docker build -q "$@" >/dev/null; }
+# docker build without BuildKit (the engine may be 20.10, with no buildx): layer caching
+# only. The classic builder's deprecation notice is filtered out.
+build() {
+  local rc=0
+  DOCKER_BUILDKIT=0 docker build -q "$@" 2>"$INFRA/docker/build.err" >/dev/null || rc=$?
+  grep -v -e DEPRECATED -e 'legacy builder' -e 'BuildKit is currently' -e 'environment-variable' \
+    -e '^ *$' "$INFRA/docker/build.err" >&2 || true
+  return "$rc"
+}
 
 debian_base() {
   if have_image debian:bookworm-slim; then
