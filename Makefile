@@ -36,6 +36,8 @@ build: ## build every crate (debug)
 test: infra-up migrate ## THE test command: real PostgreSQL + Kafka, then every test of the workspace
 	@scripts/test-deps.sh
 	@scripts/infra.sh clean-test-dbs
+	@# The cross-service tests run the services' real binaries.
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets
 
 lint: ## rustfmt check and clippy with warnings denied

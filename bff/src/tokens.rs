@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
 use pasetors::paserk::{FormatAsPaserk, Id};
 use pasetors::token::UntrustedToken;
@@ -202,10 +202,12 @@ impl TokenKeys {
         not_after: Option<DateTime<Utc>>,
     ) -> Claims {
         let Subject { user, role, sid } = who;
-        let now = Utc::now();
+        // Whole seconds: other PASETO v4 libraries compare times at second precision and
+        // would see a fractional `nbf`/`iat` as "not yet valid" for up to a second.
+        let now = Utc::now().trunc_subsecs(0);
         let mut exp = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::zero());
         if let Some(limit) = not_after {
-            exp = exp.min(limit);
+            exp = exp.min(limit).trunc_subsecs(0);
         }
         Claims {
             iss: self.issuer.clone(),
@@ -347,6 +349,36 @@ mod tests {
         let last = tampered.pop().unwrap();
         tampered.push(if last == 'A' { 'B' } else { 'A' });
         assert!(keys.verify(&tampered, TokenType::Access).is_err());
+    }
+
+    #[test]
+    fn time_claims_are_whole_seconds_rfc3339_with_nbf_not_after_iat() {
+        let (keys, _) = keys();
+        let mut refresh = keys.claims(
+            TokenType::Refresh,
+            Subject {
+                user: Uuid::new_v4(),
+                role: "user",
+                sid: Uuid::new_v4(),
+            },
+            Uuid::new_v4(),
+            Duration::from_secs(60),
+            Some(Utc::now() + chrono::Duration::milliseconds(30_500)),
+        );
+        refresh.typ = TokenType::Refresh;
+        let json = serde_json::to_value(&refresh).unwrap();
+        for claim in ["iat", "nbf", "exp"] {
+            let text = json[claim].as_str().unwrap();
+            assert!(
+                !text.contains('.'),
+                "{claim} = {text} has fractional seconds"
+            );
+            assert!(
+                DateTime::parse_from_rfc3339(text).is_ok(),
+                "{claim} = {text}"
+            );
+        }
+        assert!(refresh.nbf <= refresh.iat);
     }
 
     #[test]

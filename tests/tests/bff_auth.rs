@@ -7,7 +7,14 @@ use serde_json::json;
 use tests::bff_kit::{spawn_bff, spawn_stack, PASSWORD};
 use uuid::Uuid;
 
-const DEV_SECRET: &str = "k4.secret.NZgC1bEhnlsbkSbKwsEpx7143i4-EqgngQpcL3LFt36_LD_u8NCC2q0qilN-mDx5B9V_-4QJN3xSB783knLJfQ";
+/// The development signing key, as the development profile documents it.
+fn dev_secret() -> &'static str {
+    include_str!("../../bff/config/development.yaml")
+        .lines()
+        .find_map(|line| line.strip_prefix("token_secret_key:"))
+        .map(str::trim)
+        .expect("bff/config/development.yaml has token_secret_key")
+}
 
 #[tokio::test]
 async fn readme_flow_register_login_profile_refresh_logout() {
@@ -183,7 +190,7 @@ async fn bad_tokens_are_refused_with_401() {
     let stack = spawn_stack(&[]).await;
     stack.register("tokens@example.com").await;
     let (access, refresh) = stack.login("tokens@example.com").await;
-    let keys = TokenKeys::new(DEV_SECRET, &[], "bff", "outbox-user-platform").unwrap();
+    let keys = TokenKeys::new(dev_secret(), &[], "bff", "outbox-user-platform").unwrap();
     let good = keys.verify(&access, TokenType::Access).unwrap();
 
     let mut tampered = access.clone().into_bytes();
@@ -199,7 +206,7 @@ async fn bad_tokens_are_refused_with_401() {
     let mut not_yet = good.clone();
     not_yet.nbf = chrono::Utc::now() + chrono::Duration::hours(1);
 
-    let other_audience = TokenKeys::new(DEV_SECRET, &[], "bff", "someone-else").unwrap();
+    let other_audience = TokenKeys::new(dev_secret(), &[], "bff", "someone-else").unwrap();
     let mut wrong_audience = good.clone();
     wrong_audience.aud = "someone-else".into();
 
