@@ -12,6 +12,10 @@
 # DOCKER_TEST_USERS registrations in flight while the relay is killed (default 30)
 # DOCKER_TEST_BIN_DIR take the binaries from this folder instead of building them
 set -euo pipefail
+# The Makefile exports DB_* and KAFKA_BROKERS for the native stack; they are not the
+# container stack's settings (compose would pass DB_PASSWORD=postgres on, which ENV=docker
+# rightly refuses). The test stack generates its own secrets.
+unset DB_HOST DB_PORT DB_NAME DB_USER DB_PASSWORD KAFKA_BROKERS
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 INFRA="${INFRA_DIR:-$ROOT/.infra}"
