@@ -297,18 +297,18 @@ mod tests {
         )
     }
 
+    /// Claims of a new token of `typ` for a fresh user and session, valid for a minute.
+    fn claims_for(keys: &TokenKeys, typ: TokenType, not_after: Option<DateTime<Utc>>) -> Claims {
+        let who = Subject {
+            user: Uuid::new_v4(),
+            role: "user",
+            sid: Uuid::new_v4(),
+        };
+        keys.claims(typ, who, Uuid::new_v4(), Duration::from_secs(60), not_after)
+    }
+
     fn access(keys: &TokenKeys) -> Claims {
-        keys.claims(
-            TokenType::Access,
-            Subject {
-                user: Uuid::new_v4(),
-                role: "user",
-                sid: Uuid::new_v4(),
-            },
-            Uuid::new_v4(),
-            Duration::from_secs(60),
-            None,
-        )
+        claims_for(keys, TokenType::Access, None)
     }
 
     #[test]
@@ -354,18 +354,9 @@ mod tests {
     #[test]
     fn time_claims_are_whole_seconds_rfc3339_with_nbf_not_after_iat() {
         let (keys, _) = keys();
-        let mut refresh = keys.claims(
-            TokenType::Refresh,
-            Subject {
-                user: Uuid::new_v4(),
-                role: "user",
-                sid: Uuid::new_v4(),
-            },
-            Uuid::new_v4(),
-            Duration::from_secs(60),
-            Some(Utc::now() + chrono::Duration::milliseconds(30_500)),
-        );
-        refresh.typ = TokenType::Refresh;
+        // A session end with a fractional second caps `exp`.
+        let not_after = Utc::now() + chrono::Duration::milliseconds(30_500);
+        let refresh = claims_for(&keys, TokenType::Refresh, Some(not_after));
         let json = serde_json::to_value(&refresh).unwrap();
         for claim in ["iat", "nbf", "exp"] {
             let text = json[claim].as_str().unwrap();
