@@ -45,13 +45,37 @@ command -v python3 >/dev/null || need+=(python3)
 command -v openssl >/dev/null || need+=(openssl)
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 
+# Is a process with this exact name running? (no procps needed)
+running() { grep -qsx "$1" /proc/[0-9]*/comm; }
+# A pid file left by an engine that was killed names a pid the kernel may since have given
+# to another process; dockerd then waits for "its" containerd until it times out. Remove
+# pid files whose process is not the program they belong to.
+drop_stale_pidfile() {
+  local file=$1 prog=$2 pid
+  [ -f "$file" ] || return 0
+  pid=$(cat "$file" 2>/dev/null || true)
+  if [ -z "$pid" ] || [ "$(cat "/proc/$pid/comm" 2>/dev/null)" != "$prog" ]; then
+    log "removing stale $file (pid ${pid:-none} is not $prog)"
+    rm -f "$file"
+  fi
+}
+
 if ! docker info >/dev/null 2>&1; then
   command -v dockerd >/dev/null || apt_install docker.io
-  log "starting dockerd (log: .infra/docker/dockerd.log)"
-  nohup setsid dockerd >"$INFRA/docker/dockerd.log" 2>&1 </dev/null &
-  echo $! >"$INFRA/docker/dockerd.pid"
-  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
-  docker info >/dev/null 2>&1 || { tail -n 20 "$INFRA/docker/dockerd.log" >&2; die "dockerd did not answer"; }
+  if running dockerd; then
+    log "a dockerd is running but not answering yet; waiting for it"
+  else
+    drop_stale_pidfile /var/run/docker.pid dockerd
+    drop_stale_pidfile /var/run/docker/containerd/containerd.pid containerd
+    log "starting dockerd (log: .infra/docker/dockerd.log)"
+    nohup setsid dockerd >"$INFRA/docker/dockerd.log" 2>&1 </dev/null &
+    echo $! >"$INFRA/docker/dockerd.pid"
+  fi
+  for _ in $(seq 1 150); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || {
+    grep -v 'module=grpc' "$INFRA/docker/dockerd.log" | tail -n 20 >&2
+    die "dockerd did not answer within 150 s"
+  }
 fi
 log "Docker engine $(docker version -f '{{.Server.Version}}')"
 
