@@ -5,7 +5,7 @@
 //! untrusted address is the client. Addresses left of it were written by the client and
 //! prove nothing, so a client cannot pick its own rate-limit key.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 use poem::Request;
@@ -38,8 +38,8 @@ impl TrustedProxies {
             .map(str::trim)
             .collect::<Vec<_>>();
         for hop in hops.into_iter().rev() {
-            match hop.parse::<IpAddr>() {
-                Ok(ip) => {
+            match parse_hop(hop) {
+                Some(ip) => {
                     client = canonical(ip);
                     if !self.trusts(client) {
                         return client;
@@ -47,7 +47,7 @@ impl TrustedProxies {
                 }
                 // A garbled entry: nothing left of it can be trusted; the last trusted
                 // hop that wrote it is the best answer.
-                Err(_) => return client,
+                None => return client,
             }
         }
         client
@@ -64,6 +64,20 @@ impl TrustedProxies {
             .collect();
         Some(self.client(peer, &values))
     }
+}
+
+/// One `X-Forwarded-For` entry: an address, as proxies write it: bare (`192.0.2.1`,
+/// `2001:db8::1`), with a port (`192.0.2.1:4711`, `[2001:db8::1]:443`) or in brackets
+/// (`[2001:db8::1]`). Anything else (names, `unknown`, obfuscated identifiers) is `None`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(socket) = hop.parse::<SocketAddr>() {
+        return Some(socket.ip());
+    }
+    let inner = hop.strip_prefix('[')?.strip_suffix(']')?;
+    inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
 }
 
 /// IPv4-mapped IPv6 addresses count as the IPv4 address.
@@ -113,5 +127,36 @@ mod tests {
             p.client(ip("::ffff:10.0.0.1"), &["198.51.100.7"]),
             ip("198.51.100.7")
         );
+    }
+
+    #[test]
+    fn forwarded_entries_with_ports_or_brackets_are_parsed() {
+        let p = proxies();
+        for (entry, client) in [
+            ("198.51.100.7:4711", "198.51.100.7"),
+            ("[2001:db8::7]:443", "2001:db8::7"),
+            ("[2001:db8::7]", "2001:db8::7"),
+            ("10.0.0.3:80, 198.51.100.8:1", "198.51.100.8"),
+        ] {
+            assert_eq!(p.client(ip("10.0.0.1"), &[entry]), ip(client), "{entry}");
+        }
+        // Still not trusted blindly: a trusted proxy with a port is skipped like one
+        // without, and garbage stops the walk at the last trusted hop.
+        assert_eq!(
+            p.client(ip("10.0.0.1"), &["198.51.100.9, [::ffff:10.0.0.4]:8080"]),
+            ip("198.51.100.9")
+        );
+        for garbage in [
+            "unknown",
+            "example.com:80",
+            "[198.51.100.7]",
+            "1.2.3.4:99999",
+        ] {
+            assert_eq!(
+                p.client(ip("10.0.0.1"), &[garbage]),
+                ip("10.0.0.1"),
+                "{garbage}"
+            );
+        }
     }
 }

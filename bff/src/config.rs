@@ -57,7 +57,8 @@ pub struct Settings {
     pub rate_limit_logout_per_min: u32,
     pub rate_limit_profile_per_min: u32,
     pub rate_limit_admin_per_min: u32,
-    /// Most client keys remembered per route; beyond it new clients share one bucket.
+    /// Most clients remembered per route; beyond it the least recently seen one is forgotten
+    /// (its bucket comes back full).
     pub rate_limit_max_clients: usize,
 }
 
@@ -196,6 +197,30 @@ impl ServiceSettings for Settings {
             }
         }
         self.trusted_proxies()?;
+        self.check_cors_origins()?;
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// Each CORS origin is a real `scheme://host[:port]`; `null` (what sandboxed frames and
+    /// `file:` pages send, so anyone can produce it) and `*` are refused.
+    fn check_cors_origins(&self) -> Result<(), ConfigError> {
+        for origin in self.cors_origins() {
+            let refused =
+                |why: &str| ConfigError::Refused(format!("CORS_ORIGINS: {origin:?} {why}"));
+            if origin.eq_ignore_ascii_case("null") || origin == "*" {
+                return Err(refused(
+                    "would let any page call the API; list your origins, e.g. https://app.example.com",
+                ));
+            }
+            let Some((scheme, rest)) = origin.split_once("://") else {
+                return Err(refused("is not an origin (scheme://host[:port])"));
+            };
+            if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains('/') {
+                return Err(refused("is not an origin (scheme://host[:port])"));
+            }
+        }
         Ok(())
     }
 }
@@ -205,6 +230,26 @@ mod tests {
     use super::*;
 
     use platform::config::pairs as env;
+
+    #[test]
+    fn cors_origins_null_wildcard_and_non_origins_are_refused() {
+        for bad in [
+            "null",
+            "NULL",
+            "*",
+            "app.example.com",
+            "https://app.example.com/path",
+            "ftp://x",
+        ] {
+            let error = Config::from_env(env(&[("CORS_ORIGINS", bad)])).unwrap_err();
+            assert!(error.to_string().contains("CORS_ORIGINS"), "{bad}: {error}");
+        }
+        let ok = Config::from_env(env(&[(
+            "CORS_ORIGINS",
+            "https://app.example.com, http://localhost:3000",
+        )]));
+        assert!(ok.is_ok(), "{ok:?}");
+    }
 
     #[test]
     fn development_uses_the_documented_dev_key() {

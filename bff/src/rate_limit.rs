@@ -1,16 +1,22 @@
 //! Per-route, per-client rate limits (GCRA through governor), as a middleware.
 //!
-//! Memory stays bounded: idle clients are forgotten by [`RateLimits::evict_idle`] (run
-//! periodically), and when a route already tracks `max_clients` busy clients, further new
-//! clients share one overflow bucket instead of growing the table. IPv6 clients are keyed
-//! by their /64, which one host can otherwise walk through freely.
+//! Each client has its own bucket per route, kept in a bounded cache (moka, least recently
+//! used first out). Memory stays bounded without any request scanning a table: a client
+//! idle for the quota's whole period has a full bucket again, so its entry expires; when
+//! the cache is full, the least recently seen client's bucket goes (it comes back full).
+//! New clients always get a bucket of their own, never one shared with strangers. IPv6
+//! clients are keyed by their /64, which one host can otherwise walk through freely. HEAD
+//! counts as GET: it runs the same handler.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
 use poem::http::{Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use serde::Serialize;
@@ -42,14 +48,42 @@ impl RateLimited {
 struct RouteLimit {
     method: Method,
     path: &'static str,
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    quota: Quota,
+    clients: Cache<IpAddr, Arc<DefaultDirectRateLimiter>>,
+}
+
+impl RouteLimit {
+    fn new(method: Method, path: &'static str, per_min: u32, max_clients: u64) -> Self {
+        let quota = Quota::per_minute(NonZeroU32::new(per_min).unwrap_or(NonZeroU32::MIN));
+        // After one whole period without a request the bucket is full again: forgetting
+        // it then changes nothing.
+        let refill = quota.replenish_interval() * quota.burst_size().get();
+        Self {
+            method,
+            path,
+            quota,
+            clients: Cache::builder()
+                .max_capacity(max_clients)
+                .eviction_policy(EvictionPolicy::lru())
+                .time_to_idle(refill.max(Duration::from_secs(1)))
+                .build(),
+        }
+    }
+
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        self.method == method && self.path == path.trim_end_matches('/')
+    }
 }
 
 /// The limits of every limited route.
 pub struct RateLimits {
     routes: Vec<RouteLimit>,
     proxies: TrustedProxies,
-    max_clients: usize,
     clock: DefaultClock,
 }
 
@@ -58,13 +92,9 @@ impl std::fmt::Debug for RateLimits {
         let routes: Vec<&str> = self.routes.iter().map(|r| r.path).collect();
         f.debug_struct("RateLimits")
             .field("routes", &routes)
-            .field("max_clients", &self.max_clients)
             .finish_non_exhaustive()
     }
 }
-
-/// Key shared by new clients once a route's table is full.
-const OVERFLOW: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
 
 impl RateLimits {
     pub fn new(settings: &Settings, proxies: TrustedProxies) -> Self {
@@ -105,54 +135,44 @@ impl RateLimits {
                 settings.rate_limit_admin_per_min,
             ),
         ];
+        let max_clients = settings.rate_limit_max_clients.max(1) as u64;
         let routes = table
             .into_iter()
-            .map(|(method, path, per_min)| RouteLimit {
-                method,
-                path,
-                limiter: RateLimiter::keyed(Quota::per_minute(
-                    NonZeroU32::new(per_min).unwrap_or(NonZeroU32::MIN),
-                )),
-            })
+            .map(|(method, path, per_min)| RouteLimit::new(method, path, per_min, max_clients))
             .collect();
         Self {
             routes,
             proxies,
-            max_clients: settings.rate_limit_max_clients.max(1),
             clock: DefaultClock::default(),
         }
     }
 
-    /// Forgets clients whose buckets are full again (idle long enough).
+    /// Runs the caches' pending expiry and eviction work now (it also runs, in small
+    /// steps, as requests come).
     pub fn evict_idle(&self) {
         for route in &self.routes {
-            route.limiter.retain_recent();
-            route.limiter.shrink_to_fit();
+            route.clients.run_pending_tasks();
         }
     }
 
     /// Clients currently tracked, over all routes.
     pub fn tracked(&self) -> usize {
-        self.routes.iter().map(|r| r.limiter.len()).sum()
+        self.evict_idle();
+        self.routes
+            .iter()
+            .map(|r| r.clients.entry_count() as usize)
+            .sum()
     }
 
     /// `Err(seconds to wait)` when the client is over the route's limit.
     fn check(&self, method: &Method, path: &str, client: IpAddr) -> Result<(), u64> {
-        let Some(route) = self
-            .routes
-            .iter()
-            .find(|r| r.method == method && r.path == path.trim_end_matches('/'))
-        else {
+        let Some(route) = self.routes.iter().find(|r| r.matches(method, path)) else {
             return Ok(());
         };
-        let mut key = key_of(client);
-        if route.limiter.len() >= self.max_clients {
-            route.limiter.retain_recent();
-            if route.limiter.len() >= self.max_clients {
-                key = OVERFLOW;
-            }
-        }
-        route.limiter.check_key(&key).map_err(|not_until| {
+        let bucket = route.clients.get_with(key_of(client), || {
+            Arc::new(RateLimiter::direct(route.quota))
+        });
+        bucket.check().map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             // Round up: a client that waits the advertised time must get through.
             wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
@@ -259,7 +279,38 @@ mod tests {
             let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
             let _ = limits.check(&Method::POST, "/api/v1/auth/login", ip);
         }
-        assert!(limits.tracked() <= 51, "{}", limits.tracked());
+        assert!(limits.tracked() <= 50, "{}", limits.tracked());
+    }
+
+    #[test]
+    fn with_the_table_full_new_clients_do_not_share_a_bucket() {
+        let limits = limits(1, 10);
+        let login = "/api/v1/auth/login";
+        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+        for i in 0..10 {
+            assert!(limits.check(&Method::POST, login, ip(i)).is_ok());
+        }
+        limits.evict_idle();
+        // Two strangers arriving at a full table each get their own allowance...
+        assert!(limits.check(&Method::POST, login, ip(100)).is_ok());
+        assert!(limits.check(&Method::POST, login, ip(101)).is_ok());
+        // ...and their own limit.
+        assert!(limits.check(&Method::POST, login, ip(101)).is_err());
+    }
+
+    #[test]
+    fn head_counts_against_the_get_limit() {
+        let settings = Settings {
+            rate_limit_profile_per_min: 2,
+            ..Settings::default()
+        };
+        let limits = RateLimits::new(&settings, TrustedProxies::default());
+        let a: IpAddr = "192.0.2.9".parse().unwrap();
+        let profile = "/api/v1/protected/profile";
+        assert!(limits.check(&Method::HEAD, profile, a).is_ok());
+        assert!(limits.check(&Method::GET, profile, a).is_ok());
+        assert!(limits.check(&Method::HEAD, profile, a).is_err());
+        assert!(limits.check(&Method::GET, profile, a).is_err());
     }
 
     #[test]

@@ -121,9 +121,9 @@ impl App {
             .with(RateLimit(self.limits.clone()));
         let mut cors = Cors::new();
         if self.cors_origins.is_empty() {
-            // No origin is allowed: the middleware still answers preflights, with no
-            // allow-origin, so browsers refuse cross-origin calls.
-            cors = cors.allow_origin("null").allow_credentials(false);
+            // No origin is allowed, `null` included: the middleware still answers
+            // preflights, with no allow-origin, so browsers refuse cross-origin calls.
+            cors = cors.allow_origins_fn(|_| false).allow_credentials(false);
         } else {
             cors = cors
                 .allow_origins(self.cors_origins.iter().map(String::as_str))

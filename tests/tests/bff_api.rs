@@ -267,6 +267,44 @@ async fn cors_allows_only_the_configured_origins() {
 }
 
 #[tokio::test]
+async fn origin_null_is_never_allowed() {
+    // Sandboxed frames and file: pages send `Origin: null`; any page can, so it must never
+    // be granted, whether or not origins are configured.
+    for env in [&[][..], &[("CORS_ORIGINS", "https://app.example.com")][..]] {
+        let stack = spawn_stack(env).await;
+        let preflight = stack
+            .http
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/api/v1/auth/login", stack.base),
+            )
+            .header("Origin", "null")
+            .header("Access-Control-Request-Method", "POST")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            preflight
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none(),
+            "{env:?}: {:?}",
+            preflight.headers()
+        );
+        let login = stack
+            .http
+            .post(format!("{}/api/v1/auth/login", stack.base))
+            .header("Origin", "null")
+            .json(&serde_json::json!({"email": "nobody@example.com", "password": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(login.headers().get("access-control-allow-origin").is_none());
+        assert_ne!(login.status(), 401, "refused before the endpoint");
+    }
+}
+
+#[tokio::test]
 async fn same_origin_posts_pass_with_no_cors_origins_configured() {
     // Browsers send Origin on same-origin POSTs (Swagger UI's "Try it out" does): with no
     // CORS_ORIGINS at all, the BFF's own pages must still work, while another origin gets

@@ -25,16 +25,27 @@ struct Db {
     db_name: String,
     #[arg(long, env = "DB_USER", default_value = "postgres")]
     db_user: String,
-    #[arg(
-        long,
-        env = "DB_PASSWORD",
-        default_value = "postgres",
-        hide_env_values = true
-    )]
-    db_password: String,
+    /// The role's password (default `postgres`, the development one).
+    #[arg(long, env = "DB_PASSWORD", hide_env_values = true)]
+    db_password: Option<String>,
+    /// A file holding the password (the Docker secrets convention); DB_PASSWORD wins.
+    #[arg(long, env = "DB_PASSWORD_FILE")]
+    db_password_file: Option<PathBuf>,
 }
 
 impl Db {
+    fn password(&self) -> anyhow::Result<String> {
+        match (&self.db_password, &self.db_password_file) {
+            (Some(password), _) => Ok(password.clone()),
+            (None, Some(file)) => {
+                let password = std::fs::read_to_string(file)
+                    .with_context(|| format!("DB_PASSWORD_FILE: cannot read {}", file.display()))?;
+                Ok(password.trim_end_matches(['\r', '\n']).to_owned())
+            }
+            (None, None) => Ok("postgres".to_owned()),
+        }
+    }
+
     async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
         let mut config = tokio_postgres::Config::new();
         config
@@ -42,7 +53,7 @@ impl Db {
             .port(self.db_port)
             .dbname(&self.db_name)
             .user(&self.db_user)
-            .password(&self.db_password);
+            .password(self.password()?);
         let (client, connection) =
             config
                 .connect(tokio_postgres::NoTls)
