@@ -9,7 +9,7 @@ export DB_PASSWORD ?= postgres
 export KAFKA_BROKERS ?= 127.0.0.1:9092
 
 .PHONY: help setup build test lint fmt run dev migrate migrate-up migrate-down migrate-create migrate-status \
-	infra-up infra-down infra-status health bench test-coverage docker-config docker-test
+	infra-up infra-down infra-tls-up infra-tls-down infra-status health bench test-coverage docker-config docker-test
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -33,7 +33,7 @@ setup: ## first time here: check the toolchain, infra-up, build, migrate, then s
 build: ## build every crate (debug)
 	$(CARGO) build --workspace --all-targets
 
-test: infra-up migrate ## THE test command: real PostgreSQL + Kafka, then every test of the workspace
+test: infra-up infra-tls-up migrate ## THE test command: real PostgreSQL + Kafka (and the TLS fixture), then every test of the workspace
 	@scripts/test-deps.sh
 	@scripts/infra.sh clean-test-dbs
 	@# The cross-service tests run the services' real binaries.
@@ -70,8 +70,14 @@ migrate-status: ## list migrations and whether each is applied
 infra-up: ## start (or install) PostgreSQL and Kafka; reuses what already runs
 	@scripts/infra.sh up
 
-infra-down: ## stop the PostgreSQL and Kafka that infra-up started
+infra-down: ## stop the PostgreSQL and Kafka that infra-up started (and the TLS fixture)
 	@scripts/infra.sh down
+
+infra-tls-up: ## the TLS fixture on other ports: TLS-only PostgreSQL (5433), SASL_SSL Kafka (9094), a test CA
+	@scripts/infra.sh tls-up
+
+infra-tls-down: ## stop the TLS fixture
+	@scripts/infra.sh tls-down
 
 infra-status: ## is each piece of infrastructure up?
 	@scripts/infra.sh status

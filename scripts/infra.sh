@@ -6,6 +6,14 @@
 #   scripts/infra.sh kafka-up | kafka-down Kafka only
 #   scripts/infra.sh status
 #   scripts/infra.sh clean-test-dbs       drop the throw-away databases tests create
+#   scripts/infra.sh tls-up | tls-down    the TLS fixture (below)
+#
+# The TLS fixture, on other ports, for the tests of production-style connections: a test CA
+# and a server certificate for localhost / 127.0.0.1 (openssl), a PostgreSQL that accepts
+# TLS connections only (port DB_TLS_PORT, default 5433; `hostnossl ... reject`), and a
+# Kafka broker whose client listener is SASL_SSL with SCRAM-SHA-512 only (localhost:9094;
+# the user `outbox` is created at format time, its password generated into
+# .infra/tls/kafka_password). Certificates, keys and passwords live in .infra/tls/.
 #
 # Each component: use what already answers on its port, else start what is installed,
 # else install it (PostgreSQL from the OS packages, Kafka's jars from Maven Central).
@@ -24,6 +32,14 @@ PG_DIR="$INFRA/postgres"
 KAFKA_DIR="$INFRA/kafka"
 KAFKA_PORT=9092
 KAFKA_HEAP="${KAFKA_HEAP:--Xmx512m -Xms256m}"
+TLS_DIR="$INFRA/tls"
+PG_TLS_DIR="$INFRA/postgres-tls"
+PG_TLS_PORT="${DB_TLS_PORT:-5433}"
+KAFKA_TLS_DIR="$INFRA/kafka-tls"
+KAFKA_TLS_PORT=9094          # SASL_SSL, for clients
+KAFKA_TLS_INTERNAL_PORT=9095 # PLAINTEXT, the broker's own
+KAFKA_TLS_CONTROLLER_PORT=9096
+KAFKA_TLS_USER=outbox
 TOPIC="user-events"
 DLQ_TOPIC="user-events.dlq"
 
@@ -248,6 +264,176 @@ kafka_down() {
   rm -f "$KAFKA_DIR/kafka.pid"
 }
 
+# ---------------------------------------------------------------- TLS fixture
+
+tls_certs() {
+  [ -f "$TLS_DIR/.complete" ] && return
+  command -v openssl >/dev/null || apt_install openssl
+  rm -rf "$TLS_DIR"
+  mkdir -p "$TLS_DIR"
+  log "making a test CA and a server certificate for localhost / 127.0.0.1 in $TLS_DIR"
+  local ca
+  for ca in ca other-ca; do
+    openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=outbox test $ca" \
+      -keyout "$TLS_DIR/$ca.key" -out "$TLS_DIR/$ca.crt" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      2>/dev/null
+  done
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" 2>/dev/null
+  cat >"$TLS_DIR/server.ext" <<EOF
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=DNS:localhost,IP:127.0.0.1
+EOF
+  openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.crt" -CAkey "$TLS_DIR/ca.key" \
+    -CAcreateserial -days 365 -extfile "$TLS_DIR/server.ext" -out "$TLS_DIR/server.crt" 2>/dev/null
+  cat "$TLS_DIR/server.key" "$TLS_DIR/server.crt" >"$TLS_DIR/server-keystore.pem"
+  openssl rand -hex 24 >"$TLS_DIR/kafka_password"
+  chmod 600 "$TLS_DIR"/*.key "$TLS_DIR/server-keystore.pem" "$TLS_DIR/kafka_password"
+  touch "$TLS_DIR/.complete"
+}
+
+pg_tls_up() {
+  if port_open "$PG_TLS_PORT"; then
+    log "TLS PostgreSQL already answers on $PG_TLS_PORT: using it"
+    return
+  fi
+  local bin
+  bin=$(pg_bindir)
+  [ -n "$bin" ] || die "no PostgreSQL binaries: run scripts/infra.sh pg-up first"
+  mkdir -p "$PG_TLS_DIR/run"
+  [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$PG_TLS_DIR"
+  if [ ! -f "$PG_TLS_DIR/data/PG_VERSION" ]; then
+    log "initialising a TLS-only cluster in $PG_TLS_DIR/data"
+    local pwfile="$PG_TLS_DIR/.pw"
+    printf '%s\n' "$PG_PASSWORD" >"$pwfile"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$pwfile"
+    pg_run "$bin/initdb" -D "$PG_TLS_DIR/data" -U "$PG_USER" --pwfile="$pwfile" \
+      --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$PG_TLS_DIR/initdb.log"
+    rm -f "$pwfile"
+    cp "$TLS_DIR/server.crt" "$TLS_DIR/server.key" "$PG_TLS_DIR/data/"
+    chmod 600 "$PG_TLS_DIR/data/server.key"
+    cat >>"$PG_TLS_DIR/data/postgresql.auto.conf" <<EOF
+listen_addresses = '$PG_HOST'
+port = $PG_TLS_PORT
+unix_socket_directories = '$PG_TLS_DIR/run'
+max_connections = 100
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+EOF
+    # TLS or nothing over TCP.
+    cat >"$PG_TLS_DIR/data/pg_hba.conf" <<EOF
+local     all all                trust
+hostssl   all all 127.0.0.1/32   scram-sha-256
+hostnossl all all 0.0.0.0/0      reject
+EOF
+    [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$PG_TLS_DIR"
+  fi
+  log "starting the TLS-only PostgreSQL on $PG_HOST:$PG_TLS_PORT"
+  pg_run "$bin/pg_ctl" -D "$PG_TLS_DIR/data" -l "$PG_TLS_DIR/postgres.log" -w -t 60 start >/dev/null \
+    || { tail -n 20 "$PG_TLS_DIR/postgres.log" >&2; die "the TLS PostgreSQL did not start"; }
+}
+
+pg_tls_down() {
+  local bin
+  bin=$(pg_bindir)
+  if [ -f "$PG_TLS_DIR/data/postmaster.pid" ] && [ -n "$bin" ]; then
+    log "stopping the TLS PostgreSQL"
+    pg_run "$bin/pg_ctl" -D "$PG_TLS_DIR/data" -m fast -w stop >/dev/null || true
+  fi
+}
+
+kafka_tls_up() {
+  if port_open "$KAFKA_TLS_PORT"; then
+    log "SASL_SSL Kafka already answers on $KAFKA_TLS_PORT: using it"
+    return
+  fi
+  kafka_libs
+  mkdir -p "$KAFKA_TLS_DIR/data"
+  cat >"$KAFKA_TLS_DIR/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_TLS_CONTROLLER_PORT
+listeners=SASL_SSL://127.0.0.1:$KAFKA_TLS_PORT,INTERNAL://127.0.0.1:$KAFKA_TLS_INTERNAL_PORT,CONTROLLER://127.0.0.1:$KAFKA_TLS_CONTROLLER_PORT
+advertised.listeners=SASL_SSL://localhost:$KAFKA_TLS_PORT,INTERNAL://127.0.0.1:$KAFKA_TLS_INTERNAL_PORT
+listener.security.protocol.map=SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=INTERNAL
+controller.listener.names=CONTROLLER
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/server-keystore.pem
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+min.insync.replicas=1
+default.replication.factor=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=1
+num.io.threads=2
+log.dirs=$KAFKA_TLS_DIR/data
+EOF
+  if [ ! -f "$KAFKA_TLS_DIR/data/meta.properties" ]; then
+    local cluster_id scram
+    cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid | tail -n 1)
+    scram="SCRAM-SHA-512=[name=\"$KAFKA_TLS_USER\",password=\"$(cat "$TLS_DIR/kafka_password")\"]"
+    log "formatting the SASL_SSL broker's storage with the SCRAM user $KAFKA_TLS_USER"
+    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_TLS_DIR/server.properties" \
+      --add-scram "$scram" >"$KAFKA_TLS_DIR/format.log" 2>&1 \
+      || { cat "$KAFKA_TLS_DIR/format.log" >&2; die "formatting the SASL_SSL broker failed"; }
+  fi
+  log "starting the SASL_SSL Kafka on localhost:$KAFKA_TLS_PORT"
+  local start=$SECONDS
+  nohup java -Xmx256m -Xms128m -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.properties" \
+    -cp "$KAFKA_DIR/libs/*" kafka.Kafka "$KAFKA_TLS_DIR/server.properties" \
+    >"$KAFKA_TLS_DIR/kafka.log" 2>&1 &
+  echo $! >"$KAFKA_TLS_DIR/kafka.pid"
+  local waited=0
+  until port_open "$KAFKA_TLS_PORT" && kafka_java org.apache.kafka.tools.TopicCommand \
+      --bootstrap-server "127.0.0.1:$KAFKA_TLS_INTERNAL_PORT" --list >/dev/null 2>&1; do
+    kill -0 "$(cat "$KAFKA_TLS_DIR/kafka.pid")" 2>/dev/null \
+      || { tail -n 30 "$KAFKA_TLS_DIR/kafka.log" >&2; die "the SASL_SSL Kafka exited during start-up"; }
+    waited=$((waited + 1))
+    [ "$waited" -lt 120 ] || die "the SASL_SSL Kafka did not answer within 60 s"
+    sleep 0.5
+  done
+  log "SASL_SSL Kafka ready after $((SECONDS - start)) s"
+}
+
+kafka_tls_down() {
+  if [ -f "$KAFKA_TLS_DIR/kafka.pid" ] && kill -0 "$(cat "$KAFKA_TLS_DIR/kafka.pid")" 2>/dev/null; then
+    local pid
+    pid=$(cat "$KAFKA_TLS_DIR/kafka.pid")
+    log "stopping the SASL_SSL Kafka (pid $pid)"
+    kill "$pid"
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$KAFKA_TLS_DIR/kafka.pid"
+}
+
+# Creates (or changes the password of) a SCRAM-SHA-512 user on the SASL_SSL broker, through
+# its internal plaintext listener: tests use it to fix credentials while a client retries.
+kafka_tls_user() {
+  local name=${1:?user name} password=${2:?password}
+  kafka_java kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_TLS_INTERNAL_PORT" \
+    --alter --entity-type users --entity-name "$name" \
+    --add-config "SCRAM-SHA-512=[password=$password]" >/dev/null
+}
+
+tls_up() { tls_certs; pg_tls_up; kafka_tls_up; }
+tls_down() { kafka_tls_down; pg_tls_down; }
+
+
 # ---------------------------------------------------------------- misc
 
 status() {
@@ -264,7 +450,7 @@ clean_test_dbs() {
 
 case "${1:-}" in
   up) pg_up; kafka_up ;;
-  down) kafka_down; pg_down ;;
+  down) tls_down; kafka_down; pg_down ;;
   pg-up) pg_up ;;
   pg-down) pg_down ;;
   kafka-up) kafka_up ;;
@@ -272,5 +458,8 @@ case "${1:-}" in
   topics) kafka_topics ;;
   status) status ;;
   clean-test-dbs) clean_test_dbs ;;
-  *) echo "usage: $0 up|down|pg-up|pg-down|kafka-up|kafka-down|topics|status|clean-test-dbs" >&2; exit 2 ;;
+  tls-up) tls_up ;;
+  tls-down) tls_down ;;
+  tls-user) shift; kafka_tls_user "$@" ;;
+  *) echo "usage: $0 up|down|pg-up|pg-down|kafka-up|kafka-down|topics|status|clean-test-dbs|tls-up|tls-down" >&2; exit 2 ;;
 esac

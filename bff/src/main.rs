@@ -37,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
     telemetry::init("bff", &config.common.log_level, config.common.log_format);
     config.warn_if_development();
+    config.db.check_at_start().await?;
     let app = App::build(config).await.context("starting bff")?;
     app.run_until_stopped(shutdown::signal()).await?;
     Ok(())

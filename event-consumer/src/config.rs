@@ -19,7 +19,6 @@ pub struct Settings {
     pub internal_api_key: Option<SecretString>,
     /// `caller:key` pairs: the key each internal caller presents.
     pub internal_api_keys: Option<SecretString>,
-    pub kafka_brokers: String,
     /// Consumer group (`CONSUMER_GROUP`).
     pub consumer_group: String,
     /// Topic consumed (`CONSUMER_TOPIC`).
@@ -44,7 +43,6 @@ impl Default for Settings {
             port: 8083,
             internal_api_key: None,
             internal_api_keys: None,
-            kafka_brokers: "127.0.0.1:9092".into(),
             consumer_group: "user-event-consumer".into(),
             consumer_topic: "user-events".into(),
             consumer_dlq_topic: "user-events.dlq".into(),

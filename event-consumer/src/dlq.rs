@@ -5,10 +5,15 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use outbox_relay::envelope::Record;
-use outbox_relay::kafka::owned_headers;
+use outbox_relay::kafka::{client_config, owned_headers, KafkaContext};
+use platform::kafka::KafkaConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
+
+/// The dead-letter producer (its context shares the consumer's [`BrokerAccess`]).
+///
+/// [`BrokerAccess`]: outbox_relay::kafka::BrokerAccess
+pub type Producer = FutureProducer<KafkaContext>;
 
 pub const H_ERROR: &str = "error";
 pub const H_FAILED_AT: &str = "failed_at";
@@ -17,13 +22,12 @@ pub const H_ORIGINAL_PARTITION: &str = "original_partition";
 pub const H_ORIGINAL_OFFSET: &str = "original_offset";
 
 /// A producer that reports a dead letter delivered only once every in-sync replica has it.
-pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub fn producer(kafka: &KafkaConfig, context: KafkaContext) -> Result<Producer, KafkaError> {
+    client_config(kafka)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("message.timeout.ms", "10000")
-        .create()
+        .create_with_context(context)
 }
 
 /// Where a poison record was read.
@@ -52,7 +56,7 @@ pub fn headers(record: &Record, origin: Origin<'_>, reason: &str) -> Vec<(String
 
 /// Produces one dead letter and waits for the broker's acknowledgement.
 pub async fn send(
-    producer: &FutureProducer,
+    producer: &Producer,
     dlq_topic: &str,
     record: &Record,
     origin: Origin<'_>,

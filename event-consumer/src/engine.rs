@@ -9,11 +9,14 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use outbox_relay::envelope::Record;
 use outbox_relay::kafka::record_of;
+use outbox_relay::kafka::{client_config, BrokerAccess, KafkaContext};
+use platform::kafka::KafkaConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::FutureProducer;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::producer::Producer as _;
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::config::Settings;
@@ -63,7 +66,8 @@ pub struct BatchReport {
 
 pub struct Consumer {
     consumer: StreamConsumer<LagContext>,
-    producer: FutureProducer,
+    producer: dlq::Producer,
+    access: Arc<BrokerAccess>,
     pool: Pool,
     dlq_topic: String,
     batch_size: usize,
@@ -81,12 +85,54 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
+/// Kafka's part of readiness: unready only while the brokers refuse this client
+/// (credentials, TLS); a broker that is merely away is waited for.
+#[derive(Clone)]
+pub struct BrokerCheck {
+    access: Arc<BrokerAccess>,
+    producer: dlq::Producer,
+}
+
+impl std::fmt::Debug for BrokerCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerCheck")
+            .field("refused", &self.access.refused())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BrokerCheck {
+    /// Why the brokers refuse this client, while they do.
+    pub fn refused(&self) -> Option<String> {
+        self.access.refused()
+    }
+
+    pub async fn ready(&self) -> bool {
+        if self.access.refused().is_none() {
+            return true;
+        }
+        let producer = self.producer.clone();
+        let answered = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(1))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if answered {
+            self.access.accepted();
+        }
+        answered
+    }
+}
+
 impl Consumer {
     /// Joins the group and subscribes; records flow once the group has assigned partitions.
-    pub fn new(settings: &Settings, pool: Pool) -> Result<Self> {
+    pub fn new(settings: &Settings, kafka: &KafkaConfig, pool: Pool) -> Result<Self> {
         platform::metrics::handle();
-        let consumer: StreamConsumer<LagContext> = ClientConfig::new()
-            .set("bootstrap.servers", &settings.kafka_brokers)
+        let access = Arc::new(BrokerAccess::default());
+        let consumer: StreamConsumer<LagContext> = client_config(kafka)
             .set("group.id", &settings.consumer_group)
             .set("enable.auto.commit", "true")
             // Offsets are stored by hand, after the database commit.
@@ -102,11 +148,18 @@ impl Consumer {
             )
             .create_with_context(LagContext {
                 topic: settings.consumer_topic.clone(),
+                access: access.clone(),
             })?;
         consumer.subscribe(&[&settings.consumer_topic])?;
         Ok(Self {
             consumer,
-            producer: dlq::producer(&settings.kafka_brokers)?,
+            producer: dlq::producer(
+                kafka,
+                KafkaContext {
+                    access: access.clone(),
+                },
+            )?,
+            access,
             pool,
             dlq_topic: settings.consumer_dlq_topic.clone(),
             batch_size: settings.consumer_batch_size.max(1),
@@ -116,6 +169,14 @@ impl Consumer {
             ),
             pending: Vec::new(),
         })
+    }
+
+    /// What `/health/ready` asks about Kafka.
+    pub fn broker_check(&self) -> BrokerCheck {
+        BrokerCheck {
+            access: self.access.clone(),
+            producer: self.producer.clone(),
+        }
     }
 
     /// One step: polls up to a batch of records (unless an earlier batch is still pending),

@@ -1,17 +1,36 @@
 //! Consumer lag per partition, from librdkafka's statistics (no extra broker round trips).
 
+use std::sync::Arc;
+
+use outbox_relay::kafka::{log_librdkafka, BrokerAccess};
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 
 /// The consumer's client context: publishes `consumer_lag{partition}` on every statistics
-/// report (`statistics.interval.ms`).
+/// report (`statistics.interval.ms`), and tells brokers that refuse the client (see
+/// [`BrokerAccess`]) from brokers that are away.
 #[derive(Debug)]
 pub struct LagContext {
     pub topic: String,
+    pub access: Arc<BrokerAccess>,
 }
 
 impl ClientContext for LagContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if !self.access.observe_log(fac, log_message) {
+            log_librdkafka(level, fac, log_message);
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !self.access.observe(&error, reason) {
+            tracing::warn!(%error, reason, "librdkafka");
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;

@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
         config.common.log_format,
     );
     config.warn_if_development();
+    config.db.check_at_start().await?;
     let app = App::build(config)
         .await
         .context("starting event-consumer")?;

@@ -38,7 +38,7 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, Error> {
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
         let pool = config.db.pool();
-        let consumer = Consumer::new(&config.settings, pool.clone())?;
+        let consumer = Consumer::new(&config.settings, &config.kafka, pool.clone())?;
         let keys = config.settings.server_keys()?;
         Ok(Self {
             keys,
@@ -68,10 +68,27 @@ impl App {
             let _ = stopped.wait_for(|s| *s).await;
         };
         let pool = self.pool.clone();
-        let readiness = Readiness::new().require("database", move || {
-            let pool = pool.clone();
-            async move { platform::db::ping(&pool).await }
-        });
+        let broker = self.consumer.broker_check();
+        let readiness = Readiness::new()
+            .require("database", move || {
+                let pool = pool.clone();
+                async move { platform::db::ping(&pool).await }
+            })
+            // Unready only while the brokers refuse the client (credentials, TLS).
+            .require("kafka", {
+                let broker = broker.clone();
+                move || {
+                    let broker = broker.clone();
+                    async move { broker.ready().await }
+                }
+            })
+            .details(move || {
+                broker
+                    .refused()
+                    .map(|r| ("kafka_refused", r))
+                    .into_iter()
+                    .collect()
+            });
         let _refresh = readiness.spawn_refresh(REFRESH);
         let api = OpenApiService::new(
             (HealthApi { readiness }, StatsApi),

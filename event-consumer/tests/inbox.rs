@@ -54,7 +54,12 @@ async fn duplicate_delivery_has_one_effect() {
     let other = Registration::new();
     send(&producer, &scratch.topic, &other).await;
 
-    let mut consumer = Consumer::new(&scratch.config().settings, scratch.db.pool()).unwrap();
+    let mut consumer = Consumer::new(
+        &scratch.config().settings,
+        &scratch.config().kafka,
+        scratch.db.pool(),
+    )
+    .unwrap();
     drive_until_notified(&mut consumer, &scratch, 2).await;
     drain(&mut consumer).await;
 
@@ -132,7 +137,12 @@ async fn poison_records_go_to_the_dlq_and_later_records_are_applied() {
     let good = Registration::new();
     send(&producer, &scratch.topic, &good).await;
 
-    let mut consumer = Consumer::new(&scratch.config().settings, scratch.db.pool()).unwrap();
+    let mut consumer = Consumer::new(
+        &scratch.config().settings,
+        &scratch.config().kafka,
+        scratch.db.pool(),
+    )
+    .unwrap();
     drive_until_notified(&mut consumer, &scratch, 1).await;
     // The good record may sit in another partition than some poison ones: settle them all.
     let sql = "SELECT dead_lettered_total FROM consumer.counters";
@@ -202,7 +212,12 @@ async fn unknown_event_types_are_counted_and_skipped() {
     let good = Registration::new();
     send(&producer, &scratch.topic, &good).await;
 
-    let mut consumer = Consumer::new(&scratch.config().settings, scratch.db.pool()).unwrap();
+    let mut consumer = Consumer::new(
+        &scratch.config().settings,
+        &scratch.config().kafka,
+        scratch.db.pool(),
+    )
+    .unwrap();
     drive_until_notified(&mut consumer, &scratch, 1).await;
     // The unknown event is counted once, its second delivery as a duplicate.
     let sql = "SELECT unknown_type_total + duplicates_total FROM consumer.counters";
@@ -236,7 +251,8 @@ async fn two_instances_in_one_group_apply_each_event_once() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for _ in 0..2 {
-        let consumer = Consumer::new(&settings, scratch.db.pool()).unwrap();
+        let consumer =
+            Consumer::new(&settings, &scratch.config().kafka, scratch.db.pool()).unwrap();
         let mut stopped = stopped.clone();
         tasks.push(tokio::spawn(consumer.run(async move {
             let _ = stopped.wait_for(|s| *s).await;
@@ -285,7 +301,7 @@ async fn shutdown_commits_offsets_so_a_restart_redelivers_nothing() {
     let settings = scratch.config().settings;
     send_many(&producer, &scratch.topic, 50).await;
 
-    let consumer = Consumer::new(&settings, scratch.db.pool()).unwrap();
+    let consumer = Consumer::new(&settings, &scratch.config().kafka, scratch.db.pool()).unwrap();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(consumer.run(async move {
         let _ = stopped.wait_for(|s| *s).await;
@@ -305,7 +321,8 @@ async fn shutdown_commits_offsets_so_a_restart_redelivers_nothing() {
     // A new member of the same group starts after the committed offsets.
     let last = Registration::new();
     send(&producer, &scratch.topic, &last).await;
-    let mut consumer = Consumer::new(&settings, scratch.db.pool()).unwrap();
+    let mut consumer =
+        Consumer::new(&settings, &scratch.config().kafka, scratch.db.pool()).unwrap();
     drive_until_notified(&mut consumer, &scratch, 51).await;
     drain(&mut consumer).await;
     assert_eq!(

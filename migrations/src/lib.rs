@@ -56,28 +56,19 @@ pub enum ScratchError {
 /// Tests use one each (named `test_...`, dropped by `scripts/infra.sh clean-test-dbs`), so
 /// no test depends on another's data.
 pub async fn create_scratch_database(
-    server: &tokio_postgres::Config,
+    server: &platform_db::DbConfig,
     name: &str,
 ) -> std::result::Result<(), ScratchError> {
-    let mut admin = server.clone();
-    admin.dbname("postgres");
-    let (client, connection) = admin.connect(tokio_postgres::NoTls).await?;
-    let connection = tokio::spawn(connection);
+    let client = server.with_database("postgres").connect().await?;
     // Identifiers cannot be bound as parameters; the caller's name is quoted.
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));
     client
         .batch_execute(&format!("CREATE DATABASE {quoted}"))
         .await?;
     drop(client);
-    let _ = connection.await;
 
-    let mut target = server.clone();
-    target.dbname(name);
-    let (mut client, connection) = target.connect(tokio_postgres::NoTls).await?;
-    let connection = tokio::spawn(connection);
+    let mut client = server.with_database(name).connect().await?;
     run(&mut client).await?;
-    drop(client);
-    let _ = connection.await;
     Ok(())
 }
 

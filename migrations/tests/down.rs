@@ -2,27 +2,21 @@
 //! before its migration, and a refused or failed down changes nothing.
 
 use migrations::DownError;
-use tokio_postgres::{Client, Config, NoTls};
+use platform_db::DbConfig;
+use tokio_postgres::Client;
 
-/// The server from the same `DB_*` variables the services and `make` use.
-fn server() -> Config {
-    let var =
-        |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
-    let mut config = Config::new();
-    config
-        .host(var("DB_HOST", "127.0.0.1"))
-        .port(var("DB_PORT", "5432").parse().expect("DB_PORT is a port"))
-        .user(var("DB_USER", "postgres"))
-        .password(var("DB_PASSWORD", "postgres"));
-    config
+/// The server from the same settings the services and `make` use (`DB_*`, `DATABASE_URL`),
+/// as the development profile reads them (tests run in development whatever `ENV` says).
+fn server() -> DbConfig {
+    DbConfig::from_env_vars(std::env::vars().filter(|(k, _)| k != "ENV")).expect("DB_* settings")
 }
 
 async fn connect(name: &str) -> Client {
-    let mut config = server();
-    config.dbname(name);
-    let (client, connection) = config.connect(NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    client
+    server()
+        .with_database(name)
+        .connect()
+        .await
+        .expect("connect")
 }
 
 fn scratch_name() -> String {

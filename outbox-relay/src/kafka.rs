@@ -1,11 +1,15 @@
 //! Kafka glue shared by the relay, the consumer and the tests: mapping between
 //! [`Record`] and rdkafka messages, and topic administration.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use platform::kafka::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -46,15 +50,149 @@ pub fn record_of<M: Message>(message: &M) -> Record {
     }
 }
 
+/// A librdkafka configuration with the brokers and every security property of `kafka`.
+pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    // A listener that speaks another protocol (a plaintext client at a TLS port) answers
+    // nothing at all; give up on such a connection after 10 s, not librdkafka's 30.
+    config.set("socket.connection.setup.timeout.ms", "10000");
+    // librdkafka's informational lines include the one that tells a plaintext client it
+    // reached a TLS listener; they reach `tracing` at debug level.
+    config.set_log_level(RDKafkaLogLevel::Info);
+    // Checked when the configuration was loaded.
+    for (name, value) in kafka.properties().unwrap_or_default() {
+        config.set(name, value);
+    }
+    config
+}
+
+/// Whether the brokers refuse this client (credentials, TLS, a plaintext client at a TLS
+/// listener), as opposed to being away. A refusal needs an operator, so it makes the
+/// service unready until a broker accepts the client again.
+#[derive(Debug, Default)]
+pub struct BrokerAccess {
+    refused: Mutex<Option<String>>,
+}
+
+impl BrokerAccess {
+    /// The last refusal, until [`BrokerAccess::accepted`].
+    pub fn refused(&self) -> Option<String> {
+        self.refused.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// A request to the brokers succeeded.
+    pub fn accepted(&self) {
+        if let Ok(mut refused) = self.refused.lock() {
+            if refused.take().is_some() {
+                tracing::info!("the Kafka brokers accept this client again");
+            }
+        }
+    }
+
+    /// Looks at an error librdkafka reports; true when it is a refusal.
+    pub fn observe(&self, error: &KafkaError, reason: &str) -> bool {
+        let code = match error {
+            KafkaError::Global(code) => Some(*code),
+            _ => error.rdkafka_error_code(),
+        };
+        self.note(refusal(code, reason), reason)
+    }
+
+    /// Looks at a line librdkafka logs (a connection that a TLS listener drops is only
+    /// logged); true when it tells of a refusal.
+    pub fn observe_log(&self, fac: &str, message: &str) -> bool {
+        fac == "FAIL" && self.note(refusal(None, message), message)
+    }
+
+    fn note(&self, cause: Option<&'static str>, reason: &str) -> bool {
+        let Some(cause) = cause else {
+            return false;
+        };
+        // librdkafka retries with its reconnect backoff (up to 10 s), and reports each
+        // failed attempt: one log line per backoff step.
+        tracing::error!(
+            cause,
+            reason,
+            "the Kafka brokers refuse this client; check the KAFKA_* security settings"
+        );
+        if let Ok(mut refused) = self.refused.lock() {
+            *refused = Some(format!("{cause}: {reason}"));
+        }
+        true
+    }
+}
+
+fn refusal(code: Option<rdkafka::types::RDKafkaErrorCode>, reason: &str) -> Option<&'static str> {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match code {
+        Some(C::Authentication | C::SaslAuthenticationFailed) => {
+            Some("authentication failed (KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD / KAFKA_SASL_MECHANISM)")
+        }
+        Some(C::SSL) => Some("TLS failed (KAFKA_SSL_CA_LOCATION, the broker's certificate, KAFKA_SECURITY_PROTOCOL)"),
+        _ if reason.contains("SASL authentication error") => {
+            Some("authentication failed (KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD / KAFKA_SASL_MECHANISM)")
+        }
+        _ if reason.contains("security.protocol") || reason.contains("APIVERSION_QUERY") => {
+            Some("the broker does not speak this client's protocol: KAFKA_SECURITY_PROTOCOL may not match the listener (plaintext to a TLS listener?)")
+        }
+        _ => None,
+    }
+}
+
+/// The client context of the platform's Kafka clients: librdkafka's errors go through
+/// [`BrokerAccess`] (and the log), its log lines to `tracing`.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaContext {
+    pub access: Arc<BrokerAccess>,
+}
+
+impl ClientContext for KafkaContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if !self.access.observe_log(fac, log_message) {
+            log_librdkafka(level, fac, log_message);
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !self.access.observe(&error, reason) {
+            tracing::warn!(%error, reason, "librdkafka");
+        }
+    }
+}
+
+impl ConsumerContext for KafkaContext {}
+
+/// librdkafka's own log lines, at the matching `tracing` level.
+pub fn log_librdkafka(level: RDKafkaLogLevel, fac: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => tracing::error!(fac, "librdkafka: {message}"),
+        RDKafkaLogLevel::Warning => tracing::warn!(fac, "librdkafka: {message}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::debug!(fac, "librdkafka: {message}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(fac, "librdkafka: {message}"),
+    }
+}
+
 /// Creates `name` with `partitions` partitions if it does not exist yet.
 pub async fn create_topic(
     brokers: &str,
     name: &str,
     partitions: i32,
 ) -> Result<(), rdkafka::error::KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    create_topic_with(&KafkaConfig::plaintext(brokers), name, partitions).await
+}
+
+/// [`create_topic`] with every connection setting of `kafka`.
+pub async fn create_topic_with(
+    kafka: &KafkaConfig,
+    name: &str,
+    partitions: i32,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka).create()?;
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics([&topic], &options).await? {

@@ -61,7 +61,7 @@ async fn listen_forever(db: DbConfig, notify: Arc<Notify>) {
 }
 
 async fn listen_once(db: &DbConfig, notify: &Notify) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = db.pg_config().connect(tokio_postgres::NoTls).await?;
+    let (client, mut connection) = db.connect_raw().await?;
     let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
     let sql = format!("LISTEN {CHANNEL}");
     let listen = client.batch_execute(&sql);

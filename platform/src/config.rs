@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::db::DbConfig;
 use super::http::Common;
+use super::kafka::KafkaConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -139,6 +140,8 @@ pub struct ServiceConfig<S> {
     pub common: Common,
     pub settings: S,
     pub db: DbConfig,
+    /// How the Kafka clients connect (used by the relay and the consumer).
+    pub kafka: KafkaConfig,
 }
 
 impl<S: ServiceSettings> ServiceConfig<S> {
@@ -158,7 +161,9 @@ impl<S: ServiceSettings> ServiceConfig<S> {
             common: layers.get()?,
             settings: layers.get()?,
             db: layers.get()?,
+            kafka: layers.get()?,
         };
+        config.kafka.properties()?;
         if !config.profile.is_development() && config.db.has_default_password() {
             return Err(ConfigError::Refused(format!(
                 "ENV={} refuses DB_PASSWORD: it is empty or the default `{}`; set DB_PASSWORD \
@@ -184,7 +189,7 @@ impl<S: ServiceSettings> ServiceConfig<S> {
 }
 
 /// The settings that are secrets, and so may also be given as a file (`NAME_FILE`).
-pub const SECRETS: [&str; 9] = [
+pub const SECRETS: [&str; 11] = [
     "DB_PASSWORD",
     "DATABASE_URL",
     "TOKEN_SECRET_KEY",
@@ -194,6 +199,8 @@ pub const SECRETS: [&str; 9] = [
     "USER_SERVICE_API_KEY",
     "EVENT_CONSUMER_API_KEY",
     "KAFKA_SASL_PASSWORD",
+    "KAFKA_SSL_KEY_PASSWORD",
+    "KAFKA_PROPERTIES",
 ];
 
 /// The Docker secrets convention: `NAME_FILE` names a file holding the value of the secret

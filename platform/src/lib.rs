@@ -12,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod internal_key;
+pub mod kafka;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;

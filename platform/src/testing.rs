@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::config::{Layered, Profiles};
 use crate::db::DbConfig;
+use crate::kafka::KafkaConfig;
 
 const NO_PROFILES: Profiles = Profiles {
     development: "{}",
@@ -65,10 +66,105 @@ pub fn brokers() -> String {
 pub async fn scratch_db() -> DbConfig {
     let name = format!("test_{}", Uuid::new_v4().simple());
     let server = server_db();
-    migrations::create_scratch_database(&server.pg_config(), &name)
+    migrations::create_scratch_database(&server, &name)
         .await
         .unwrap_or_else(|error| panic!("scratch database {name}: {error}"));
     server.with_database(&name)
+}
+
+/// [`scratch_db`] on another server (the TLS fixture's, say).
+pub async fn scratch_db_on(server: &DbConfig) -> DbConfig {
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    migrations::create_scratch_database(server, &name)
+        .await
+        .unwrap_or_else(|error| {
+            panic!(
+                "scratch database {name} on {}:{}: {error}",
+                server.db_host, server.db_port
+            )
+        });
+    server.with_database(&name)
+}
+
+/// The TLS fixture of `scripts/infra.sh tls-up` (`make test` starts it): a PostgreSQL that
+/// accepts TLS only and a Kafka whose client listener is SASL_SSL with SCRAM-SHA-512, both
+/// with a certificate from a test CA.
+#[derive(Debug, Clone)]
+pub struct TlsFixture {
+    dir: PathBuf,
+}
+
+/// The fixture's files, or a panic that says how to start it.
+pub fn tls_fixture() -> TlsFixture {
+    let infra = std::env::var_os("INFRA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("the workspace")
+                .join(".infra")
+        });
+    let dir = infra.join("tls");
+    assert!(
+        dir.join(".complete").exists(),
+        "no TLS fixture in {}: run `scripts/infra.sh tls-up` (make test does)",
+        dir.display()
+    );
+    TlsFixture { dir }
+}
+
+impl TlsFixture {
+    /// The CA that signed both servers' certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// A CA that signed nothing of the fixture's.
+    pub fn other_ca(&self) -> PathBuf {
+        self.dir.join("other-ca.crt")
+    }
+
+    /// The TLS-only PostgreSQL (`DB_TLS_PORT`, default 5433), database `postgres`, with
+    /// `DB_SSLMODE=mode`, trusting `root_cert`, as the development role of `make infra-up`.
+    pub fn db(&self, mode: &str, root_cert: &std::path::Path) -> Result<DbConfig, String> {
+        let server = server_db();
+        let port = std::env::var("DB_TLS_PORT").unwrap_or_else(|_| "5433".into());
+        let password = secrecy::ExposeSecret::expose_secret(&server.db_password).to_owned();
+        DbConfig::from_env_vars(crate::config::pairs(&[
+            ("DB_HOST", "127.0.0.1"),
+            ("DB_PORT", &port),
+            ("DB_NAME", "postgres"),
+            ("DB_USER", &server.db_user),
+            ("DB_PASSWORD", &password),
+            ("DB_SSLMODE", mode),
+            ("DB_SSLROOTCERT", &root_cert.display().to_string()),
+        ]))
+    }
+
+    /// The SCRAM user `make infra-up`'s fixture created, and its password.
+    pub fn kafka_user(&self) -> (String, String) {
+        let password = std::fs::read_to_string(self.dir.join("kafka_password"))
+            .expect("the fixture's Kafka password");
+        ("outbox".into(), password.trim().to_owned())
+    }
+
+    /// SASL_SSL to the fixture's broker as `user`/`password`, trusting `ca`.
+    pub fn kafka_as(&self, user: &str, password: &str, ca: &std::path::Path) -> KafkaConfig {
+        KafkaConfig::plaintext("localhost:9094")
+            .with_property("security.protocol", "SASL_SSL")
+            .with_property("sasl.mechanism", "SCRAM-SHA-512")
+            .with_property("sasl.username", user)
+            .with_property("sasl.password", password)
+            .with_property("ssl.ca.location", &ca.display().to_string())
+            // The listener is bound to 127.0.0.1; `localhost` may resolve to ::1 first.
+            .with_property("broker.address.family", "v4")
+    }
+
+    /// SASL_SSL to the fixture's broker with the right user, password and CA.
+    pub fn kafka(&self) -> KafkaConfig {
+        let (user, password) = self.kafka_user();
+        self.kafka_as(&user, &password, &self.ca())
+    }
 }
 
 /// A new topic of its own for one test.
@@ -79,11 +175,24 @@ pub async fn scratch_topic(partitions: i32) -> String {
 }
 
 async fn create_topic(brokers: &str, name: &str, partitions: i32) {
+    create_topic_with(&KafkaConfig::plaintext(brokers), name, partitions).await;
+}
+
+/// A new topic of its own for one test, on the brokers `kafka` connects to.
+pub async fn scratch_topic_with(kafka: &KafkaConfig, partitions: i32) -> String {
+    let name = format!("test-{}", Uuid::new_v4().simple());
+    create_topic_with(kafka, &name, partitions).await;
+    name
+}
+
+async fn create_topic_with(kafka: &KafkaConfig, name: &str, partitions: i32) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("a Kafka admin client");
+    let mut config = ClientConfig::new();
+    for (property, value) in kafka.properties().expect("Kafka settings") {
+        config.set(property, value);
+    }
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        config.create().expect("a Kafka admin client");
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin

@@ -7,10 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use platform::db::DbConfig;
-use secrecy::ExposeSecret;
+use platform::kafka::KafkaConfig;
+use platform::testing::scratch_topic_with;
 use uuid::Uuid;
 
-use crate::{brokers, eventually, scratch_db, scratch_topic};
+use crate::{brokers, eventually, scratch_db};
 
 pub const INTERNAL_KEY: &str = "e2e-internal-key-0123456789";
 
@@ -45,6 +46,7 @@ pub use platform::testing::{binary_path, free_port};
 #[derive(Debug)]
 pub struct Stack {
     pub db: DbConfig,
+    pub kafka: KafkaConfig,
     pub topic: String,
     pub dlq_topic: String,
     pub group: String,
@@ -58,12 +60,18 @@ pub struct Stack {
 impl Stack {
     /// A scratch database and topics, nothing started yet.
     pub async fn new() -> anyhow::Result<Self> {
-        let db = scratch_db().await;
-        let topic = scratch_topic(3).await;
-        let dlq_topic = scratch_topic(1).await;
+        Self::on(scratch_db().await, KafkaConfig::plaintext(brokers())).await
+    }
+
+    /// The stack on a migrated database `db` and the brokers `kafka` connects to (the TLS
+    /// fixture's, say), with scratch topics there; nothing started yet.
+    pub async fn on(db: DbConfig, kafka: KafkaConfig) -> anyhow::Result<Self> {
+        let topic = scratch_topic_with(&kafka, 3).await;
+        let dlq_topic = scratch_topic_with(&kafka, 1).await;
         let ports = Service::ALL.iter().map(|s| (*s, free_port())).collect();
         Ok(Self {
             db,
+            kafka,
             topic,
             dlq_topic,
             group: format!("e2e-{}", Uuid::new_v4().simple()),
@@ -113,15 +121,6 @@ impl Stack {
             ("LOG_FORMAT", "pretty".to_owned()),
             ("HOST", "127.0.0.1".to_owned()),
             ("PORT", self.port(service).to_string()),
-            ("DB_HOST", self.db.db_host.clone()),
-            ("DB_PORT", self.db.db_port.to_string()),
-            ("DB_NAME", self.db.db_name.clone()),
-            ("DB_USER", self.db.db_user.clone()),
-            (
-                "DB_PASSWORD",
-                self.db.db_password.expose_secret().to_owned(),
-            ),
-            ("KAFKA_BROKERS", brokers()),
             ("INTERNAL_API_KEY", INTERNAL_KEY.to_owned()),
             ("SCRYPT_LOG_N", "10".to_owned()),
             ("EVENTS_TOPIC", self.topic.clone()),
@@ -142,6 +141,8 @@ impl Stack {
         ];
         let mut env: Vec<(String, String)> =
             env.drain(..).map(|(k, v)| (k.to_owned(), v)).collect();
+        env.extend(self.db.to_env());
+        env.extend(self.kafka.to_env());
         env.extend(self.extra_env.iter().cloned());
         env
     }

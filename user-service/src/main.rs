@@ -49,6 +49,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 config.common.log_format,
             );
             config.warn_if_development();
+            config.db.check_at_start().await?;
             let app = App::build(config).await.context("starting user-service")?;
             app.run_until_stopped(shutdown::signal()).await?;
             Ok(ExitCode::SUCCESS)

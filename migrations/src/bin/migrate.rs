@@ -6,67 +6,41 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+/// The database comes from the same settings as the services' (environment only):
+/// `DB_HOST`, `DB_PORT`, `DB_NAME`, `DB_USER`, `DB_PASSWORD` (or `DB_PASSWORD_FILE`), or
+/// `DATABASE_URL` (or `DATABASE_URL_FILE`), and TLS with `DB_SSLMODE`, `DB_SSLROOTCERT`,
+/// `DB_SSLCERT`, `DB_SSLKEY`; `ENV` decides the TLS default (verify-full outside
+/// development).
 #[derive(Parser)]
 #[command(about = "Apply, revert, inspect or create the platform's database migrations")]
 struct Cli {
-    #[command(flatten)]
-    db: Db,
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(clap::Args)]
-struct Db {
-    #[arg(long, env = "DB_HOST", default_value = "127.0.0.1")]
-    db_host: String,
-    #[arg(long, env = "DB_PORT", default_value_t = 5432)]
-    db_port: u16,
-    #[arg(long, env = "DB_NAME", default_value = "event_driven_db")]
-    db_name: String,
-    #[arg(long, env = "DB_USER", default_value = "postgres")]
-    db_user: String,
-    /// The role's password (default `postgres`, the development one).
-    #[arg(long, env = "DB_PASSWORD", hide_env_values = true)]
-    db_password: Option<String>,
-    /// A file holding the password (the Docker secrets convention); DB_PASSWORD wins.
-    #[arg(long, env = "DB_PASSWORD_FILE")]
-    db_password_file: Option<PathBuf>,
-}
+/// The Docker secrets convention for the two settings that hold a password.
+const SECRET_FILES: [&str; 2] = ["DB_PASSWORD", "DATABASE_URL"];
 
-impl Db {
-    fn password(&self) -> anyhow::Result<String> {
-        match (&self.db_password, &self.db_password_file) {
-            (Some(password), _) => Ok(password.clone()),
-            (None, Some(file)) => {
-                let password = std::fs::read_to_string(file)
-                    .with_context(|| format!("DB_PASSWORD_FILE: cannot read {}", file.display()))?;
-                Ok(password.trim_end_matches(['\r', '\n']).to_owned())
-            }
-            (None, None) => Ok("postgres".to_owned()),
+fn db_config() -> anyhow::Result<platform_db::DbConfig> {
+    let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    for name in SECRET_FILES {
+        if env.contains_key(name) {
+            continue;
+        }
+        if let Some(path) = env.get(&format!("{name}_FILE")).cloned() {
+            let value = std::fs::read_to_string(&path)
+                .with_context(|| format!("{name}_FILE: cannot read {path}"))?;
+            env.insert(
+                name.to_owned(),
+                value.trim_end_matches(['\r', '\n']).to_owned(),
+            );
         }
     }
+    platform_db::DbConfig::from_env_vars(env).map_err(anyhow::Error::msg)
+}
 
-    async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&self.db_host)
-            .port(self.db_port)
-            .dbname(&self.db_name)
-            .user(&self.db_user)
-            .password(self.password()?);
-        let (client, connection) =
-            config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .with_context(|| {
-                    format!(
-                        "connecting to {}:{}/{}",
-                        self.db_host, self.db_port, self.db_name
-                    )
-                })?;
-        tokio::spawn(connection);
-        Ok(client)
-    }
+async fn connect(db: &platform_db::DbConfig) -> anyhow::Result<tokio_postgres::Client> {
+    Ok(db.connect_explained().await?)
 }
 
 #[derive(Subcommand)]
@@ -123,7 +97,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Up => {
-            let mut client = cli.db.connect().await?;
+            let db = db_config()?;
+            let mut client = connect(&db).await?;
             let report = migrations::run(&mut client).await?;
             let applied = report.applied_migrations();
             if applied.is_empty() {
@@ -140,16 +115,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                      Revert in production with a new forward migration (`make migrate-create`)"
                 );
             }
-            let mut client = cli.db.connect().await?;
+            let db = db_config()?;
+            let mut client = connect(&db).await?;
             let reverted = migrations::down(&mut client, n)
                 .await
-                .with_context(|| format!("reverting on {}", cli.db.db_name))?;
+                .with_context(|| format!("reverting on {}", db.db_name))?;
             for (version, name) in reverted {
                 println!("reverted V{version} {name}");
             }
         }
         Command::Status => {
-            let mut client = cli.db.connect().await?;
+            let db = db_config()?;
+            let mut client = connect(&db).await?;
             let applied = migrations::applied(&mut client).await?;
             for (version, name) in migrations::known() {
                 let state = if applied.contains(&version) {

@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
 
 use crate::envelope::headers_from_json;
 use crate::kafka::owned_headers;
 use backoff::Backoff;
 use platform::db::DbConfig;
-pub use producer::{create_producer, ProducerSettings};
+pub use producer::{create_producer, create_producer_with, Producer, ProducerSettings};
 pub use store::OutboxRow;
 
 pub(crate) const M_PUBLISHED: &str = "outbox_published_total";
@@ -126,7 +126,7 @@ impl RelayStatus {
 pub struct Relay {
     db: DbConfig,
     pool: Pool,
-    producer: FutureProducer,
+    producer: Producer,
     config: RelayConfig,
     backoff: Backoff,
     status: Arc<RelayStatus>,
@@ -145,7 +145,7 @@ impl std::fmt::Debug for Relay {
 impl Relay {
     /// A relay over the database `db` (its own small pool; leadership and LISTEN use
     /// dedicated connections) publishing with `producer`.
-    pub fn new(db: DbConfig, producer: FutureProducer, config: RelayConfig) -> Self {
+    pub fn new(db: DbConfig, producer: Producer, config: RelayConfig) -> Self {
         let pool = DbConfig {
             db_pool_size: 2,
             ..db.clone()
@@ -166,7 +166,7 @@ impl Relay {
         self.status.clone()
     }
 
-    pub fn producer(&self) -> &FutureProducer {
+    pub fn producer(&self) -> &Producer {
         &self.producer
     }
 

@@ -16,7 +16,6 @@ const PROFILES: Profiles = Profiles {
 #[serde(default)]
 pub struct Settings {
     pub port: u16,
-    pub kafka_brokers: String,
     /// Rows claimed and produced per batch.
     pub relay_batch_size: i64,
     /// Fallback poll when no NOTIFY arrives.
@@ -34,7 +33,6 @@ impl Default for Settings {
         let producer = ProducerSettings::new("127.0.0.1:9092");
         Self {
             port: 8082,
-            kafka_brokers: producer.brokers,
             relay_batch_size: 1000,
             relay_poll_interval_ms: 500,
             outbox_retention: "7d".into(),
@@ -54,11 +52,6 @@ impl ServiceSettings for Settings {
     const PROFILES: Profiles = PROFILES;
 
     fn check(&self, _profile: Profile) -> Result<(), ConfigError> {
-        if self.kafka_brokers.trim().is_empty() {
-            return Err(ConfigError::Refused(
-                "KAFKA_BROKERS must name at least one broker".into(),
-            ));
-        }
         if self.relay_batch_size < 1 {
             return Err(ConfigError::Refused(
                 "RELAY_BATCH_SIZE must be at least 1".into(),
@@ -93,10 +86,11 @@ impl Settings {
         }
     }
 
-    /// The producer's settings; librdkafka may buffer two batches.
-    pub fn producer(&self) -> ProducerSettings {
+    /// The producer's settings over the connection `kafka`; librdkafka may buffer two
+    /// batches.
+    pub fn producer(&self, kafka: &platform::kafka::KafkaConfig) -> ProducerSettings {
         ProducerSettings {
-            brokers: self.kafka_brokers.clone(),
+            kafka: kafka.clone(),
             linger_ms: self.relay_linger_ms,
             compression: self.relay_compression.clone(),
             message_timeout_ms: self.relay_message_timeout_ms,
@@ -129,8 +123,8 @@ mod tests {
         assert_eq!(relay.batch_size, 250);
         assert_eq!(relay.poll_interval, Duration::from_millis(100));
         assert_eq!(relay.retention, Some(Duration::from_secs(12 * 3600)));
-        let producer = config.settings.producer();
-        assert_eq!(producer.brokers, "kafka:9092");
+        let producer = config.settings.producer(&config.kafka);
+        assert_eq!(producer.kafka.kafka_brokers, "kafka:9092");
         assert_eq!(producer.compression, "zstd");
         assert_eq!((producer.linger_ms, producer.message_timeout_ms), (2, 5000));
     }
@@ -143,7 +137,7 @@ mod tests {
             Some(Duration::from_secs(7 * 86_400))
         );
         assert_eq!(config.settings.relay().batch_size, 1000);
-        assert_eq!(config.settings.producer().compression, "lz4");
+        assert_eq!(config.settings.producer(&config.kafka).compression, "lz4");
         let keep = Config::from_env(env(&[("OUTBOX_RETENTION", "0")])).unwrap();
         assert_eq!(keep.settings.relay().retention, None);
     }

@@ -1,31 +1,35 @@
 //! The broker check behind `/health/ready`, and `/metrics` (with the backlog gauges
 //! refreshed on each scrape).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use poem::handler;
 use poem::web::Data;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer as _;
 
-use crate::relay::{store, M_BACKLOG, M_OLDEST};
+use crate::kafka::BrokerAccess;
+use crate::relay::{store, Producer, M_BACKLOG, M_OLDEST};
 use platform::metrics as platform_metrics;
 
 const BROKER_TIMEOUT: Duration = Duration::from_secs(1);
 const BROKER_CACHE: Duration = Duration::from_secs(2);
 
 /// Whether the broker answers a metadata request, cached briefly so health checks never
-/// pile up on a broker that is away.
+/// pile up on a broker that is away. An answer also clears an earlier refusal (the
+/// credentials or certificates were fixed).
 pub(crate) struct BrokerProbe {
-    producer: FutureProducer,
+    producer: Producer,
+    access: Arc<BrokerAccess>,
     last: Mutex<Option<(Instant, bool)>>,
 }
 
 impl BrokerProbe {
-    pub(crate) fn new(producer: FutureProducer) -> Self {
+    pub(crate) fn new(producer: Producer, access: Arc<BrokerAccess>) -> Self {
         Self {
             producer,
+            access,
             last: Mutex::new(None),
         }
     }
@@ -47,6 +51,9 @@ impl BrokerProbe {
         })
         .await
         .unwrap_or(false);
+        if up {
+            self.access.accepted();
+        }
         if let Ok(mut last) = self.last.lock() {
             *last = Some((Instant::now(), up));
         }

@@ -11,7 +11,7 @@ use poem_openapi::OpenApiService;
 
 use super::config::Config;
 use super::health::{self, BrokerProbe};
-use crate::relay::{create_producer, Relay, RelayStatus};
+use crate::relay::{create_producer_with, Relay, RelayStatus};
 use platform::health::{HealthApi, Readiness, REFRESH};
 use platform::http::Listener;
 use platform::metrics as platform_metrics;
@@ -40,18 +40,29 @@ impl App {
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
         // Installed before the relay records anything, so /metrics sees all of it.
         platform_metrics::handle();
-        let producer = create_producer(&config.settings.producer())?;
+        let context = crate::kafka::KafkaContext::default();
+        let access = context.access.clone();
+        let producer = create_producer_with(&config.settings.producer(&config.kafka), context)?;
         let relay = Relay::new(config.db.clone(), producer.clone(), config.settings.relay());
         let pool = config.db.pool();
         let status = relay.status();
-        let broker = Arc::new(BrokerProbe::new(producer));
+        let broker = Arc::new(BrokerProbe::new(producer, access.clone()));
         let (ping_pool, role) = (pool.clone(), status.clone());
         // The relay answers 200 as a standby or with the broker away (it waits and
-        // retries); only a database it cannot reach makes it unready.
+        // retries); a database it cannot reach, or brokers that refuse its credentials or
+        // TLS settings, make it unready.
         let readiness = Readiness::new()
             .require("database", move || {
                 let pool = ping_pool.clone();
                 async move { platform::db::ping(&pool).await }
+            })
+            // Unready only while the brokers refuse the client (credentials, TLS).
+            .require("kafka", {
+                let access = access.clone();
+                move || {
+                    let refused = access.refused().is_some();
+                    async move { !refused }
+                }
             })
             .report("broker", move || {
                 let broker = broker.clone();
@@ -63,7 +74,11 @@ impl App {
                 } else {
                     "standby"
                 };
-                vec![("role", role.to_owned())]
+                let mut details = vec![("role", role.to_owned())];
+                if let Some(refused) = access.refused() {
+                    details.push(("kafka_refused", refused));
+                }
+                details
             });
         Ok(Self {
             listener,

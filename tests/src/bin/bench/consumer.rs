@@ -7,8 +7,9 @@ use event_consumer::config::Settings;
 use event_consumer::Consumer;
 use futures::stream::{FuturesUnordered, StreamExt};
 use outbox_relay::envelope::Attributes;
+use outbox_relay::relay::Producer;
 use platform::db::DbConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use uuid::Uuid;
 
 use crate::relay::CommitTimes;
@@ -16,7 +17,6 @@ use crate::stats::Latencies;
 
 pub(crate) fn settings(topic: &str, dlq: &str, batch: usize) -> Settings {
     Settings {
-        kafka_brokers: tests::brokers(),
         consumer_group: format!("bench-{}", Uuid::new_v4().simple()),
         consumer_topic: topic.to_owned(),
         consumer_dlq_topic: dlq.to_owned(),
@@ -27,7 +27,7 @@ pub(crate) fn settings(topic: &str, dlq: &str, batch: usize) -> Settings {
 
 /// Produces `count` `UserRegistered` records in the contract's CloudEvents form.
 pub(crate) async fn fill_topic(
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
     count: usize,
 ) -> anyhow::Result<()> {
@@ -78,7 +78,11 @@ pub(crate) async fn drain_per_s(
     settings: &Settings,
     count: usize,
 ) -> anyhow::Result<f64> {
-    let mut consumer = Consumer::new(settings, db.pool())?;
+    let mut consumer = Consumer::new(
+        settings,
+        &platform::kafka::KafkaConfig::plaintext(tests::brokers()),
+        db.pool(),
+    )?;
     // (start instant, records applied by the first batch)
     let mut first: Option<(Instant, usize)> = None;
     let mut total = 0usize;

@@ -164,7 +164,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let relay_task = tokio::spawn(running.run(until_stopped(stopped.clone())));
     let consumer_settings = consumer::settings(&latency_topic, &dlq_topic, consumer_batch);
-    let consumer_engine = event_consumer::Consumer::new(&consumer_settings, latency_db.pool())?;
+    let consumer_engine = event_consumer::Consumer::new(
+        &consumer_settings,
+        &platform::kafka::KafkaConfig::plaintext(tests::brokers()),
+        latency_db.pool(),
+    )?;
     let consumer_task = tokio::spawn(consumer_engine.run(until_stopped(stopped.clone())));
 
     // Warm-up: one event end to end, through the consumer and through a reader that

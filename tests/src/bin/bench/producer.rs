@@ -4,12 +4,13 @@
 use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use outbox_relay::relay::Producer;
+use rdkafka::producer::FutureRecord;
 
 use crate::Sample;
 
 pub(crate) async fn raw_producer_per_s(
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
     sample: &Sample,
     count: usize,
