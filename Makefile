@@ -31,6 +31,7 @@ setup: ## first time here: check the toolchain, infra-up, build, migrate, then s
 	  "  make help     every command"
 
 build: ## build every crate (debug)
+	@scripts/test-deps.sh --build
 	$(CARGO) build --workspace --all-targets
 
 test: infra-up infra-tls-up migrate ## THE test command: real PostgreSQL + Kafka (and the TLS fixture), then every test of the workspace
@@ -53,6 +54,7 @@ run: infra-up migrate ## infra, migrations, then all four services in the foregr
 dev: run ## the same as make run
 
 migrate: ## apply the database migrations
+	@scripts/test-deps.sh --build
 	$(CARGO) run -q -p migrations --bin migrate -- up
 
 migrate-up: migrate ## the same as make migrate

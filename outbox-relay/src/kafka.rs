@@ -2,7 +2,7 @@
 //! [`Record`] and rdkafka messages, and topic administration.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use platform::kafka::KafkaConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -72,6 +72,7 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
 #[derive(Debug, Default)]
 pub struct BrokerAccess {
     refused: Mutex<Option<String>>,
+    logged: Mutex<Option<(Instant, &'static str)>>,
 }
 
 impl BrokerAccess {
@@ -108,19 +109,36 @@ impl BrokerAccess {
         let Some(cause) = cause else {
             return false;
         };
-        // librdkafka retries with its reconnect backoff (up to 10 s), and reports each
-        // failed attempt: one log line per backoff step.
-        tracing::error!(
-            cause,
-            reason,
-            "the Kafka brokers refuse this client; check the KAFKA_* security settings"
-        );
+        let now = Instant::now();
+        // librdkafka reports one failed attempt through both its log and its error
+        // callback, and then retries with its reconnect backoff (up to 10 s): log a cause
+        // once per attempt, not once per report.
+        let repeated = self.logged.lock().ok().is_some_and(|mut last| {
+            let repeated = last.as_ref().is_some_and(|(at, was)| {
+                *was == cause && now.duration_since(*at) < REPORTS_OF_ONE_ATTEMPT
+            });
+            if !repeated {
+                *last = Some((now, cause));
+            }
+            repeated
+        });
+        if !repeated {
+            tracing::error!(
+                cause,
+                reason,
+                "the Kafka brokers refuse this client; check the KAFKA_* security settings"
+            );
+        }
         if let Ok(mut refused) = self.refused.lock() {
             *refused = Some(format!("{cause}: {reason}"));
         }
         true
     }
 }
+
+/// How close together librdkafka's reports of one failed attempt arrive (its shortest
+/// reconnect backoff is 100 ms; the reports of one attempt come within a millisecond).
+const REPORTS_OF_ONE_ATTEMPT: Duration = Duration::from_millis(50);
 
 fn refusal(code: Option<rdkafka::types::RDKafkaErrorCode>, reason: &str) -> Option<&'static str> {
     use rdkafka::types::RDKafkaErrorCode as C;
