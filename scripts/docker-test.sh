@@ -250,8 +250,10 @@ wait_applied() {
 wait_applied "$registered"
 
 # The relay crashes while registrations are in flight. (`docker kill` would do, but Docker
-# 20.10 counts a SIGKILL sent by `docker kill` as a manual stop and skips the restart
-# policy, so the relay's process is killed the way a crash kills it: SIGKILL from outside.)
+# 20.10 counts any `docker kill` as a manual stop and skips the restart policy: tried with
+# SIGKILL and SIGQUIT under `unless-stopped`, `always` and `on-failure`, RestartCount stays
+# 0. So the relay's process is killed the way a crash or the OOM killer kills it: SIGKILL
+# from outside Docker.)
 RELAY=$(compose ps -q outbox-relay)
 restarts_before=$(docker inspect -f '{{.RestartCount}}' "$RELAY")
 (
