@@ -228,12 +228,7 @@ kafka_up() {
     fi
     log "starting Kafka on 127.0.0.1:$KAFKA_PORT"
     local start=$SECONDS
-    # shellcheck disable=SC2086
-    nohup java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
-      -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.properties" \
-      -cp "$KAFKA_DIR/libs/*" kafka.Kafka "$KAFKA_DIR/server.properties" \
-      >"$KAFKA_DIR/kafka.log" 2>&1 &
-    echo $! >"$KAFKA_DIR/kafka.pid"
+    start_broker "$KAFKA_DIR" "$KAFKA_HEAP"
   fi
   local waited=0
   until kafka_ready; do
@@ -250,18 +245,36 @@ kafka_up() {
   kafka_topics
 }
 
-kafka_down() {
-  if [ -f "$KAFKA_DIR/kafka.pid" ] && kill -0 "$(cat "$KAFKA_DIR/kafka.pid")" 2>/dev/null; then
-    local pid
-    pid=$(cat "$KAFKA_DIR/kafka.pid")
-    log "stopping Kafka (pid $pid)"
+# Stops the process whose pid `pidfile` holds (TERM, then KILL after 30 s). Returns 1 when
+# nothing of ours was running.
+stop_pidfile() {
+  local pidfile=$1 what=$2 pid
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    pid=$(cat "$pidfile")
+    log "stopping $what (pid $pid)"
     kill "$pid"
     for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -9 "$pid" 2>/dev/null || true
+    rm -f "$pidfile"
   else
-    log "Kafka: nothing of ours is running"
+    rm -f "$pidfile"
+    return 1
   fi
-  rm -f "$KAFKA_DIR/kafka.pid"
+}
+
+# Starts a broker on `dir/server.properties` in the background (pid in `dir/kafka.pid`).
+start_broker() {
+  local dir=$1 heap=$2
+  # shellcheck disable=SC2086
+  nohup java $heap -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.properties" \
+    -cp "$KAFKA_DIR/libs/*" kafka.Kafka "$dir/server.properties" \
+    >"$dir/kafka.log" 2>&1 &
+  echo $! >"$dir/kafka.pid"
+}
+
+kafka_down() {
+  stop_pidfile "$KAFKA_DIR/kafka.pid" Kafka || log "Kafka: nothing of ours is running"
 }
 
 # ---------------------------------------------------------------- TLS fixture
@@ -392,11 +405,7 @@ EOF
   fi
   log "starting the SASL_SSL Kafka on localhost:$KAFKA_TLS_PORT"
   local start=$SECONDS
-  nohup java -Xmx256m -Xms128m -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.properties" \
-    -cp "$KAFKA_DIR/libs/*" kafka.Kafka "$KAFKA_TLS_DIR/server.properties" \
-    >"$KAFKA_TLS_DIR/kafka.log" 2>&1 &
-  echo $! >"$KAFKA_TLS_DIR/kafka.pid"
+  start_broker "$KAFKA_TLS_DIR" "-Xmx256m -Xms128m"
   local waited=0
   until port_open "$KAFKA_TLS_PORT" && kafka_java org.apache.kafka.tools.TopicCommand \
       --bootstrap-server "127.0.0.1:$KAFKA_TLS_INTERNAL_PORT" --list >/dev/null 2>&1; do
@@ -410,15 +419,7 @@ EOF
 }
 
 kafka_tls_down() {
-  if [ -f "$KAFKA_TLS_DIR/kafka.pid" ] && kill -0 "$(cat "$KAFKA_TLS_DIR/kafka.pid")" 2>/dev/null; then
-    local pid
-    pid=$(cat "$KAFKA_TLS_DIR/kafka.pid")
-    log "stopping the SASL_SSL Kafka (pid $pid)"
-    kill "$pid"
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$KAFKA_TLS_DIR/kafka.pid"
+  stop_pidfile "$KAFKA_TLS_DIR/kafka.pid" "the SASL_SSL Kafka" || true
 }
 
 # Creates (or changes the password of) a SCRAM-SHA-512 user on the SASL_SSL broker, through

@@ -148,7 +148,9 @@ impl Consumer {
             )
             .create_with_context(LagContext {
                 topic: settings.consumer_topic.clone(),
-                access: access.clone(),
+                kafka: KafkaContext {
+                    access: access.clone(),
+                },
             })?;
         consumer.subscribe(&[&settings.consumer_topic])?;
         Ok(Self {

@@ -1,8 +1,6 @@
 //! Consumer lag per partition, from librdkafka's statistics (no extra broker round trips).
 
-use std::sync::Arc;
-
-use outbox_relay::kafka::{log_librdkafka, BrokerAccess};
+use outbox_relay::kafka::KafkaContext;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
@@ -10,25 +8,21 @@ use rdkafka::error::KafkaError;
 use rdkafka::statistics::Statistics;
 
 /// The consumer's client context: publishes `consumer_lag{partition}` on every statistics
-/// report (`statistics.interval.ms`), and tells brokers that refuse the client (see
-/// [`BrokerAccess`]) from brokers that are away.
+/// report (`statistics.interval.ms`); librdkafka's logs and errors go through the platform's
+/// [`KafkaContext`] (which tells brokers that refuse the client from brokers that are away).
 #[derive(Debug)]
 pub struct LagContext {
     pub topic: String,
-    pub access: Arc<BrokerAccess>,
+    pub kafka: KafkaContext,
 }
 
 impl ClientContext for LagContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        if !self.access.observe_log(fac, log_message) {
-            log_librdkafka(level, fac, log_message);
-        }
+        self.kafka.log(level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if !self.access.observe(&error, reason) {
-            tracing::warn!(%error, reason, "librdkafka");
-        }
+        self.kafka.error(error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {

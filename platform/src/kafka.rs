@@ -141,15 +141,6 @@ impl KafkaConfig {
         Ok(properties)
     }
 
-    /// The value of one property, if set.
-    pub fn property(&self, name: &str) -> Option<String> {
-        self.properties()
-            .ok()?
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
-    }
-
     /// These settings as the environment variables a child process reads.
     pub fn to_env(&self) -> Vec<(String, String)> {
         let mut env = vec![("KAFKA_BROKERS".to_owned(), self.kafka_brokers.clone())];
