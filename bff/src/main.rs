@@ -1,17 +1,12 @@
-use std::path::PathBuf;
-
-use anyhow::Context;
-use bff::config::Config;
 use bff::startup::App;
 use clap::{Parser, Subcommand};
-use platform::{shutdown, telemetry};
+use platform::service::{self, ConfigFile};
 
 #[derive(Parser)]
 #[command(about = "The public backend-for-frontend")]
 struct Cli {
-    /// YAML configuration file (overrides the ENV profile; environment variables win).
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigFile,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -34,11 +29,5 @@ async fn main() -> anyhow::Result<()> {
         println!("# kid: {kid}");
         return Ok(());
     }
-    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
-    telemetry::init("bff", &config.common.log_level, config.common.log_format);
-    config.warn_if_development();
-    config.db.check_at_start().await?;
-    let app = App::build(config).await.context("starting bff")?;
-    app.run_until_stopped(shutdown::signal()).await?;
-    Ok(())
+    service::serve::<App>(cli.config.load()?).await
 }

@@ -162,3 +162,20 @@ impl App {
         served
     }
 }
+
+impl platform::service::Service for App {
+    const NAME: &'static str = "bff";
+    type Settings = crate::config::Settings;
+    type BuildError = StartError;
+
+    async fn build(config: Config) -> Result<Self, StartError> {
+        App::build(config).await
+    }
+
+    async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        App::run_until_stopped(self, shutdown).await
+    }
+}

@@ -125,3 +125,20 @@ impl App {
         served
     }
 }
+
+impl platform::service::Service for App {
+    const NAME: &'static str = "event-consumer";
+    type Settings = crate::config::Settings;
+    type BuildError = Error;
+
+    async fn build(config: Config) -> Result<Self, Error> {
+        App::build(config).await
+    }
+
+    async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        App::run_until_stopped(self, shutdown).await
+    }
+}

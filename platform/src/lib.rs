@@ -14,6 +14,7 @@ pub mod http;
 pub mod internal_key;
 pub mod kafka;
 pub mod metrics;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod traceparent;

@@ -1,19 +1,17 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use platform::{shutdown, telemetry};
-use user_service::config::Config;
+use platform::service::{self, ConfigFile};
+use user_service::config::Settings;
 use user_service::startup::App;
 use user_service::users;
 
 #[derive(Parser)]
 #[command(about = "Users and the transactional outbox write path")]
 struct Cli {
-    /// YAML configuration file (overrides the ENV profile; environment variables win).
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigFile,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -40,18 +38,10 @@ enum Role {
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    let config = cli.config.load::<Settings>()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            telemetry::init(
-                "user-service",
-                &config.common.log_level,
-                config.common.log_format,
-            );
-            config.warn_if_development();
-            config.db.check_at_start().await?;
-            let app = App::build(config).await.context("starting user-service")?;
-            app.run_until_stopped(shutdown::signal()).await?;
+            service::serve::<App>(config).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::SetRole { email, role } => {

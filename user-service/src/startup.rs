@@ -91,3 +91,20 @@ impl App {
         self.listener.serve(app, shutdown).await
     }
 }
+
+impl platform::service::Service for App {
+    const NAME: &'static str = "user-service";
+    type Settings = crate::config::Settings;
+    type BuildError = StartError;
+
+    async fn build(config: Config) -> Result<Self, StartError> {
+        App::build(config).await
+    }
+
+    async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        App::run_until_stopped(self, shutdown).await
+    }
+}

@@ -127,3 +127,20 @@ impl App {
         served
     }
 }
+
+impl platform::service::Service for App {
+    const NAME: &'static str = "outbox-relay";
+    type Settings = super::config::Settings;
+    type BuildError = BuildError;
+
+    async fn build(config: Config) -> Result<Self, BuildError> {
+        App::build(config).await
+    }
+
+    async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        App::run_until_stopped(self, shutdown).await
+    }
+}

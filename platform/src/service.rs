@@ -1,0 +1,56 @@
+//! What every service binary's `main` does, in one place: read `--config FILE`, load the
+//! layered configuration, start telemetry, warn about the development profile, check the
+//! database, build the service and serve it until SIGINT or SIGTERM.
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::config::{ServiceConfig, ServiceSettings};
+use crate::{shutdown, telemetry};
+
+/// The option every service binary takes (`#[command(flatten)]` it into the CLI).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigFile {
+    /// YAML configuration file (overrides the ENV profile; environment variables win).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    /// The configuration from the profile, this file and the environment.
+    pub fn load<S: ServiceSettings>(&self) -> anyhow::Result<ServiceConfig<S>> {
+        ServiceConfig::load(self.config.as_deref()).context("loading configuration")
+    }
+}
+
+/// A service process: built from its configuration (bound, connected), then run until a
+/// shutdown future resolves.
+pub trait Service: Sized {
+    /// The name in logs and telemetry (`bff`, `user-service`...).
+    const NAME: &'static str;
+    type Settings: ServiceSettings;
+    type BuildError: std::error::Error + Send + Sync + 'static;
+
+    fn build(
+        config: ServiceConfig<Self::Settings>,
+    ) -> impl Future<Output = Result<Self, Self::BuildError>>;
+
+    fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = std::io::Result<()>>;
+}
+
+/// Starts telemetry, checks the database, builds `S` and serves it until SIGINT or SIGTERM.
+pub async fn serve<S: Service>(config: ServiceConfig<S::Settings>) -> anyhow::Result<()> {
+    telemetry::init(S::NAME, &config.common.log_level, config.common.log_format);
+    config.warn_if_development();
+    config.db.check_at_start().await?;
+    let service = S::build(config)
+        .await
+        .with_context(|| format!("starting {}", S::NAME))?;
+    service.run_until_stopped(shutdown::signal()).await?;
+    Ok(())
+}
