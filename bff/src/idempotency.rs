@@ -7,13 +7,7 @@ use deadpool_postgres::GenericClient;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("database")]
-    Db(#[from] tokio_postgres::Error),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Result<T, E = tokio_postgres::Error> = std::result::Result<T, E>;
 
 /// Longest key accepted.
 pub const MAX_KEY_LEN: usize = 255;

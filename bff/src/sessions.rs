@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
+use platform::wire::Role;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +37,7 @@ const IS_LIVE: &str = "SELECT revoked_at IS NULL AND expires_at > now() \
 pub struct Session {
     pub id: Uuid,
     pub user_id: Uuid,
-    pub role: String,
+    pub role: Role,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -60,7 +61,7 @@ pub async fn create(client: &impl GenericClient, session: &Session) -> Result<Uu
             &[
                 &session.id,
                 &session.user_id,
-                &session.role,
+                &session.role.as_str(),
                 &session.expires_at,
             ],
         )
@@ -79,7 +80,7 @@ pub async fn rotate(client: &impl GenericClient, sid: Uuid, jti: Uuid) -> Result
         let session = Session {
             id: sid,
             user_id: row.get(0),
-            role: row.get(1),
+            role: Role::from_db(row.get(1)),
             expires_at: row.get(2),
         };
         let new_jti = Uuid::now_v7();

@@ -114,7 +114,7 @@ impl App {
             .nest("/docs", api.swagger_ui())
             .at("/metrics", get(metrics::endpoint))
             .nest("/", api)
-            .data(self.state.pool.clone())
+            // Inside CORS, which turns errors into plain responses before the outer one.
             .around(crate::api::errors::as_json)
             .around(traceparent::apply)
             .around(platform::body_limit::limit)
@@ -138,6 +138,7 @@ impl App {
         routes
             .with(cors)
             .around(same_origin::allow)
+            // CORS and same-origin refusals.
             .around(crate::api::errors::as_json)
             .around(security_headers::apply)
     }

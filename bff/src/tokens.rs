@@ -17,6 +17,7 @@ use pasetors::version4::{PublicToken, V4};
 use pasetors::Public;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
+use platform::wire::Role;
 use uuid::Uuid;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat` between this process and others.
@@ -70,7 +71,7 @@ pub struct Claims {
     pub nbf: DateTime<Utc>,
     pub exp: DateTime<Utc>,
     pub jti: Uuid,
-    pub role: String,
+    pub role: Role,
     /// The session (refresh-token family) this token belongs to.
     pub sid: Uuid,
     pub typ: TokenType,
@@ -78,9 +79,9 @@ pub struct Claims {
 
 /// Whom a token is for.
 #[derive(Debug, Clone, Copy)]
-pub struct Subject<'a> {
+pub struct Subject {
     pub user: Uuid,
-    pub role: &'a str,
+    pub role: Role,
     pub sid: Uuid,
 }
 
@@ -196,7 +197,7 @@ impl TokenKeys {
     pub fn claims(
         &self,
         typ: TokenType,
-        who: Subject<'_>,
+        who: Subject,
         jti: Uuid,
         ttl: Duration,
         not_after: Option<DateTime<Utc>>,
@@ -217,7 +218,7 @@ impl TokenKeys {
             nbf: now,
             exp,
             jti,
-            role: role.to_owned(),
+            role,
             sid,
             typ,
         }
@@ -301,7 +302,7 @@ mod tests {
     fn claims_for(keys: &TokenKeys, typ: TokenType, not_after: Option<DateTime<Utc>>) -> Claims {
         let who = Subject {
             user: Uuid::new_v4(),
-            role: "user",
+            role: Role::User,
             sid: Uuid::new_v4(),
         };
         keys.claims(typ, who, Uuid::new_v4(), Duration::from_secs(60), not_after)

@@ -172,12 +172,7 @@ impl Upstream {
         {
             Answer::Ok(verification) => Ok(verification),
             // A malformed email or empty password cannot be valid credentials.
-            Answer::Refused(..) => Ok(Verification {
-                valid: false,
-                user_id: None,
-                role: None,
-                is_active: None,
-            }),
+            Answer::Refused(..) => Ok(Verification::invalid()),
         }
     }
 

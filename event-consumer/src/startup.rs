@@ -10,7 +10,6 @@ use platform::metrics;
 use poem::{get, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
-use crate::api::auth::unauthorized;
 use crate::api::stats::StatsApi;
 use crate::config::Config;
 use crate::engine::{self, Consumer};
@@ -29,7 +28,6 @@ pub enum Error {
 pub struct App {
     listener: Listener,
     pool: Pool,
-    config: Config,
     keys: platform::internal_key::ServerKeys,
     consumer: Consumer,
 }
@@ -44,7 +42,6 @@ impl App {
             keys,
             listener,
             pool,
-            config,
             consumer,
         })
     }
@@ -91,7 +88,12 @@ impl App {
             });
         let _refresh = readiness.spawn_refresh(REFRESH);
         let api = OpenApiService::new(
-            (HealthApi { readiness }, StatsApi),
+            (
+                HealthApi { readiness },
+                StatsApi {
+                    pool: self.pool.clone(),
+                },
+            ),
             "event-consumer",
             env!("CARGO_PKG_VERSION"),
         )
@@ -101,10 +103,10 @@ impl App {
             .nest("/docs", api.swagger_ui())
             .at("/metrics", get(metrics::endpoint))
             .nest("/", api)
-            .catch_error(unauthorized)
-            .data(self.pool)
-            .data(self.keys)
-            .data(self.config);
+            .around(platform::body_limit::limit)
+            .around(platform::error::as_json)
+            // For the internal-key check, which sees only the request.
+            .data(self.keys);
         tracing::info!(port = self.listener.port(), "event-consumer listening");
         let consumer = tokio::spawn(self.consumer.run(wait(stopped.clone())));
         let serve = self.listener.serve(app, wait(stopped.clone()));

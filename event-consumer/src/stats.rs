@@ -1,35 +1,8 @@
 //! The figures the BFF's admin dashboard shows, read from the consumer's own tables.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use deadpool_postgres::GenericClient;
-use poem_openapi::Object;
-
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
-pub struct WelcomeNotifications {
-    /// Notifications not yet sent.
-    pub pending: i64,
-    pub total: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
-pub struct DayCount {
-    /// UTC day, `YYYY-MM-DD`.
-    pub day: String,
-    pub count: i64,
-}
-
-/// `GET /stats` (the contract's shape).
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
-pub struct Stats {
-    pub processed_total: i64,
-    pub duplicates_total: i64,
-    pub dead_lettered_total: i64,
-    pub unknown_type_total: i64,
-    pub last_processed_at: Option<DateTime<Utc>>,
-    pub welcome_notifications: WelcomeNotifications,
-    /// The last 7 days, oldest first, days without registrations included with 0.
-    pub registrations_per_day: Vec<DayCount>,
-}
+pub use platform::wire::{DayCount, EventStats as Stats, WelcomeNotifications};
 
 const COUNTERS: &str = "
     SELECT processed_total, duplicates_total, dead_lettered_total, unknown_type_total,

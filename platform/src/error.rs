@@ -1,13 +1,18 @@
-//! The one error body every service answers with: `{"error", "message", "details"?}`,
-//! and the mapping of framework errors (bad JSON, oversize body, unknown route...) onto
-//! it. 5xx answers never carry internal text; the cause is logged instead.
+//! The one error body every service answers with: `{"error", "message", "details"?}`;
+//! [`Failure`], the documented answers any internal endpoint may give besides its own;
+//! how a database error becomes a 503 or a 500; and the mapping of framework errors (bad
+//! JSON, oversize body, unknown route...) onto the body. 5xx answers never carry internal
+//! text; the cause chain is logged instead.
 
+use deadpool_postgres::PoolError;
 use poem::http::StatusCode;
 use poem::{Endpoint, IntoResponse, Request, Response};
-use poem_openapi::Object;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
 use serde::{Deserialize, Serialize};
 
 use crate::body_limit::MAX_BODY_BYTES;
+use crate::telemetry::error_chain;
 
 #[derive(Debug, Clone, PartialEq, Object, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -69,7 +74,9 @@ pub fn body_for(error: &poem::Error) -> (StatusCode, ErrorBody) {
             "Bad request",
             "The request could not be parsed: send a valid JSON body of the documented shape.",
         ),
-        StatusCode::UNAUTHORIZED => ErrorBody::unauthorized("Missing, invalid or expired token."),
+        StatusCode::UNAUTHORIZED => ErrorBody::unauthorized(
+            "Missing or invalid credentials: send Authorization: Bearer <token or key>.",
+        ),
         StatusCode::NOT_FOUND => ErrorBody::new("Not found", "No such resource."),
         StatusCode::METHOD_NOT_ALLOWED => {
             ErrorBody::new("Method not allowed", "This method is not allowed here.")
@@ -111,4 +118,87 @@ pub async fn as_json<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response>
         return Ok(response);
     }
     Ok(body.response(status))
+}
+
+/// Whether a database error means "not now" (retry later, 503) rather than a bug (500).
+/// Errors without a SQLSTATE are transport failures (connection refused, reset, closed);
+/// class 08 (connection), 53 (resources) and 57P (shutdown, cannot connect now) are the
+/// server saying "not now".
+pub fn is_unavailable(error: &tokio_postgres::Error) -> bool {
+    match error.code() {
+        None => true,
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+        }
+    }
+}
+
+/// The same for a pool error: timeouts, a closed pool or a failed connection hook mean
+/// the database is away.
+pub fn pool_unavailable(error: &PoolError) -> bool {
+    match error {
+        PoolError::Backend(error) => is_unavailable(error),
+        _ => true,
+    }
+}
+
+/// The answers every internal endpoint may give besides its own: the framework's refusals
+/// of a request (documented here, so the OpenAPI document lists every status an endpoint
+/// can return; [`as_json`] gives them this body) and the two failures. A failure is built
+/// from its cause, which is logged with its whole chain; the client sees a generic body.
+#[derive(Debug, ApiResponse)]
+pub enum Failure {
+    /// The body is not JSON of the documented shape, or a parameter is malformed.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Missing or wrong internal API key.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    /// The body exceeds the limit.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not sent as `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// Unexpected failure (the cause is in the server log only).
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+impl Failure {
+    /// A dependency is away for now: logs `cause` and answers 503.
+    pub fn unavailable(cause: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::warn!(error = %error_chain(cause), "503: a dependency is unavailable");
+        Self::Unavailable(Json(ErrorBody::unavailable()))
+    }
+
+    /// A bug or an unexpected state: logs `cause` and answers 500.
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %error_chain(cause), "500: internal error");
+        Self::Internal(Json(ErrorBody::internal()))
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(error: tokio_postgres::Error) -> Self {
+        if is_unavailable(&error) {
+            Self::unavailable(&error)
+        } else {
+            Self::internal(&error)
+        }
+    }
+}
+
+impl From<PoolError> for Failure {
+    fn from(error: PoolError) -> Self {
+        if pool_unavailable(&error) {
+            Self::unavailable(&error)
+        } else {
+            Self::internal(&error)
+        }
+    }
 }

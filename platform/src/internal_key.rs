@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+use poem::Request;
+use poem_openapi::auth::Bearer;
+use poem_openapi::SecurityScheme;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
@@ -158,6 +161,16 @@ impl ServerKeys {
         }
         found
     }
+}
+
+/// `Authorization: Bearer <internal key>` on a server's API: the caller whose key was
+/// presented. The server puts its [`ServerKeys`] into the request data for this check.
+#[derive(Debug, SecurityScheme)]
+#[oai(ty = "bearer", checker = "caller_of_request")]
+pub struct InternalKey(pub Caller);
+
+async fn caller_of_request(request: &Request, bearer: Bearer) -> Option<Caller> {
+    request.data::<ServerKeys>()?.caller_of(&bearer.token)
 }
 
 /// The key a client presents to one server: its own setting, else the shorthand.

@@ -1,7 +1,7 @@
 //! What every service process shares: layered configuration with secrets, the database
 //! settings and pool, telemetry, the metrics recorder, HTTP serving with graceful
 //! shutdown, health probes, the internal-key check, the body limit, W3C trace context,
-//! the one error body, and one backoff. The `testing` feature holds the test kit every
+//! the bodies of the internal APIs, the one error body, and one backoff. The `testing` feature holds the test kit every
 //! crate's tests use.
 
 pub mod backoff;
@@ -18,6 +18,7 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod traceparent;
+pub mod wire;
 
 #[cfg(feature = "testing")]
 pub mod testing;

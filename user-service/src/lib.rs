@@ -6,7 +6,6 @@
 
 pub mod api;
 pub mod config;
-pub mod error;
 pub mod password;
 pub mod register;
 pub mod startup;

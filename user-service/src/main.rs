@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use platform::service::{self, ConfigFile};
 use user_service::config::Settings;
 use user_service::startup::App;
@@ -25,14 +25,8 @@ enum Command {
         #[arg(long)]
         email: String,
         #[arg(long, value_enum)]
-        role: Role,
+        role: users::Role,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Role {
-    Admin,
-    User,
 }
 
 #[tokio::main]
@@ -45,10 +39,6 @@ async fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::SetRole { email, role } => {
-            let role = match role {
-                Role::Admin => users::Role::Admin,
-                Role::User => users::Role::User,
-            };
             let client = config
                 .db
                 .pool()

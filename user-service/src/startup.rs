@@ -31,6 +31,7 @@ pub enum StartError {
 pub struct App {
     listener: Listener,
     state: AppState,
+    keys: platform::internal_key::ServerKeys,
 }
 
 impl App {
@@ -41,12 +42,15 @@ impl App {
         let hasher = Hasher::new(config.settings.scrypt_log_n).await?;
         let keys = config.settings.server_keys().map_err(StartError::Config)?;
         let state = AppState {
-            keys,
             pool: config.db.pool(),
             settings: Arc::new(config.settings),
             hasher,
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            keys,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -72,7 +76,15 @@ impl App {
         });
         let _refresh = readiness.spawn_refresh(REFRESH);
         let api = OpenApiService::new(
-            (HealthApi { readiness }, UsersApi, AdminApi),
+            (
+                HealthApi { readiness },
+                UsersApi {
+                    state: self.state.clone(),
+                },
+                AdminApi {
+                    state: self.state.clone(),
+                },
+            ),
             "user-service",
             env!("CARGO_PKG_VERSION"),
         )
@@ -84,9 +96,9 @@ impl App {
             .at("/metrics", get(metrics::endpoint))
             .nest("/", api)
             .around(platform::body_limit::limit)
-            .catch_all_error(|err| async move { crate::error::from_poem(err) })
-            .data(self.state.pool.clone())
-            .data(self.state);
+            .around(platform::error::as_json)
+            // For the internal-key check, which sees only the request.
+            .data(self.keys);
         tracing::info!(port = self.listener.port(), "user-service listening");
         self.listener.serve(app, shutdown).await
     }

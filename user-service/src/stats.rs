@@ -1,19 +1,8 @@
 //! The numbers behind the admin dashboard: users and the outbox's health.
 
-use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stats {
-    pub users_total: i64,
-    /// Since midnight UTC.
-    pub registered_today: i64,
-    pub registered_last_24h: i64,
-    /// Outbox rows not yet acknowledged by Kafka.
-    pub outbox_backlog: i64,
-    pub oldest_unpublished_age_s: Option<f64>,
-    pub last_published_at: Option<DateTime<Utc>>,
-}
+pub use platform::wire::UserStats as Stats;
 
 // The unpublished and published look-ups are written to use the outbox's partial indexes.
 const STATS: &str = "SELECT \

@@ -1,6 +1,5 @@
 //! The `users.users` table: plain functions over a client or the caller's transaction.
 
-use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
@@ -8,30 +7,18 @@ use uuid::Uuid;
 
 use crate::validation::NewUser;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    pub id: Uuid,
-    pub email: String,
-    pub phone: Option<String>,
-    pub first_name: String,
-    pub last_name: String,
-    pub role: String,
-    pub is_active: bool,
-    pub created_at: DateTime<Utc>,
-}
+pub use platform::wire::{Role, User};
 
-impl User {
-    fn from_row(row: &Row) -> Self {
-        Self {
-            id: row.get("id"),
-            email: row.get("email"),
-            phone: row.get("phone"),
-            first_name: row.get("first_name"),
-            last_name: row.get("last_name"),
-            role: row.get("role"),
-            is_active: row.get("is_active"),
-            created_at: row.get("created_at"),
-        }
+fn user_from_row(row: &Row) -> User {
+    User {
+        id: row.get("id"),
+        email: row.get("email"),
+        phone: row.get("phone"),
+        first_name: row.get("first_name"),
+        last_name: row.get("last_name"),
+        role: Role::from_db(row.get("role")),
+        is_active: row.get("is_active"),
+        created_at: row.get("created_at"),
     }
 }
 
@@ -40,7 +27,7 @@ impl User {
 pub struct Credentials {
     pub id: Uuid,
     pub password_hash: String,
-    pub role: String,
+    pub role: Role,
     pub is_active: bool,
 }
 
@@ -103,7 +90,7 @@ pub async fn insert<C: GenericClient + Sync>(
             ],
         )
         .await?;
-    Ok(User::from_row(&row))
+    Ok(user_from_row(&row))
 }
 
 #[tracing::instrument(skip(client), err)]
@@ -118,7 +105,7 @@ pub async fn find_by_id<C: GenericClient + Sync>(
         .query_opt(&statement, &[&id])
         .await?
         .as_ref()
-        .map(User::from_row))
+        .map(user_from_row))
 }
 
 const CREDENTIALS: &str = "SELECT id, password_hash, role, is_active FROM users.users \
@@ -137,25 +124,9 @@ pub async fn find_credentials<C: GenericClient + Sync>(
         .map(|row| Credentials {
             id: row.get("id"),
             password_hash: row.get("password_hash"),
-            role: row.get("role"),
+            role: Role::from_db(row.get("role")),
             is_active: row.get("is_active"),
         }))
-}
-
-/// A user's role (the table's check allows exactly these).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    User,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::User => "user",
-            Self::Admin => "admin",
-        }
-    }
 }
 
 /// A role change as `set-role` reports it.
@@ -163,8 +134,8 @@ impl Role {
 pub struct RoleChange {
     pub id: Uuid,
     pub email: String,
-    pub previous: String,
-    pub current: String,
+    pub previous: Role,
+    pub current: Role,
 }
 
 const SET_ROLE: &str = "UPDATE users.users AS u SET role = $2, updated_at = now() \
@@ -187,7 +158,7 @@ pub async fn set_role<C: GenericClient + Sync>(
         .map(|row| RoleChange {
             id: row.get("id"),
             email: row.get("email"),
-            previous: row.get("previous"),
-            current: row.get("current"),
+            previous: Role::from_db(row.get("previous")),
+            current: Role::from_db(row.get("current")),
         }))
 }

@@ -12,15 +12,7 @@ pub const EMAIL_MAX_CHARS: usize = 254;
 /// zxcvbn scores 0 and 1 (guessable within ~10^6 tries) are refused.
 const MIN_PASSWORD_SCORE: u8 = 2;
 
-/// A registration as the client sent it.
-#[derive(Debug, Clone)]
-pub struct Registration {
-    pub email: String,
-    pub password: String,
-    pub first_name: String,
-    pub last_name: String,
-    pub phone: Option<String>,
-}
+pub use platform::wire::Registration;
 
 /// A registration that passed every rule: trimmed fields, password untouched.
 #[derive(Debug, Clone, PartialEq, Eq)]

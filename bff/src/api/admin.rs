@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::auth::{authenticate_admin, BearerAuth};
-use super::errors::{upstream_failed, ApiError};
+use super::errors::ApiError;
 use super::models::{Dashboard, ReplayRequest, ReplayResult};
 use super::Tag;
 use crate::state::AppState;
@@ -51,18 +51,8 @@ impl AdminApi {
             upstream.event_stats(trace.0.as_str())
         );
         let mut missing = Vec::new();
-        let users = users
-            .map_err(|error| {
-                tracing::warn!(error = %error_chain(&error), "dashboard source missing");
-                missing.push("user-service".to_owned());
-            })
-            .ok();
-        let events = events
-            .map_err(|error| {
-                tracing::warn!(error = %error_chain(&error), "dashboard source missing");
-                missing.push("event-consumer".to_owned());
-            })
-            .ok();
+        let users = answered("user-service", users, &mut missing);
+        let events = answered("event-consumer", events, &mut missing);
         Ok(DashboardResponse::Ok(Json(Dashboard {
             users,
             events,
@@ -84,8 +74,7 @@ impl AdminApi {
             .state
             .upstream
             .replay(&body.0, trace.0.as_str())
-            .await
-            .map_err(upstream_failed)?;
+            .await?;
         match answer {
             Answer::Ok(result) => {
                 tracing::info!(admin = %admin.sub, count = result.count, dry_run = result.dry_run, "outbox replay");
@@ -94,4 +83,18 @@ impl AdminApi {
             Answer::Refused(_, error) => Err(ApiError::BadRequest(Json(error))),
         }
     }
+}
+
+/// A source's figures, or its name added to `missing`.
+fn answered<T>(
+    source: &str,
+    result: Result<T, crate::upstream::Error>,
+    missing: &mut Vec<String>,
+) -> Option<T> {
+    result
+        .inspect_err(|error| {
+            tracing::warn!(error = %error_chain(error), source, "dashboard source missing");
+            missing.push(source.to_owned());
+        })
+        .ok()
 }

@@ -9,8 +9,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, SecurityScheme};
 use uuid::Uuid;
 
-use super::errors::{database_failed, upstream_failed, ApiError};
-use super::models::{Credentials, ErrorBody, LogoutRequest, RefreshRequest, TokenPair};
+use super::errors::ApiError;
+use super::models::{Credentials, ErrorBody, LogoutRequest, RefreshRequest, Role, TokenPair};
 use super::Tag;
 use crate::sessions::{self, Rotation, Session};
 use crate::state::AppState;
@@ -31,12 +31,7 @@ pub async fn authenticate(state: &AppState, auth: &BearerAuth) -> Result<Claims,
             tracing::debug!(%reason, "access token refused");
             ApiError::unauthorized()
         })?;
-    let live = state
-        .liveness
-        .is_live(&state.pool, claims.sid)
-        .await
-        .map_err(database_failed)?;
-    if !live {
+    if !state.liveness.is_live(&state.pool, claims.sid).await? {
         return Err(ApiError::unauthorized());
     }
     Ok(claims)
@@ -45,7 +40,7 @@ pub async fn authenticate(state: &AppState, auth: &BearerAuth) -> Result<Claims,
 /// Like [`authenticate`], and the role must be `admin`.
 pub async fn authenticate_admin(state: &AppState, auth: &BearerAuth) -> Result<Claims, ApiError> {
     let claims = authenticate(state, auth).await?;
-    if claims.role != "admin" {
+    if claims.role != Role::Admin {
         return Err(ApiError::forbidden());
     }
     Ok(claims)
@@ -77,7 +72,7 @@ impl AuthApi {
         let keys = &self.state.keys;
         let who = Subject {
             user: session.user_id,
-            role: &session.role,
+            role: session.role,
             sid: session.id,
         };
         let access = keys.claims(
@@ -95,10 +90,8 @@ impl AuthApi {
             Some(session.expires_at),
         );
         let sign = |claims| {
-            keys.sign(claims).map_err(|error| {
-                tracing::error!(%error, "signing a token failed");
-                ApiError::internal()
-            })
+            keys.sign(claims)
+                .map_err(|error| ApiError::internal(&error))
         };
         Ok(TokenPair {
             access_token: sign(&access)?,
@@ -131,8 +124,7 @@ impl AuthApi {
             .state
             .upstream
             .verify_credentials(&body.0, trace.0.as_str())
-            .await
-            .map_err(upstream_failed)?;
+            .await?;
         let (Some(user_id), true) = (verdict.user_id, verdict.valid) else {
             return Err(Self::invalid_credentials());
         };
@@ -145,15 +137,11 @@ impl AuthApi {
         let session = Session {
             id: Uuid::new_v4(),
             user_id,
-            role: verdict.role.unwrap_or_else(|| "user".into()),
-            expires_at: Utc::now()
-                + chrono::Duration::from_std(self.state.settings.refresh_ttl())
-                    .unwrap_or(chrono::Duration::days(7)),
+            role: verdict.role.unwrap_or(Role::User),
+            expires_at: Utc::now() + self.state.settings.refresh_ttl(),
         };
-        let client = self.state.pool.get().await.map_err(database_failed)?;
-        let jti = sessions::create(&client, &session)
-            .await
-            .map_err(database_failed)?;
+        let client = self.state.pool.get().await?;
+        let jti = sessions::create(&client, &session).await?;
         metrics::counter!("bff_logins_total").increment(1);
         Ok(LoginResponse::Ok(Json(self.pair(&session, jti)?)))
     }
@@ -170,12 +158,10 @@ impl AuthApi {
                 tracing::debug!(%reason, "refresh token refused");
                 ApiError::unauthorized()
             })?;
-        let mut client = self.state.pool.get().await.map_err(database_failed)?;
-        let tx = client.transaction().await.map_err(database_failed)?;
-        let rotation = sessions::rotate(&tx, claims.sid, claims.jti)
-            .await
-            .map_err(database_failed)?;
-        tx.commit().await.map_err(database_failed)?;
+        let mut client = self.state.pool.get().await?;
+        let tx = client.transaction().await?;
+        let rotation = sessions::rotate(&tx, claims.sid, claims.jti).await?;
+        tx.commit().await?;
         match rotation {
             Rotation::Rotated { session, new_jti } => {
                 Ok(LoginResponse::Ok(Json(self.pair(&session, new_jti)?)))
@@ -217,11 +203,9 @@ impl AuthApi {
                 }
             }
         }
-        let client = self.state.pool.get().await.map_err(database_failed)?;
+        let client = self.state.pool.get().await?;
         for sid in sids {
-            sessions::revoke(&client, sid, "logout")
-                .await
-                .map_err(database_failed)?;
+            sessions::revoke(&client, sid, "logout").await?;
             self.state.liveness.revoked(sid);
         }
         Ok(LogoutResponse::LoggedOut)

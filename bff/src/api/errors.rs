@@ -1,8 +1,11 @@
-//! Error answers: the shared [`ApiError`] every authenticated or limited endpoint may
-//! give, and the last-resort conversion of any unhandled error into the JSON error body,
-//! so no answer carries internal text.
+//! The BFF's one error type: every answer an endpoint may give besides its own, built with
+//! `?` from the failures below it. Failures log their cause chain where they are
+//! converted; the client sees only the generic body. Errors that escape the handlers
+//! (payload parsing, a missing auth header, an unknown route) get the same JSON body from
+//! [`as_json`].
 
-use platform::telemetry::error_chain;
+use deadpool_postgres::PoolError;
+use platform::error::Failure;
 use poem_openapi::payload::Json;
 use poem_openapi::ApiResponse;
 
@@ -12,7 +15,7 @@ use crate::rate_limit::RateLimited;
 /// The answers any API endpoint may give besides its own.
 #[derive(Debug, ApiResponse)]
 pub enum ApiError {
-    /// Malformed request (bad JSON, missing field).
+    /// Malformed request (bad JSON, missing field, malformed parameter).
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
     /// Missing, invalid, expired or revoked token.
@@ -24,6 +27,9 @@ pub enum ApiError {
     /// Body over 64 KiB.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not sent as `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
     /// Rate limit hit; retry after the given seconds.
     #[oai(status = 429)]
     TooManyRequests(Json<RateLimited>, #[oai(header = "Retry-After")] String),
@@ -50,38 +56,55 @@ impl ApiError {
         )))
     }
 
-    pub fn unavailable() -> Self {
-        Self::Unavailable(Json(ErrorBody::new(
-            "Service unavailable",
-            "A backing service is unavailable. Please try again shortly.",
-        )))
-    }
-
-    pub fn internal() -> Self {
-        Self::Internal(Json(ErrorBody::new(
-            "Internal server error",
-            "Something went wrong on our side.",
-        )))
-    }
-
     pub fn bad_request(message: &str) -> Self {
         Self::BadRequest(Json(ErrorBody::new("Bad request", message)))
     }
+
+    /// A bug or an unexpected state: logs `cause` and answers 500.
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
+        Failure::internal(cause).into()
+    }
 }
 
-/// Logs an upstream failure with its cause chain and answers 503.
-pub fn upstream_failed(error: crate::upstream::Error) -> ApiError {
-    tracing::warn!(error = %error_chain(&error), "upstream call failed");
-    ApiError::unavailable()
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::BadRequest(body) => Self::BadRequest(body),
+            Failure::Unauthorized(body) => Self::Unauthorized(body),
+            Failure::PayloadTooLarge(body) => Self::PayloadTooLarge(body),
+            Failure::UnsupportedMediaType(body) => Self::UnsupportedMediaType(body),
+            Failure::Internal(body) => Self::Internal(body),
+            Failure::Unavailable(body) => Self::Unavailable(body),
+        }
+    }
 }
 
-/// Logs a database failure with its cause chain and answers 503.
-pub fn database_failed(error: impl std::error::Error) -> ApiError {
-    tracing::warn!(error = %error_chain(&error), "database call failed");
-    ApiError::unavailable()
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Failure::from(error).into()
+    }
 }
 
-/// Turns errors that escaped the handlers (payload parsing, missing auth header, unknown
-/// route) into the JSON error body; 5xx texts are never shown. Errors that already carry
-/// a JSON answer (a handler's `Err(ApiError)`) pass unchanged.
+impl From<PoolError> for ApiError {
+    fn from(error: PoolError) -> Self {
+        Failure::from(error).into()
+    }
+}
+
+impl From<crate::sessions::Error> for ApiError {
+    fn from(error: crate::sessions::Error) -> Self {
+        match error {
+            crate::sessions::Error::Pool(error) => error.into(),
+            crate::sessions::Error::Db(error) => error.into(),
+        }
+    }
+}
+
+/// An upstream service that is down, too slow or off the contract: 503.
+impl From<crate::upstream::Error> for ApiError {
+    fn from(error: crate::upstream::Error) -> Self {
+        Failure::unavailable(&error).into()
+    }
+}
+
 pub use platform::error::as_json;

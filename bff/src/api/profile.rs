@@ -7,7 +7,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::auth::{authenticate, BearerAuth};
-use super::errors::{upstream_failed, ApiError};
+use super::errors::ApiError;
 use super::models::{ErrorBody, User};
 use super::Tag;
 use crate::state::AppState;
@@ -42,8 +42,7 @@ impl ProfileApi {
             .state
             .upstream
             .user(claims.sub, trace.0.as_str())
-            .await
-            .map_err(upstream_failed)?
+            .await?
         {
             Some(user) => Ok(ProfileResponse::Ok(Json(user))),
             None => Ok(ProfileResponse::NotFound(Json(ErrorBody::new(

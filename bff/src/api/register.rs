@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
+use platform::telemetry::error_chain;
 use poem::web::Data;
 use poem_openapi::param::Header;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
-use super::errors::{database_failed, upstream_failed, ApiError};
+use super::errors::ApiError;
 use super::models::{ErrorBody, Registration, User};
 use super::Tag;
 use crate::idempotency::{self, Claim, MAX_KEY_LEN};
@@ -47,10 +48,7 @@ impl RegisterResponse {
             409 => decode_error(body).map(|e| Self::Conflict(Json(e))),
             _ => decode_error(body).map(|e| Self::Unprocessable(Json(e))),
         };
-        decoded.map_err(|error| {
-            tracing::error!(%error, "stored idempotent answer does not decode");
-            ApiError::internal()
-        })
+        decoded.map_err(|error| ApiError::internal(&error))
     }
 }
 
@@ -69,8 +67,7 @@ impl RegisterApi {
             .state
             .upstream
             .register(body, trace)
-            .await
-            .map_err(upstream_failed)?;
+            .await?;
         match answer {
             Answer::Ok(user) => {
                 metrics::counter!("bff_registrations_total").increment(1);
@@ -112,11 +109,8 @@ impl RegisterApi {
         }
         let canonical = serde_json::to_vec(&body.0).unwrap_or_default();
         let hash = idempotency::fingerprint(&self.state.fingerprint_key, &canonical);
-        let client = self.state.pool.get().await.map_err(database_failed)?;
-        match idempotency::begin(&client, &key, &hash)
-            .await
-            .map_err(database_failed)?
-        {
+        let client = self.state.pool.get().await?;
+        match idempotency::begin(&client, &key, &hash).await? {
             Claim::Replay { status, body } => RegisterResponse::from_stored(status, body),
             Claim::Mismatch => Ok(RegisterResponse::Unprocessable(Json(ErrorBody::new(
                 "Idempotency key reused",
@@ -129,15 +123,13 @@ impl RegisterApi {
             Claim::Fresh => match self.forward(&body.0, trace).await {
                 Ok(answer) => {
                     let (status, stored) = answer.into_stored();
-                    idempotency::finish(&client, &key, status, &stored)
-                        .await
-                        .map_err(database_failed)?;
+                    idempotency::finish(&client, &key, status, &stored).await?;
                     RegisterResponse::from_stored(status, stored)
                 }
                 Err(error) => {
                     // Nothing was decided: let a retry with the same key run again.
                     if let Err(db) = idempotency::abandon(&client, &key).await {
-                        tracing::warn!(error = %db, "releasing an idempotency key failed");
+                        tracing::warn!(error = %error_chain(&db), "releasing an idempotency key failed");
                     }
                     Err(error)
                 }

@@ -1,4 +1,5 @@
-//! The HTTP API, documented with poem-openapi.
+//! The HTTP API, documented with poem-openapi. Every endpoint but the probes needs the
+//! internal key; the answers any endpoint may give besides its own are
+//! [`platform::error::Failure`].
 
-pub mod auth;
 pub mod stats;

@@ -1,0 +1,218 @@
+//! The bodies of the internal APIs, defined once and shared by each server and its client
+//! (the BFF): the user service's users, credential checks, figures and replay, and the
+//! event consumer's figures. The BFF shows several of them on its public API unchanged.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A user's role (the `users.users` check allows exactly these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum, Serialize, Deserialize, clap::ValueEnum)]
+#[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// From the database's text; anything unknown is the least privileged role.
+    pub fn from_db(text: &str) -> Self {
+        match text {
+            "admin" => Self::Admin,
+            _ => Self::User,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A user as other services see it: never any password field.
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub phone: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub role: Role,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A registration as the client sends it.
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+#[oai(example)]
+pub struct Registration {
+    /// Checked for syntax; unique case-insensitively.
+    pub email: String,
+    /// 8 to 128 characters, any Unicode; very common passwords are refused.
+    pub password: String,
+    /// 1 to 100 characters.
+    pub first_name: String,
+    /// 1 to 100 characters.
+    pub last_name: String,
+    /// 7 to 20 digits with an optional leading `+`; unique.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+impl poem_openapi::types::Example for Registration {
+    fn example() -> Self {
+        Self {
+            email: "ada@example.com".into(),
+            password: "correct horse battery staple".into(),
+            first_name: "Ada".into(),
+            last_name: "Lovelace".into(),
+            phone: Some("+15551234567".into()),
+        }
+    }
+}
+
+/// An email and password to check.
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+#[oai(example)]
+pub struct Credentials {
+    pub email: String,
+    pub password: String,
+}
+
+impl poem_openapi::types::Example for Credentials {
+    fn example() -> Self {
+        Self {
+            email: "ada@example.com".into(),
+            password: "correct horse battery staple".into(),
+        }
+    }
+}
+
+/// The verdict of a credential check.
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
+pub struct Verification {
+    pub valid: bool,
+    /// Only when valid.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    /// Only when valid.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// Only when valid: the caller decides what an inactive account may do.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_active: Option<bool>,
+}
+
+impl Verification {
+    /// Wrong password or unknown email: nothing else is told.
+    pub fn invalid() -> Self {
+        Self {
+            valid: false,
+            user_id: None,
+            role: None,
+            is_active: None,
+        }
+    }
+}
+
+/// The user service's live figures: users and the outbox's health.
+#[derive(Debug, Clone, PartialEq, Object, Serialize, Deserialize)]
+pub struct UserStats {
+    pub users_total: i64,
+    /// Since midnight UTC.
+    pub registered_today: i64,
+    pub registered_last_24h: i64,
+    /// Outbox rows Kafka has not acknowledged yet.
+    pub outbox_backlog: i64,
+    /// Age in seconds of the oldest unpublished row; null when there is none.
+    pub oldest_unpublished_age_s: Option<f64>,
+    pub last_published_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct WelcomeNotifications {
+    /// Notifications not yet sent.
+    pub pending: i64,
+    pub total: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct DayCount {
+    /// UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    pub count: i64,
+}
+
+/// The event consumer's live figures.
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct EventStats {
+    pub processed_total: i64,
+    pub duplicates_total: i64,
+    pub dead_lettered_total: i64,
+    pub unknown_type_total: i64,
+    pub last_processed_at: Option<DateTime<Utc>>,
+    pub welcome_notifications: WelcomeNotifications,
+    /// The last 7 days, oldest first, days without registrations included with 0.
+    pub registrations_per_day: Vec<DayCount>,
+}
+
+/// Which published outbox rows to re-queue.
+#[derive(Debug, Clone, Default, Object, Serialize, Deserialize)]
+#[oai(example)]
+pub struct ReplayRequest {
+    /// RFC 3339: only rows created at or after.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// RFC 3339: only rows created before.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate_id: Option<String>,
+    /// Replay every retained row; required when no other filter is given.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<bool>,
+    /// Count only; change nothing.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+}
+
+impl poem_openapi::types::Example for ReplayRequest {
+    fn example() -> Self {
+        Self {
+            since: "2025-01-01T00:00:00Z".parse().ok(),
+            event_type: Some("UserRegistered".into()),
+            dry_run: Some(true),
+            ..Self::default()
+        }
+    }
+}
+
+/// How many rows a replay re-queued.
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct ReplayResult {
+    /// Rows re-queued (or, with `dry_run`, that would be).
+    pub count: i64,
+    pub dry_run: bool,
+}
