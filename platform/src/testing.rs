@@ -15,7 +15,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use crate::config::{Layered, Profiles};
@@ -276,6 +276,34 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("an ephemeral port")
+}
+
+/// The base URL of a server listening on `port` of this machine.
+pub fn local_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+/// A stop switch for a server a test runs in the background: pass the future as the
+/// server's shutdown signal; it completes once the sender is used or dropped.
+pub fn stop_signal() -> (
+    oneshot::Sender<()>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    (stop, async move {
+        let _ = stopped.await;
+    })
+}
+
+/// Sends `request` with `body` exactly as given, labelled `application/json` (for
+/// malformed bodies, which `.json()` cannot make).
+pub async fn send_raw_json(request: reqwest::RequestBuilder, body: &str) -> reqwest::Response {
+    request
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("request")
 }
 
 /// Where cargo put the workspace's binary `name`: the test executable lives in

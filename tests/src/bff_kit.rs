@@ -7,6 +7,7 @@ use bff::config::Config;
 use bff::startup::App;
 use platform::db::DbConfig;
 pub use platform::testing::scratch_db;
+use platform::testing::{local_url, stop_signal};
 use poem::listener::{Acceptor, Listener as _, TcpListener};
 use poem::{Endpoint, Server};
 use serde_json::{json, Value};
@@ -50,11 +51,9 @@ pub async fn spawn_user_service(db: &DbConfig) -> (String, oneshot::Sender<()>) 
     let app = user_service::startup::App::build(config)
         .await
         .expect("user-service");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let (stop, stopped) = stop_signal();
+    let base = local_url(app.port());
+    tokio::spawn(app.run_until_stopped(stopped));
     (base, stop)
 }
 
@@ -68,17 +67,15 @@ pub async fn spawn_fake(endpoint: impl Endpoint + 'static) -> (String, oneshot::
         .as_socket_addr()
         .expect("tcp")
         .port();
-    let (stop, stopped) = oneshot::channel::<()>();
+    let (stop, stopped) = stop_signal();
     tokio::spawn(
         Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
             endpoint,
-            async move {
-                let _ = stopped.await;
-            },
+            stopped,
             Some(Duration::from_secs(1)),
         ),
     );
-    (format!("http://127.0.0.1:{port}"), stop)
+    (local_url(port), stop)
 }
 
 /// Starts a BFF on `db` calling `user_service`, with extra settings.
@@ -101,11 +98,9 @@ pub async fn spawn_bff(
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let config = Config::from_env(env).expect("bff config");
     let app = App::build(config).await.expect("bff");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let (stop, stopped) = stop_signal();
+    let base = local_url(app.port());
+    tokio::spawn(app.run_until_stopped(stopped));
     (base, stop)
 }
 
@@ -127,7 +122,7 @@ pub async fn spawn_stack(extra: &[(&str, &str)]) -> Stack {
 pub fn registration(email: &str) -> Value {
     json!({
         "email": email,
-        "password": "correct horse battery staple",
+        "password": PASSWORD,
         "first_name": "Ada",
         "last_name": "Lovelace",
     })
@@ -141,23 +136,64 @@ impl Stack {
     }
 
     pub async fn post(&self, path: &str, body: &Value, bearer: Option<&str>) -> (u16, Value) {
-        let mut request = self.http.post(format!("{}{path}", self.base)).json(body);
-        if let Some(token) = bearer {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        let request = self.http.post(format!("{}{path}", self.base)).json(body);
+        send(request, bearer).await
     }
 
     pub async fn get(&self, path: &str, bearer: Option<&str>) -> (u16, Value) {
-        let mut request = self.http.get(format!("{}{path}", self.base));
-        if let Some(token) = bearer {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.expect("request");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
+        send(self.http.get(format!("{}{path}", self.base)), bearer).await
+    }
+
+    /// `GET path` with no token; the whole response (headers too).
+    pub async fn fetch(&self, path: &str) -> reqwest::Response {
+        let url = format!("{}{path}", self.base);
+        self.http.get(url).send().await.expect("request")
+    }
+
+    /// `POST /api/v1/auth/login` with these credentials, whatever the answer.
+    pub async fn login_with(&self, email: &str, password: &str) -> (u16, Value) {
+        let credentials = json!({"email": email, "password": password});
+        self.post("/api/v1/auth/login", &credentials, None).await
+    }
+
+    /// `POST /api/v1/auth/refresh` with `refresh_token`.
+    pub async fn refresh(&self, refresh_token: &str) -> (u16, Value) {
+        let body = json!({"refresh_token": refresh_token});
+        self.post("/api/v1/auth/refresh", &body, None).await
+    }
+
+    /// `POST /api/v1/auth/logout` with `access` as the bearer; the status.
+    pub async fn logout(&self, access: &str) -> u16 {
+        let request = self.http.post(format!("{}/api/v1/auth/logout", self.base));
+        send(request, Some(access)).await.0
+    }
+
+    /// `GET /api/v1/protected/profile` with `access` as the bearer.
+    pub async fn profile(&self, access: &str) -> (u16, Value) {
+        self.get("/api/v1/protected/profile", Some(access)).await
+    }
+
+    /// The status of `GET /api/v1/protected/profile` with `access` as the bearer.
+    pub async fn profile_status(&self, access: &str) -> u16 {
+        self.profile_status_on(&self.base, access).await
+    }
+
+    /// As [`Stack::profile_status`], on the BFF instance at `base` (another one, say).
+    pub async fn profile_status_on(&self, base: &str, access: &str) -> u16 {
+        let request = self.http.get(format!("{base}/api/v1/protected/profile"));
+        send(request, Some(access)).await.0
+    }
+
+    /// `GET /api/v1/protected/admin/dashboard` with `token` as the bearer.
+    pub async fn dashboard(&self, token: &str) -> (u16, Value) {
+        self.get("/api/v1/protected/admin/dashboard", Some(token))
+            .await
+    }
+
+    /// `POST /api/v1/protected/admin/outbox/replay` with `body`, `token` as the bearer.
+    pub async fn replay(&self, body: &Value, token: &str) -> (u16, Value) {
+        self.post("/api/v1/protected/admin/outbox/replay", body, Some(token))
+            .await
     }
 
     pub async fn register(&self, email: &str) -> Value {
@@ -170,13 +206,7 @@ impl Stack {
 
     /// Logs in; returns (access, refresh).
     pub async fn login(&self, email: &str) -> (String, String) {
-        let (status, body) = self
-            .post(
-                "/api/v1/auth/login",
-                &json!({"email": email, "password": PASSWORD}),
-                None,
-            )
-            .await;
+        let (status, body) = self.login_with(email, PASSWORD).await;
         assert_eq!(status, 200, "{body}");
         (
             body["access_token"].as_str().expect("access").to_owned(),
@@ -193,7 +223,18 @@ impl Stack {
     }
 }
 
+/// Sends `request` (with `bearer`, if any); the status and the JSON body (`null` if none).
+async fn send(request: reqwest::RequestBuilder, bearer: Option<&str>) -> (u16, Value) {
+    let request = match bearer {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    };
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// A URL where nothing listens.
 pub async fn closed_port_url() -> String {
-    format!("http://127.0.0.1:{}", platform::testing::free_port())
+    local_url(platform::testing::free_port())
 }

@@ -27,24 +27,16 @@ async fn only_admins_see_the_dashboard_and_a_missing_source_is_named() {
     stack.make_admin("boss@example.com").await;
 
     let (user, _) = stack.login("user@example.com").await;
-    let (status, body) = stack
-        .get("/api/v1/protected/admin/dashboard", Some(&user))
-        .await;
+    let (status, body) = stack.dashboard(&user).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"], "Forbidden");
     let (status, _) = stack
-        .post(
-            "/api/v1/protected/admin/outbox/replay",
-            &json!({"all": true, "dry_run": true}),
-            Some(&user),
-        )
+        .replay(&json!({"all": true, "dry_run": true}), &user)
         .await;
     assert_eq!(status, 403);
 
     let (admin, _) = stack.login("boss@example.com").await;
-    let (status, body) = stack
-        .get("/api/v1/protected/admin/dashboard", Some(&admin))
-        .await;
+    let (status, body) = stack.dashboard(&admin).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["users"]["users_total"], 2);
     assert_eq!(body["users"]["outbox_backlog"], 2);
@@ -60,9 +52,7 @@ async fn the_dashboard_survives_a_consumer_that_is_down() {
     stack.register("boss@example.com").await;
     stack.make_admin("boss@example.com").await;
     let (admin, _) = stack.login("boss@example.com").await;
-    let (status, body) = stack
-        .get("/api/v1/protected/admin/dashboard", Some(&admin))
-        .await;
+    let (status, body) = stack.dashboard(&admin).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["users"]["users_total"], 1);
     assert!(body.get("events").is_none());
@@ -82,31 +72,18 @@ async fn admins_replay_the_outbox_through_the_user_service() {
     let (admin, _) = stack.login("boss@example.com").await;
 
     let (status, body) = stack
-        .post(
-            "/api/v1/protected/admin/outbox/replay",
+        .replay(
             &json!({"event_type": "UserRegistered", "dry_run": true}),
-            Some(&admin),
+            &admin,
         )
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"count": 1, "dry_run": true}));
 
-    let (status, body) = stack
-        .post(
-            "/api/v1/protected/admin/outbox/replay",
-            &json!({}),
-            Some(&admin),
-        )
-        .await;
+    let (status, body) = stack.replay(&json!({}), &admin).await;
     assert_eq!(status, 400, "no filter and not `all`: {body}");
 
-    let (status, body) = stack
-        .post(
-            "/api/v1/protected/admin/outbox/replay",
-            &json!({"all": true}),
-            Some(&admin),
-        )
-        .await;
+    let (status, body) = stack.replay(&json!({"all": true}), &admin).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["count"], 1);
     let unpublished: i64 = client

@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use platform::testing::send_raw_json;
 use poem::web::{Data, Json};
 use poem::{handler, post, EndpointExt, Route};
 use serde_json::{json, Value};
@@ -172,14 +173,8 @@ async fn bodies_over_64_kib_get_413_and_malformed_json_400() {
     assert_eq!(status, 413, "{answer}");
     assert_eq!(answer["error"], "Payload too large");
 
-    let response = stack
-        .http
-        .post(format!("{}/api/v1/auth/login", stack.base))
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
+    let login = stack.http.post(format!("{}/api/v1/auth/login", stack.base));
+    let response = send_raw_json(login, "{not json").await;
     assert_eq!(response.status(), 400);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["error"], "Bad request");
@@ -216,24 +211,14 @@ async fn the_openapi_document_lists_every_route_and_the_bearer_scheme() {
 #[tokio::test]
 async fn answers_carry_security_headers_and_docs_get_a_csp_for_swagger() {
     let stack = spawn_stack(&[]).await;
-    let api = stack
-        .http
-        .get(format!("{}/api/v1/protected/profile", stack.base))
-        .send()
-        .await
-        .unwrap();
+    let api = stack.fetch("/api/v1/protected/profile").await;
     assert_eq!(api.headers()["x-content-type-options"], "nosniff");
     assert_eq!(api.headers()["cache-control"], "no-store");
     let csp = api.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("frame-ancestors 'none'"));
     assert!(api.headers().get("traceparent").is_some());
 
-    let docs = stack
-        .http
-        .get(format!("{}/docs", stack.base))
-        .send()
-        .await
-        .unwrap();
+    let docs = stack.fetch("/docs").await;
     assert_eq!(docs.status(), 200);
     let csp = docs.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("script-src 'self' 'unsafe-inline'"), "{csp}");

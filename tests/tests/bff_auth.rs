@@ -3,7 +3,6 @@
 use std::time::{Duration, Instant};
 
 use bff::tokens::{generate_paserk, TokenKeys, TokenType};
-use serde_json::json;
 use tests::bff_kit::{spawn_bff, spawn_stack, PASSWORD};
 use uuid::Uuid;
 
@@ -23,13 +22,7 @@ async fn readme_flow_register_login_profile_refresh_logout() {
     assert_eq!(user["email"], "ada@example.com");
     assert!(user.get("password").is_none());
 
-    let (status, pair) = stack
-        .post(
-            "/api/v1/auth/login",
-            &json!({"email": "ada@example.com", "password": PASSWORD}),
-            None,
-        )
-        .await;
+    let (status, pair) = stack.login_with("ada@example.com", PASSWORD).await;
     assert_eq!(status, 200, "{pair}");
     assert_eq!(pair["token_type"], "Bearer");
     assert_eq!(pair["expires_in"], 900);
@@ -37,59 +30,25 @@ async fn readme_flow_register_login_profile_refresh_logout() {
     let refresh = pair["refresh_token"].as_str().unwrap();
     assert!(access.starts_with("v4.public."));
 
-    let (status, profile) = stack.get("/api/v1/protected/profile", Some(access)).await;
+    let (status, profile) = stack.profile(access).await;
     assert_eq!(status, 200, "{profile}");
     assert_eq!(profile["id"], user["id"]);
 
-    let (status, next) = stack
-        .post(
-            "/api/v1/auth/refresh",
-            &json!({"refresh_token": refresh}),
-            None,
-        )
-        .await;
+    let (status, next) = stack.refresh(refresh).await;
     assert_eq!(status, 200, "{next}");
     let access2 = next["access_token"].as_str().unwrap();
     let refresh2 = next["refresh_token"].as_str().unwrap();
     assert_ne!(refresh2, refresh);
-    assert_eq!(
-        stack
-            .get("/api/v1/protected/profile", Some(access2))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(stack.profile_status(access2).await, 200);
 
-    let response = stack
-        .http
-        .post(format!("{}/api/v1/auth/logout", stack.base))
-        .bearer_auth(access2)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
+    assert_eq!(stack.logout(access2).await, 204);
 
     // Logout ends the refresh token at once and, on this instance, the access tokens too.
-    let (status, body) = stack
-        .post(
-            "/api/v1/auth/refresh",
-            &json!({"refresh_token": refresh2}),
-            None,
-        )
-        .await;
+    let (status, body) = stack.refresh(refresh2).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"], "Unauthorized");
-    assert_eq!(
-        stack
-            .get("/api/v1/protected/profile", Some(access2))
-            .await
-            .0,
-        401
-    );
-    assert_eq!(
-        stack.get("/api/v1/protected/profile", Some(access)).await.0,
-        401
-    );
+    assert_eq!(stack.profile_status(access2).await, 401);
+    assert_eq!(stack.profile_status(access).await, 401);
 }
 
 #[tokio::test]
@@ -98,49 +57,19 @@ async fn reusing_a_refresh_token_revokes_the_whole_session() {
     stack.register("reuse@example.com").await;
     let (access, refresh) = stack.login("reuse@example.com").await;
 
-    let (status, next) = stack
-        .post(
-            "/api/v1/auth/refresh",
-            &json!({"refresh_token": refresh}),
-            None,
-        )
-        .await;
+    let (status, next) = stack.refresh(&refresh).await;
     assert_eq!(status, 200);
     let fresh_refresh = next["refresh_token"].as_str().unwrap().to_owned();
 
     // The stolen copy comes back: refused, and the family dies with it.
-    let (status, body) = stack
-        .post(
-            "/api/v1/auth/refresh",
-            &json!({"refresh_token": refresh}),
-            None,
-        )
-        .await;
+    let (status, body) = stack.refresh(&refresh).await;
     assert_eq!(status, 401, "{body}");
-    let (status, _) = stack
-        .post(
-            "/api/v1/auth/refresh",
-            &json!({"refresh_token": fresh_refresh}),
-            None,
-        )
-        .await;
+    let (status, _) = stack.refresh(&fresh_refresh).await;
     assert_eq!(status, 401);
-    assert_eq!(
-        stack
-            .get("/api/v1/protected/profile", Some(&access))
-            .await
-            .0,
-        401
-    );
+    assert_eq!(stack.profile_status(&access).await, 401);
     // Another login starts a new, working session.
     let (access, _) = stack.login("reuse@example.com").await;
-    assert_eq!(
-        stack
-            .get("/api/v1/protected/profile", Some(&access))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(stack.profile_status(&access).await, 200);
 }
 
 #[tokio::test]
@@ -150,31 +79,14 @@ async fn logout_on_one_instance_ends_access_on_another_within_5_seconds() {
     stack.keep(stop);
     stack.register("two@example.com").await;
     let (access, _) = stack.login("two@example.com").await;
-    let profile = |base: String, token: String| async move {
-        reqwest::Client::new()
-            .get(format!("{base}/api/v1/protected/profile"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    };
     // The other instance has now cached the session as live.
-    assert_eq!(profile(other.clone(), access.clone()).await, 200);
+    assert_eq!(stack.profile_status_on(&other, &access).await, 200);
 
-    let response = stack
-        .http
-        .post(format!("{}/api/v1/auth/logout", stack.base))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
+    assert_eq!(stack.logout(&access).await, 204);
 
     let logged_out = Instant::now();
     loop {
-        if profile(other.clone(), access.clone()).await == 401 {
+        if stack.profile_status_on(&other, &access).await == 401 {
             break;
         }
         assert!(
@@ -226,7 +138,7 @@ async fn bad_tokens_are_refused_with_401() {
         ("garbage", "v4.public.nonsense".to_owned()),
     ];
     for (name, token) in cases {
-        let (status, body) = stack.get("/api/v1/protected/profile", Some(&token)).await;
+        let (status, body) = stack.profile(&token).await;
         assert_eq!(status, 401, "{name}: {body}");
         assert_eq!(body["error"], "Unauthorized", "{name}");
     }
@@ -234,25 +146,13 @@ async fn bad_tokens_are_refused_with_401() {
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"], "Unauthorized");
     // The genuine token still works, so the refusals were about the tokens.
-    assert_eq!(
-        stack
-            .get("/api/v1/protected/profile", Some(&access))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(stack.profile_status(&access).await, 200);
     // A refresh token signed by an unknown key cannot refresh either.
     let mut refresh_claims = good.clone();
     refresh_claims.typ = TokenType::Refresh;
     refresh_claims.jti = Uuid::new_v4();
     let forged = stranger.sign(&refresh_claims).unwrap();
-    let (status, _) = stack
-        .post(
-            "/api/v1/auth/refresh",
-            &json!({"refresh_token": forged}),
-            None,
-        )
-        .await;
+    let (status, _) = stack.refresh(&forged).await;
     assert_eq!(status, 401);
 }
 
@@ -260,19 +160,9 @@ async fn bad_tokens_are_refused_with_401() {
 async fn login_failures_are_uniform_and_inactive_accounts_get_403() {
     let stack = spawn_stack(&[]).await;
     stack.register("known@example.com").await;
-    let (s1, unknown) = stack
-        .post(
-            "/api/v1/auth/login",
-            &json!({"email": "nobody@example.com", "password": PASSWORD}),
-            None,
-        )
-        .await;
+    let (s1, unknown) = stack.login_with("nobody@example.com", PASSWORD).await;
     let (s2, wrong) = stack
-        .post(
-            "/api/v1/auth/login",
-            &json!({"email": "known@example.com", "password": "not the password at all"}),
-            None,
-        )
+        .login_with("known@example.com", "not the password at all")
         .await;
     assert_eq!((s1, s2), (401, 401));
     assert_eq!(unknown, wrong);
@@ -285,12 +175,6 @@ async fn login_failures_are_uniform_and_inactive_accounts_get_403() {
         )
         .await
         .unwrap();
-    let (status, body) = stack
-        .post(
-            "/api/v1/auth/login",
-            &json!({"email": "known@example.com", "password": PASSWORD}),
-            None,
-        )
-        .await;
+    let (status, body) = stack.login_with("known@example.com", PASSWORD).await;
     assert_eq!(status, 403, "{body}");
 }

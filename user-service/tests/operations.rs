@@ -242,7 +242,7 @@ async fn a_database_outage_is_503_promptly_and_the_service_recovers_by_itself() 
     );
     // Readiness is checked in the background, so it reports the outage within a refresh.
     let unready = platform::testing::eventually(Duration::from_secs(5), || async {
-        let health = app.http.get(app.url("/health")).send().await.unwrap();
+        let health = app.get_without_key("/health").await;
         health.status() == 503
     })
     .await;

@@ -3,6 +3,7 @@
 
 use platform::db::DbConfig;
 pub use platform::testing::scratch_db;
+use platform::testing::{local_url, stop_signal};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use user_service::config::Config;
@@ -56,11 +57,9 @@ pub async fn spawn_app_with(db: DbConfig, app_db: DbConfig, overrides: &[(&str, 
     );
     let config = Config::from_env(env).expect("config");
     let app = App::build(config).await.expect("app");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let (stop, stopped) = stop_signal();
+    let base = local_url(app.port());
+    tokio::spawn(app.run_until_stopped(stopped));
     TestApp {
         base,
         pool: db.pool(),
@@ -102,6 +101,11 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+
+    /// `GET path` without the internal key (the open endpoints, or a refusal).
+    pub async fn get_without_key(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("request")
     }
 
     pub async fn register(&self, body: &Value) -> (u16, Value) {
