@@ -62,6 +62,30 @@ pub async fn write_events(
     ids
 }
 
+/// A `UserRegistered` event of a new user on `topic`, as the user service writes it.
+pub fn user_registered(topic: &str, email: &str, first_name: &str, last_name: &str) -> NewEvent {
+    let user_id = Uuid::new_v4();
+    NewEvent {
+        aggregate_type: "user".into(),
+        aggregate_id: user_id.to_string(),
+        event_type: "UserRegistered".into(),
+        topic: topic.into(),
+        source: "/user-service".into(),
+        data: serde_json::json!({
+            "user_id": user_id, "email": email, "first_name": first_name,
+            "last_name": last_name, "phone": null, "role": "user",
+            "registered_at": chrono::Utc::now().to_rfc3339(),
+        }),
+        traceparent: None,
+    }
+}
+
+/// The ids of the events read back from `topic`: at least `count` of them, or all there
+/// were after 20 s (see [`read_topic`]).
+pub async fn published_ids(topic: &str, count: usize) -> Vec<Uuid> {
+    event_ids(&read_topic(topic, count, Duration::from_secs(20)).await)
+}
+
 /// `per_aggregate` events for each of `aggregates` new aggregates, interleaved.
 pub fn interleaved(aggregates: usize, per_aggregate: u32) -> Vec<(String, u32)> {
     let ids: Vec<String> = (0..aggregates)

@@ -85,16 +85,20 @@ impl Stack {
         })
     }
 
-    /// Starts all four and waits until each answers `/health`.
+    /// A new stack with all four started, each answering `/health`.
     pub async fn start_all() -> anyhow::Result<Self> {
-        let mut stack = Self::new().await?;
+        Self::new().await?.started().await
+    }
+
+    /// Starts all four and waits until each answers `/health`.
+    pub async fn started(mut self) -> anyhow::Result<Self> {
         for service in Service::ALL {
-            stack.start(service)?;
+            self.start(service)?;
         }
         for service in Service::ALL {
-            stack.wait_healthy(service).await?;
+            self.wait_healthy(service).await?;
         }
-        Ok(stack)
+        Ok(self)
     }
 
     /// Adds an environment variable for services started from now on.
@@ -108,6 +112,16 @@ impl Stack {
 
     pub fn url(&self, service: Service, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port(service), path)
+    }
+
+    /// `POST path` on the BFF with `body` as JSON.
+    pub async fn bff_post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Result<reqwest::Response> {
+        let url = self.url(Service::Bff, path);
+        self.http.post(url).json(body).send().await
     }
 
     fn env(&self, service: Service) -> Vec<(String, String)> {
@@ -130,14 +144,8 @@ impl Stack {
             ("RELAY_POLL_INTERVAL_MS", "200".to_owned()),
             // A killed consumer's partitions move on after 6 s (the broker's minimum), not 45.
             ("CONSUMER_SESSION_TIMEOUT_MS", "6000".to_owned()),
-            (
-                "USER_SERVICE_URL",
-                format!("http://127.0.0.1:{}", self.port(Service::UserService)),
-            ),
-            (
-                "EVENT_CONSUMER_URL",
-                format!("http://127.0.0.1:{}", self.port(Service::Consumer)),
-            ),
+            ("USER_SERVICE_URL", self.url(Service::UserService, "")),
+            ("EVENT_CONSUMER_URL", self.url(Service::Consumer, "")),
         ];
         let mut env: Vec<(String, String)> =
             env.drain(..).map(|(k, v)| (k.to_owned(), v)).collect();

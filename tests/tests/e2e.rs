@@ -24,12 +24,7 @@ fn new_user() -> Value {
 }
 
 async fn register(stack: &Stack, user: &Value) -> anyhow::Result<Value> {
-    let response = stack
-        .http
-        .post(stack.url(Service::Bff, "/api/v1/register"))
-        .json(user)
-        .send()
-        .await?;
+    let response = stack.bff_post("/api/v1/register", user).await?;
     anyhow::ensure!(
         response.status() == 201,
         "register answered {}: {}",
@@ -40,12 +35,8 @@ async fn register(stack: &Stack, user: &Value) -> anyhow::Result<Value> {
 }
 
 async fn login(stack: &Stack, email: &str) -> anyhow::Result<Value> {
-    let response = stack
-        .http
-        .post(stack.url(Service::Bff, "/api/v1/auth/login"))
-        .json(&json!({ "email": email, "password": PASSWORD }))
-        .send()
-        .await?;
+    let credentials = json!({ "email": email, "password": PASSWORD });
+    let response = stack.bff_post("/api/v1/auth/login", &credentials).await?;
     anyhow::ensure!(
         response.status() == 200,
         "login answered {}",

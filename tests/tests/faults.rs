@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt as _;
 use serde_json::json;
 use tests::eventually;
+use tests::relay_kit::user_registered;
 use tests::stack::{Service, Stack, INTERNAL_KEY};
 use uuid::Uuid;
 
@@ -81,6 +82,14 @@ async fn effects(stack: &Stack) -> (i64, i64) {
     (welcome, projected)
 }
 
+/// Whether both effects reach `n` within `timeout`.
+async fn all_effects(stack: &Stack, n: usize, timeout: Duration) -> bool {
+    let n = n as i64;
+    eventually(timeout, || async { effects(stack).await == (n, n) }).await
+}
+
+const UNPUBLISHED: &str = "SELECT count(*) FROM users.outbox WHERE published_at IS NULL";
+
 #[tokio::test]
 async fn kafka_down_registrations_still_succeed_and_all_arrive_after() -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
@@ -97,32 +106,17 @@ async fn kafka_down_registrations_still_succeed_and_all_arrive_after() -> anyhow
         );
     }
     // Nothing can have been published: every event waits in the outbox.
-    assert_eq!(
-        stack
-            .count("SELECT count(*) FROM users.outbox WHERE published_at IS NULL")
-            .await?,
-        N as i64
-    );
+    assert_eq!(stack.count(UNPUBLISHED).await?, N as i64);
 
     infra("kafka-up")?;
-    let all = eventually(Duration::from_secs(90), || async {
-        effects(&stack).await == (N as i64, N as i64)
-    })
-    .await;
-    let unpublished = stack
-        .count("SELECT count(*) FROM users.outbox WHERE published_at IS NULL")
-        .await?;
+    let all = all_effects(&stack, N, Duration::from_secs(90)).await;
+    let unpublished = stack.count(UNPUBLISHED).await?;
     assert!(
         all,
         "after Kafka returned: {:?} effects of {N}, {unpublished} rows still unpublished",
         effects(&stack).await
     );
-    assert_eq!(
-        stack
-            .count("SELECT count(*) FROM users.outbox WHERE published_at IS NULL")
-            .await?,
-        0
-    );
+    assert_eq!(stack.count(UNPUBLISHED).await?, 0);
     Ok(())
 }
 
@@ -135,12 +129,7 @@ async fn postgres_down_answers_503_fast_and_services_recover_without_restart() -
 
     infra("pg-down")?;
     let started = Instant::now();
-    let response = stack
-        .http
-        .post(stack.url(Service::Bff, "/api/v1/register"))
-        .json(&user(0))
-        .send()
-        .await?;
+    let response = stack.bff_post("/api/v1/register", &user(0)).await?;
     let waited = started.elapsed();
     assert_eq!(response.status(), 503);
     let body: serde_json::Value = response.json().await?;
@@ -166,23 +155,13 @@ async fn postgres_down_answers_503_fast_and_services_recover_without_restart() -
         recovered,
         "the user service did not recover after PostgreSQL returned"
     );
-    let through_bff = stack
-        .http
-        .post(stack.url(Service::Bff, "/api/v1/register"))
-        .json(&user(0))
-        .send()
-        .await?;
+    let through_bff = stack.bff_post("/api/v1/register", &user(0)).await?;
     assert_eq!(
         through_bff.status(),
         201,
         "the BFF did not recover after PostgreSQL returned"
     );
-    assert!(
-        eventually(Duration::from_secs(60), || async {
-            effects(&stack).await == (2, 2)
-        })
-        .await
-    );
+    assert!(all_effects(&stack, 2, Duration::from_secs(60)).await);
     Ok(())
 }
 
@@ -204,21 +183,9 @@ async fn kill_9_of_relay_and_consumer_loses_nothing_and_applies_nothing_twice() 
         for chunk in 0..TOTAL / PER_TX {
             let tx = client.transaction().await?;
             for i in 0..PER_TX {
-                let user_id = Uuid::new_v4();
                 let n = chunk * PER_TX + i;
-                let event = outbox_relay::NewEvent {
-                    aggregate_type: "user".into(),
-                    aggregate_id: user_id.to_string(),
-                    event_type: "UserRegistered".into(),
-                    topic: topic.clone(),
-                    source: "/user-service".into(),
-                    data: json!({
-                        "user_id": user_id, "email": format!("chaos{n}@example.com"),
-                        "first_name": "Chaos", "last_name": format!("{n}"), "phone": null,
-                        "role": "user", "registered_at": chrono::Utc::now().to_rfc3339(),
-                    }),
-                    traceparent: None,
-                };
+                let email = format!("chaos{n}@example.com");
+                let event = user_registered(&topic, &email, "Chaos", &n.to_string());
                 outbox_relay::enqueue(&tx, &event).await?;
             }
             tx.commit().await?;
@@ -245,10 +212,7 @@ async fn kill_9_of_relay_and_consumer_loses_nothing_and_applies_nothing_twice() 
     writer.await??;
     assert!(kills >= 3, "the stream ended before the chaos began");
 
-    let all = eventually(Duration::from_secs(120), || async {
-        effects(&stack).await == (TOTAL as i64, TOTAL as i64)
-    })
-    .await;
+    let all = all_effects(&stack, TOTAL, Duration::from_secs(120)).await;
     let processed = stack
         .count("SELECT count(*) FROM consumer.processed_events")
         .await?;

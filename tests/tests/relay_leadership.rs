@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use outbox_relay::relay::RelayStatus;
 use platform::db::DbConfig;
-use platform::testing::TcpProxy;
+use platform::testing::{stop_signal, TcpProxy};
 use tests::relay_kit::*;
 use tokio::sync::oneshot;
 
@@ -18,10 +18,8 @@ struct Running {
 fn start(db: &DbConfig) -> Running {
     let relay = relay(db, fast_config(100));
     let status = relay.status();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(relay.run(async move {
-        let _ = stopped.await;
-    }));
+    let (stop, stopped) = stop_signal();
+    let task = tokio::spawn(relay.run(stopped));
     Running {
         status,
         task,
@@ -105,8 +103,7 @@ async fn a_leader_that_loses_its_database_session_stops_and_the_standby_takes_ov
     assert!(drained(&db).await);
     assert_eq!(standby.status.published(), 3);
     assert_eq!(cut_off.status.published(), 0);
-    let records = read_topic(&topic, 3, Duration::from_secs(20)).await;
-    assert_eq!(event_ids(&records), ids);
+    assert_eq!(published_ids(&topic, 3).await, ids);
 }
 
 #[tokio::test]
@@ -119,10 +116,8 @@ async fn an_event_committed_while_idle_is_published_on_notify_not_at_the_next_po
     };
     let relay = relay(&db, config);
     let status = relay.status();
-    let (_stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(relay.run(async move {
-        let _ = stopped.await;
-    }));
+    let (_stop, stopped) = stop_signal();
+    tokio::spawn(relay.run(stopped));
     assert!(leads(&status).await);
     // Let it go idle: the first (empty) batch is done and it waits on LISTEN or the poll.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -132,6 +127,5 @@ async fn an_event_committed_while_idle_is_published_on_notify_not_at_the_next_po
         drained(&db).await,
         "published long before the 10-minute poll"
     );
-    let records = read_topic(&topic, 1, Duration::from_secs(20)).await;
-    assert_eq!(event_ids(&records), ids);
+    assert_eq!(published_ids(&topic, 1).await, ids);
 }

@@ -5,33 +5,28 @@ use std::time::Duration;
 use outbox_relay::service::config::Config;
 use outbox_relay::service::startup::App;
 use platform::db::DbConfig;
-use secrecy::ExposeSecret;
+use platform::testing::{local_url, stop_signal};
 use tests::relay_kit::*;
 
 fn env_for(db: &DbConfig, brokers: &str) -> Vec<(String, String)> {
-    [
-        ("PORT", "0".to_owned()),
-        ("DB_HOST", db.db_host.clone()),
-        ("DB_PORT", db.db_port.to_string()),
-        ("DB_NAME", db.db_name.clone()),
-        ("DB_USER", db.db_user.clone()),
-        ("DB_PASSWORD", db.db_password.expose_secret().to_owned()),
-        ("DB_TIMEOUT_MS", "500".to_owned()),
-        ("KAFKA_BROKERS", brokers.to_owned()),
-        ("RELAY_MESSAGE_TIMEOUT_MS", "2000".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    let mut env = db.to_env();
+    env.extend(
+        [
+            ("PORT", "0"),
+            ("DB_TIMEOUT_MS", "500"),
+            ("KAFKA_BROKERS", brokers),
+            ("RELAY_MESSAGE_TIMEOUT_MS", "2000"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    env
 }
 
 async fn spawn_app(env: Vec<(String, String)>) -> (String, tokio::sync::oneshot::Sender<()>) {
     let app = App::build(Config::from_env(env).unwrap()).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let (stop, stopped) = stop_signal();
+    let base = local_url(app.port());
+    tokio::spawn(app.run_until_stopped(stopped));
     (base, stop)
 }
 

@@ -97,10 +97,8 @@ async fn a_running_leader_purges_rows_past_retention_and_keeps_the_rest() {
         ..fast_config(100)
     };
     let relay = relay(&db, config);
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(relay.run(async move {
-        let _ = stopped.await;
-    }));
+    let (_stop, stopped) = platform::testing::stop_signal();
+    tokio::spawn(relay.run(stopped));
     let ids = || async {
         let rows = client
             .query(

@@ -251,12 +251,8 @@ async fn swagger_ui_lists_the_operations_and_a_try_it_out_registration_succeeds(
     );
 
     // The user exists: it can log in.
-    let login = stack
-        .http
-        .post(stack.url(Service::Bff, "/api/v1/auth/login"))
-        .json(&json!({ "email": email, "password": PASSWORD }))
-        .send()
-        .await?;
+    let credentials = json!({ "email": email, "password": PASSWORD });
+    let login = stack.bff_post("/api/v1/auth/login", &credentials).await?;
     assert_eq!(
         login.status(),
         200,

@@ -11,10 +11,12 @@ use outbox_relay::service::config::Config as RelayConfig;
 use outbox_relay::service::startup::App as RelayApp;
 use platform::db::DbConfig;
 use platform::kafka::KafkaConfig;
-use platform::testing::{binary_path, free_port, scratch_db_on, tls_fixture};
+use platform::testing::{
+    binary_path, free_port, local_url, scratch_db_on, stop_signal, tls_fixture,
+};
 use serde_json::{json, Value};
 use tests::eventually;
-use tests::stack::{Service, Stack};
+use tests::stack::Stack;
 use uuid::Uuid;
 
 #[tokio::test]
@@ -24,26 +26,16 @@ async fn the_event_path_runs_over_verify_full_postgres_and_sasl_ssl_kafka() -> a
         .db("verify-full", &tls.ca())
         .map_err(anyhow::Error::msg)?;
     let db = scratch_db_on(&server).await;
-    let mut stack = Stack::on(db, tls.kafka()).await?;
-    for service in Service::ALL {
-        stack.start(service)?;
-    }
-    for service in Service::ALL {
-        stack.wait_healthy(service).await?;
-    }
+    let stack = Stack::on(db, tls.kafka()).await?.started().await?;
 
     let tag = Uuid::new_v4().simple().to_string();
-    let response = stack
-        .http
-        .post(stack.url(Service::Bff, "/api/v1/register"))
-        .json(&json!({
-            "email": format!("tls.{}@example.com", &tag[..12]),
-            "password": "a long and unusual passphrase 42",
-            "first_name": "Grace",
-            "last_name": "Hopper",
-        }))
-        .send()
-        .await?;
+    let registration = json!({
+        "email": format!("tls.{}@example.com", &tag[..12]),
+        "password": "a long and unusual passphrase 42",
+        "first_name": "Grace",
+        "last_name": "Hopper",
+    });
+    let response = stack.bff_post("/api/v1/register", &registration).await?;
     assert_eq!(response.status(), 201, "{}", response.text().await?);
     let user: Value = response.json().await?;
 
@@ -117,14 +109,29 @@ fn start_failure(binary: &str, env: Vec<(String, String)>) -> String {
     }
 }
 
-fn with(db: &DbConfig, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+/// What the user service prints when it refuses to start on `db`.
+fn user_service_start_failure(db: &DbConfig) -> String {
     let mut env = db.to_env();
-    env.extend(
-        overrides
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-    );
-    env
+    env.push((
+        "INTERNAL_API_KEY".into(),
+        "a-test-internal-key-0123456789".into(),
+    ));
+    start_failure("user-service", env)
+}
+
+/// `migrate status` run on `db`.
+fn migrate_status(db: &DbConfig) -> std::process::Output {
+    Command::new(binary_path("migrate"))
+        .arg("status")
+        .env_clear()
+        .envs(db.to_env())
+        .output()
+        .unwrap()
+}
+
+/// The error connecting to `db` fails with, as printed.
+async fn connect_error(db: &DbConfig) -> String {
+    db.connect_explained().await.unwrap_err().to_string()
 }
 
 #[tokio::test]
@@ -137,16 +144,10 @@ async fn postgres_misconfigurations_fail_at_start_naming_the_setting() {
     );
 
     let wrong_ca = tls.db("verify-full", &tls.other_ca()).unwrap();
-    let error = wrong_ca.connect_explained().await.unwrap_err().to_string();
+    let error = connect_error(&wrong_ca).await;
     assert!(error.starts_with("DB_SSLROOTCERT"), "{error}");
     // verify-ca checks the chain too...
-    let error = tls
-        .db("verify-ca", &tls.other_ca())
-        .unwrap()
-        .connect_explained()
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = connect_error(&tls.db("verify-ca", &tls.other_ca()).unwrap()).await;
     assert!(error.starts_with("DB_SSLROOTCERT"), "{error}");
     // ...but not the name, which verify-full does.
     let by_other_name = DbConfig {
@@ -160,15 +161,11 @@ async fn postgres_misconfigurations_fail_at_start_naming_the_setting() {
         db_hostaddr: Some("127.0.0.1".parse().unwrap()),
         ..good.clone()
     };
-    let error = wrong_name
-        .connect_explained()
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = connect_error(&wrong_name).await;
     assert!(error.starts_with("DB_HOST"), "{error}");
 
     let plaintext = tls.db("disable", &tls.ca()).unwrap();
-    let error = plaintext.connect_explained().await.unwrap_err().to_string();
+    let error = connect_error(&plaintext).await;
     assert!(
         error.contains("DB_SSLMODE") && error.contains("TLS connections only"),
         "{error}"
@@ -178,11 +175,7 @@ async fn postgres_misconfigurations_fail_at_start_naming_the_setting() {
         db_password: "not-the-password".to_owned().into(),
         ..good.clone()
     };
-    let error = wrong_password
-        .connect_explained()
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = connect_error(&wrong_password).await;
     assert!(error.starts_with("DB_USER / DB_PASSWORD"), "{error}");
     assert!(!error.contains("not-the-password"), "{error}");
 
@@ -192,43 +185,21 @@ async fn postgres_misconfigurations_fail_at_start_naming_the_setting() {
         connector: good.connector.clone(),
         ..platform::testing::server_db()
     };
-    let error = no_tls.connect_explained().await.unwrap_err().to_string();
+    let error = connect_error(&no_tls).await;
     assert!(error.contains("does not offer TLS"), "{error}");
 
     // The same through a service's start: it exits at once with the message.
-    let printed = start_failure(
-        "user-service",
-        with(
-            &wrong_ca,
-            &[("INTERNAL_API_KEY", "a-test-internal-key-0123456789")],
-        ),
-    );
+    let printed = user_service_start_failure(&wrong_ca);
     assert!(printed.contains("DB_SSLROOTCERT"), "{printed}");
-    let printed = start_failure(
-        "user-service",
-        with(
-            &wrong_name,
-            &[("INTERNAL_API_KEY", "a-test-internal-key-0123456789")],
-        ),
-    );
+    let printed = user_service_start_failure(&wrong_name);
     assert!(printed.contains("DB_HOST"), "{printed}");
     // And the migrations tool, from the same settings.
-    let migrate = Command::new(binary_path("migrate"))
-        .arg("status")
-        .env_clear()
-        .envs(wrong_ca.to_env())
-        .output()
-        .unwrap();
+    let migrate = migrate_status(&wrong_ca);
     assert!(!migrate.status.success());
     let printed = String::from_utf8_lossy(&migrate.stderr);
     assert!(printed.contains("DB_SSLROOTCERT"), "{printed}");
     let migrated = scratch_db_on(&good).await;
-    let migrate = Command::new(binary_path("migrate"))
-        .arg("status")
-        .env_clear()
-        .envs(migrated.to_env())
-        .output()
-        .unwrap();
+    let migrate = migrate_status(&migrated);
     assert!(
         migrate.status.success(),
         "{}",
@@ -250,11 +221,9 @@ async fn relay_with(db: &DbConfig, kafka: &KafkaConfig) -> Relay {
     let app = RelayApp::build(RelayConfig::from_env(env).expect("relay config"))
         .await
         .expect("relay");
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
+    let (stop, stopped) = stop_signal();
+    let base = local_url(app.port());
+    tokio::spawn(app.run_until_stopped(stopped));
     Relay { base, _stop: stop }
 }
 
