@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 
 use event_consumer::config::Settings;
 use event_consumer::Consumer;
-use futures::stream::{FuturesUnordered, StreamExt};
 use outbox_relay::envelope::Attributes;
 use outbox_relay::relay::Producer;
 use platform::db::DbConfig;
 use rdkafka::producer::FutureRecord;
 use uuid::Uuid;
 
+use crate::producer::InFlight;
 use crate::relay::CommitTimes;
 use crate::stats::Latencies;
 
@@ -31,7 +31,7 @@ pub(crate) async fn fill_topic(
     topic: &str,
     count: usize,
 ) -> anyhow::Result<()> {
-    let mut in_flight = FuturesUnordered::new();
+    let mut in_flight = InFlight::default();
     for n in 0..count {
         let user_id = Uuid::new_v4().to_string();
         let attributes = Attributes {
@@ -55,20 +55,9 @@ pub(crate) async fn fill_topic(
             .key(&user_id)
             .payload(&value)
             .headers(outbox_relay::kafka::owned_headers(&headers));
-        match producer.send_result(record) {
-            Ok(delivery) => in_flight.push(delivery),
-            Err((e, _)) => anyhow::bail!("enqueue failed: {e}"),
-        }
-        while in_flight.len() >= 50_000 {
-            if let Some(result) = in_flight.next().await {
-                result?.map_err(|(e, _)| e)?;
-            }
-        }
+        in_flight.send(producer, record).await?;
     }
-    while let Some(result) = in_flight.next().await {
-        result?.map_err(|(e, _)| e)?;
-    }
-    Ok(())
+    in_flight.finish().await
 }
 
 /// Applies `count` records already on `settings`' topic with `consume_once`; the clock

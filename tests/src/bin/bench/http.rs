@@ -7,27 +7,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use platform::db::DbConfig;
-use secrecy::ExposeSecret;
+use platform::testing::{local_url, stop_signal};
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 const KEY: &str = "bench-internal-key-0123456789";
 const CONCURRENCY: usize = 32;
 
 fn env(db: &DbConfig, extra: &[(&str, String)]) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("DB_HOST", db.db_host.clone()),
-        ("DB_PORT", db.db_port.to_string()),
-        ("DB_NAME", db.db_name.clone()),
-        ("DB_USER", db.db_user.clone()),
-        ("DB_PASSWORD", db.db_password.expose_secret().to_owned()),
+    let mut env = db.to_env();
+    let settings = [
         ("PORT", "0".to_owned()),
         ("LOG_LEVEL", "error".to_owned()),
         ("INTERNAL_API_KEY", KEY.to_owned()),
         ("SCRYPT_LOG_N", "10".to_owned()),
     ];
-    env.extend(extra.iter().cloned());
-    env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    let settings = settings.into_iter().chain(extra.iter().cloned());
+    env.extend(settings.map(|(k, v)| (k.to_owned(), v)));
+    env
 }
 
 /// Requests per second of `url` over `seconds`, from `CONCURRENCY` keep-alive clients.
@@ -80,11 +76,9 @@ pub(crate) async fn measure(db: &DbConfig, seconds: u64) -> anyhow::Result<Value
     let users =
         user_service::startup::App::build(user_service::config::Config::from_env(env(db, &[]))?)
             .await?;
-    let users_url = format!("http://127.0.0.1:{}", users.port());
-    let (stop_users, users_stopped) = oneshot::channel::<()>();
-    let users_task = tokio::spawn(users.run_until_stopped(async move {
-        let _ = users_stopped.await;
-    }));
+    let users_url = local_url(users.port());
+    let (stop_users, users_stopped) = stop_signal();
+    let users_task = tokio::spawn(users.run_until_stopped(users_stopped));
 
     let limit = "1000000000".to_owned();
     let bff_env = env(
@@ -98,11 +92,9 @@ pub(crate) async fn measure(db: &DbConfig, seconds: u64) -> anyhow::Result<Value
         ],
     );
     let bff = bff::startup::App::build(bff::config::Config::from_env(bff_env)?).await?;
-    let base = format!("http://127.0.0.1:{}", bff.port());
-    let (stop_bff, bff_stopped) = oneshot::channel::<()>();
-    let bff_task = tokio::spawn(bff.run_until_stopped(async move {
-        let _ = bff_stopped.await;
-    }));
+    let base = local_url(bff.port());
+    let (stop_bff, bff_stopped) = stop_signal();
+    let bff_task = tokio::spawn(bff.run_until_stopped(bff_stopped));
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CONCURRENCY)

@@ -324,94 +324,93 @@ fn write_report(dir: &std::path::Path, report: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One line of the table: a figure, its target (`-` for none) and whether it is met.
+struct Row {
+    name: &'static str,
+    value: f64,
+    target: String,
+    met: bool,
+}
+
+impl Row {
+    /// A figure with no target of its own.
+    fn info(name: &'static str, value: f64) -> Self {
+        Self::new(name, value, "-".into(), true)
+    }
+
+    fn at_most(name: &'static str, value: f64, max: f64) -> Self {
+        Self::new(name, value, format!("<= {max}"), value <= max)
+    }
+
+    fn at_least(name: &'static str, value: f64, min: f64) -> Self {
+        Self::new(name, value, format!(">= {min}"), value >= min)
+    }
+
+    fn new(name: &'static str, value: f64, target: String, met: bool) -> Self {
+        Self {
+            name,
+            value,
+            target,
+            met,
+        }
+    }
+}
+
 /// The figures against the targets, one line each.
 fn print_table(r: &Value) {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let limit = f(&r["relay"]["db_limit_per_s"]).min(f(&r["relay"]["raw_producer_per_s"]));
-    let rows: Vec<(&str, f64, String, bool)> = vec![
-        (
+    let relay = f(&r["relay"]["events_per_s"]);
+    let to_kafka = &r["latency_commit_to_kafka_ms"];
+    let to_consumer = &r["latency_commit_to_consumer_ms"];
+    let (profile, health) = (f(&r["http"]["profile_rps"]), f(&r["http"]["health_rps"]));
+    let rows = [
+        Row::new(
             "relay events/s (drain)",
-            f(&r["relay"]["events_per_s"]),
+            relay,
             format!(">= 50000 and >= {:.0}", 0.8 * limit),
-            f(&r["relay"]["events_per_s"]) >= 50_000.0
-                && f(&r["relay"]["events_per_s"]) >= 0.8 * limit,
+            relay >= 50_000.0 && relay >= 0.8 * limit,
         ),
-        (
+        Row::info(
             "  limit: claim-and-mark, no Kafka",
             f(&r["relay"]["db_limit_per_s"]),
-            "-".into(),
-            true,
         ),
-        (
+        Row::info(
             "  limit: raw producer, no DB",
             f(&r["relay"]["raw_producer_per_s"]),
-            "-".into(),
-            true,
         ),
-        (
-            "commit->Kafka p50 ms",
-            f(&r["latency_commit_to_kafka_ms"]["p50"]),
-            "<= 2".into(),
-            f(&r["latency_commit_to_kafka_ms"]["p50"]) <= 2.0,
-        ),
-        (
-            "commit->Kafka p99 ms",
-            f(&r["latency_commit_to_kafka_ms"]["p99"]),
-            "<= 10".into(),
-            f(&r["latency_commit_to_kafka_ms"]["p99"]) <= 10.0,
-        ),
-        (
-            "commit->Kafka max ms",
-            f(&r["latency_commit_to_kafka_ms"]["max"]),
-            "-".into(),
-            true,
-        ),
-        (
-            "commit->consumer p50 ms",
-            f(&r["latency_commit_to_consumer_ms"]["p50"]),
-            "-".into(),
-            true,
-        ),
-        (
-            "commit->consumer p99 ms",
-            f(&r["latency_commit_to_consumer_ms"]["p99"]),
-            "<= 25".into(),
-            f(&r["latency_commit_to_consumer_ms"]["p99"]) <= 25.0,
-        ),
-        (
+        Row::at_most("commit->Kafka p50 ms", f(&to_kafka["p50"]), 2.0),
+        Row::at_most("commit->Kafka p99 ms", f(&to_kafka["p99"]), 10.0),
+        Row::info("commit->Kafka max ms", f(&to_kafka["max"])),
+        Row::info("commit->consumer p50 ms", f(&to_consumer["p50"])),
+        Row::at_most("commit->consumer p99 ms", f(&to_consumer["p99"]), 25.0),
+        Row::at_least(
             "consumer events/s (backlog)",
             f(&r["consumer"]["events_per_s"]),
-            ">= 20000".into(),
-            f(&r["consumer"]["events_per_s"]) >= 20_000.0,
+            20_000.0,
         ),
-        (
+        Row::info(
             "outbox row cost, p50 ms",
             f(&r["outbox_write_overhead_ms"]["p50"]),
-            "-".into(),
-            true,
         ),
-        (
+        Row::new(
             "BFF /profile rps",
-            f(&r["http"]["profile_rps"]),
-            format!(">= {:.0} (0.5 x health)", 0.5 * f(&r["http"]["health_rps"])),
-            f(&r["http"]["profile_rps"]) >= 0.5 * f(&r["http"]["health_rps"]),
+            profile,
+            format!(">= {:.0} (0.5 x health)", 0.5 * health),
+            profile >= 0.5 * health,
         ),
-        (
-            "BFF /health rps",
-            f(&r["http"]["health_rps"]),
-            "-".into(),
-            true,
-        ),
+        Row::info("BFF /health rps", health),
     ];
     println!("{:<36} {:>12}  {:<28}", "figure", "value", "target");
-    for (name, value, target, met) in rows {
-        let mark = if target == "-" {
+    for row in rows {
+        let mark = if row.target == "-" {
             ""
-        } else if met {
+        } else if row.met {
             "met"
         } else {
             "MISSED"
         };
+        let (name, value, target) = (row.name, row.value, &row.target);
         println!("{name:<36} {value:>12.3}  {target:<28} {mark}");
     }
 }

@@ -9,6 +9,7 @@ use outbox_relay::relay::{create_producer, ProducerSettings, Relay, RelayConfig}
 use platform::db::DbConfig;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Headers, Message};
+use tests::relay_kit::user_registered;
 use uuid::Uuid;
 
 use crate::stats::Latencies;
@@ -78,20 +79,7 @@ pub(crate) async fn steady_writer(
     let total = (duration.as_secs_f64() * rate as f64) as usize;
     for n in 0..total {
         ticker.tick().await;
-        let user_id = Uuid::new_v4();
-        let event = outbox_relay::NewEvent {
-            aggregate_type: "user".into(),
-            aggregate_id: user_id.to_string(),
-            event_type: "UserRegistered".into(),
-            topic: topic.clone(),
-            source: "/user-service".into(),
-            data: serde_json::json!({
-                "user_id": user_id, "email": format!("lat{n}@example.com"), "first_name": "Lat",
-                "last_name": "Ency", "phone": null, "role": "user",
-                "registered_at": chrono::Utc::now().to_rfc3339(),
-            }),
-            traceparent: None,
-        };
+        let event = user_registered(&topic, &format!("lat{n}@example.com"), "Lat", "Ency");
         let tx = client.transaction().await?;
         let id = outbox_relay::enqueue(&tx, &event).await?;
         tx.commit().await?;
