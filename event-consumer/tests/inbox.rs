@@ -5,7 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, producer, read_dlq, send, send_many, send_raw, Registration, Scratch};
+use common::{
+    eventually, producer, read_dlq, send, send_many, send_raw, Registration, Scratch,
+    DEAD_LETTERED_TOTAL, DUPLICATES_TOTAL, PROCESSED_EVENTS, REGISTRATIONS, UNKNOWN_TYPE_TOTAL,
+    WELCOME_NOTIFICATIONS,
+};
 use event_consumer::Consumer;
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -28,8 +32,7 @@ async fn drive_until(consumer: &mut Consumer, scratch: &Scratch, sql: &str, n: i
 
 /// Drives `consume_once` until the scratch database holds `n` welcome notifications.
 async fn drive_until_notified(consumer: &mut Consumer, scratch: &Scratch, n: i64) {
-    let sql = "SELECT count(*) FROM consumer.welcome_notifications";
-    drive_until(consumer, scratch, sql, n).await;
+    drive_until(consumer, scratch, WELCOME_NOTIFICATIONS, n).await;
 }
 
 /// Drives `consume_once` for a while longer, for redeliveries to show up if any would.
@@ -54,50 +57,15 @@ async fn duplicate_delivery_has_one_effect() {
     let other = Registration::new();
     send(&producer, &scratch.topic, &other).await;
 
-    let mut consumer = Consumer::new(
-        &scratch.config().settings,
-        &scratch.config().kafka,
-        scratch.db.pool(),
-    )
-    .unwrap();
+    let mut consumer = scratch.consumer();
     drive_until_notified(&mut consumer, &scratch, 2).await;
     drain(&mut consumer).await;
 
-    assert_eq!(
-        scratch
-            .count("SELECT count(*) FROM consumer.welcome_notifications")
-            .await,
-        2
-    );
-    assert_eq!(
-        scratch
-            .count("SELECT coalesce(sum(count), 0)::bigint FROM consumer.registration_stats")
-            .await,
-        2
-    );
-    assert_eq!(
-        scratch
-            .count("SELECT count(*) FROM consumer.processed_events")
-            .await,
-        3
-    );
-    assert_eq!(
-        scratch
-            .count("SELECT duplicates_total FROM consumer.counters")
-            .await,
-        2
-    );
-    let status: String = scratch
-        .client()
-        .await
-        .query_one(
-            "SELECT status FROM consumer.welcome_notifications WHERE user_id = $1",
-            &[&event.user_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(status, "pending");
+    assert_eq!(scratch.count(WELCOME_NOTIFICATIONS).await, 2);
+    assert_eq!(scratch.count(REGISTRATIONS).await, 2);
+    assert_eq!(scratch.count(PROCESSED_EVENTS).await, 3);
+    assert_eq!(scratch.count(DUPLICATES_TOTAL).await, 2);
+    assert_eq!(scratch.welcome_statuses(&event.user_id).await, ["pending"]);
 }
 
 #[tokio::test]
@@ -137,16 +105,10 @@ async fn poison_records_go_to_the_dlq_and_later_records_are_applied() {
     let good = Registration::new();
     send(&producer, &scratch.topic, &good).await;
 
-    let mut consumer = Consumer::new(
-        &scratch.config().settings,
-        &scratch.config().kafka,
-        scratch.db.pool(),
-    )
-    .unwrap();
+    let mut consumer = scratch.consumer();
     drive_until_notified(&mut consumer, &scratch, 1).await;
     // The good record may sit in another partition than some poison ones: settle them all.
-    let sql = "SELECT dead_lettered_total FROM consumer.counters";
-    drive_until(&mut consumer, &scratch, sql, 3).await;
+    drive_until(&mut consumer, &scratch, DEAD_LETTERED_TOTAL, 3).await;
     drain(&mut consumer).await;
 
     let letters = read_dlq(&scratch.dlq, 3).await;
@@ -175,22 +137,8 @@ async fn poison_records_go_to_the_dlq_and_later_records_are_applied() {
         .expect("the old-version record is dead-lettered");
     assert!(version.header("error").unwrap().contains("specversion"));
 
-    assert_eq!(
-        scratch
-            .count("SELECT dead_lettered_total FROM consumer.counters")
-            .await,
-        3
-    );
-    let applied: i64 = scratch
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM consumer.welcome_notifications WHERE user_id = $1",
-            &[&good.user_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    assert_eq!(scratch.count(DEAD_LETTERED_TOTAL).await, 3);
+    let applied = scratch.welcome_statuses(&good.user_id).await.len();
     assert_eq!(applied, 1, "the record after the poison ones is applied");
 }
 
@@ -212,47 +160,25 @@ async fn unknown_event_types_are_counted_and_skipped() {
     let good = Registration::new();
     send(&producer, &scratch.topic, &good).await;
 
-    let mut consumer = Consumer::new(
-        &scratch.config().settings,
-        &scratch.config().kafka,
-        scratch.db.pool(),
-    )
-    .unwrap();
+    let mut consumer = scratch.consumer();
     drive_until_notified(&mut consumer, &scratch, 1).await;
     // The unknown event is counted once, its second delivery as a duplicate.
     let sql = "SELECT unknown_type_total + duplicates_total FROM consumer.counters";
     drive_until(&mut consumer, &scratch, sql, 2).await;
     drain(&mut consumer).await;
-    assert_eq!(
-        scratch
-            .count("SELECT unknown_type_total FROM consumer.counters")
-            .await,
-        1
-    );
-    assert_eq!(
-        scratch
-            .count("SELECT dead_lettered_total FROM consumer.counters")
-            .await,
-        0
-    );
-    assert_eq!(
-        scratch
-            .count("SELECT count(*) FROM consumer.welcome_notifications")
-            .await,
-        1
-    );
+    assert_eq!(scratch.count(UNKNOWN_TYPE_TOTAL).await, 1);
+    assert_eq!(scratch.count(DEAD_LETTERED_TOTAL).await, 0);
+    assert_eq!(scratch.count(WELCOME_NOTIFICATIONS).await, 1);
 }
 
 #[tokio::test]
 async fn two_instances_in_one_group_apply_each_event_once() {
     let scratch = Scratch::new().await;
     let producer = producer();
-    let settings = scratch.config().settings;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for _ in 0..2 {
-        let consumer =
-            Consumer::new(&settings, &scratch.config().kafka, scratch.db.pool()).unwrap();
+        let consumer = scratch.consumer();
         let mut stopped = stopped.clone();
         tasks.push(tokio::spawn(consumer.run(async move {
             let _ = stopped.wait_for(|s| *s).await;
@@ -263,10 +189,7 @@ async fn two_instances_in_one_group_apply_each_event_once() {
     send_many(&producer, &scratch.topic, n).await;
 
     let all = eventually(SETTLE, || async {
-        scratch
-            .count("SELECT count(*) FROM consumer.welcome_notifications")
-            .await
-            == n as i64
+        scratch.count(WELCOME_NOTIFICATIONS).await == n as i64
     })
     .await;
     assert!(all, "every event applied");
@@ -274,44 +197,23 @@ async fn two_instances_in_one_group_apply_each_event_once() {
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(
-        scratch
-            .count("SELECT count(*) FROM consumer.processed_events")
-            .await,
-        n as i64
-    );
-    assert_eq!(
-        scratch
-            .count("SELECT coalesce(sum(count), 0)::bigint FROM consumer.registration_stats")
-            .await,
-        n as i64
-    );
-    assert_eq!(
-        scratch
-            .count("SELECT processed_total FROM consumer.counters")
-            .await,
-        n as i64
-    );
+    scratch.assert_each_applied_once(n as i64).await;
 }
 
 #[tokio::test]
 async fn shutdown_commits_offsets_so_a_restart_redelivers_nothing() {
     let scratch = Scratch::new().await;
     let producer = producer();
-    let settings = scratch.config().settings;
     send_many(&producer, &scratch.topic, 50).await;
 
-    let consumer = Consumer::new(&settings, &scratch.config().kafka, scratch.db.pool()).unwrap();
+    let consumer = scratch.consumer();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(consumer.run(async move {
         let _ = stopped.wait_for(|s| *s).await;
     }));
     assert!(
         eventually(SETTLE, || async {
-            scratch
-                .count("SELECT count(*) FROM consumer.welcome_notifications")
-                .await
-                == 50
+            scratch.count(WELCOME_NOTIFICATIONS).await == 50
         })
         .await
     );
@@ -321,14 +223,8 @@ async fn shutdown_commits_offsets_so_a_restart_redelivers_nothing() {
     // A new member of the same group starts after the committed offsets.
     let last = Registration::new();
     send(&producer, &scratch.topic, &last).await;
-    let mut consumer =
-        Consumer::new(&settings, &scratch.config().kafka, scratch.db.pool()).unwrap();
+    let mut consumer = scratch.consumer();
     drive_until_notified(&mut consumer, &scratch, 51).await;
     drain(&mut consumer).await;
-    assert_eq!(
-        scratch
-            .count("SELECT duplicates_total FROM consumer.counters")
-            .await,
-        0
-    );
+    assert_eq!(scratch.count(DUPLICATES_TOTAL).await, 0);
 }

@@ -6,7 +6,10 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, producer, send, send_many, Registration, Scratch};
+use common::{
+    eventually, producer, send, send_many, Registration, Scratch, PROCESSED_EVENTS,
+    PROCESSED_TOTAL, WELCOME_NOTIFICATIONS,
+};
 use event_consumer::startup::App;
 use platform::internal_key::DEV_INTERNAL_API_KEY;
 use platform::testing::TcpProxy;
@@ -14,7 +17,6 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 const SETTLE: Duration = Duration::from_secs(60);
-const NOTIFICATIONS: &str = "SELECT count(*) FROM consumer.welcome_notifications";
 
 struct Running {
     base: String,
@@ -32,7 +34,7 @@ impl Running {
 async fn spawn_app(env: Vec<(String, String)>) -> Running {
     let config = event_consumer::config::Config::from_env(env).unwrap();
     let app = App::build(config).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
+    let base = platform::testing::local_url(app.port());
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.wait_for(|s| *s).await;
@@ -131,7 +133,12 @@ async fn a_database_outage_delays_records_but_skips_none() {
     let app = spawn_app(env).await;
     let applied = |n: i64| {
         let scratch = &scratch;
-        async move { eventually(SETTLE, || async { scratch.count(NOTIFICATIONS).await == n }).await }
+        async move {
+            eventually(SETTLE, || async {
+                scratch.count(WELCOME_NOTIFICATIONS).await == n
+            })
+            .await
+        }
     };
     assert!(applied(20).await);
 
@@ -146,22 +153,12 @@ async fn a_database_outage_delays_records_but_skips_none() {
     assert!(down, "/health reports the database down");
     // Give the consumer time to fail and retry several times.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(scratch.count(NOTIFICATIONS).await, 20);
+    assert_eq!(scratch.count(WELCOME_NOTIFICATIONS).await, 20);
 
     proxy.restore();
     assert!(applied(50).await, "every record applied after the outage");
-    assert_eq!(
-        scratch
-            .count("SELECT count(*) FROM consumer.processed_events")
-            .await,
-        50
-    );
-    assert_eq!(
-        scratch
-            .count("SELECT processed_total FROM consumer.counters")
-            .await,
-        50
-    );
+    assert_eq!(scratch.count(PROCESSED_EVENTS).await, 50);
+    assert_eq!(scratch.count(PROCESSED_TOTAL).await, 50);
     // Readiness is re-checked in the background: it turns 200 again within a refresh.
     let ready = eventually(SETTLE, || async { get(&health, None).await.0 == 200 }).await;
     assert!(ready, "/health is ready again after the outage");
@@ -188,40 +185,26 @@ async fn killed_mid_batch_and_restarted_applies_every_event_exactly_once() {
     send_many(&producer, &scratch.topic, n).await;
 
     let mut first = start_binary(&scratch, "25");
-    let started = eventually(SETTLE, || async { scratch.count(NOTIFICATIONS).await > 0 }).await;
+    let started = eventually(SETTLE, || async {
+        scratch.count(WELCOME_NOTIFICATIONS).await > 0
+    })
+    .await;
     first.kill().expect("SIGKILL");
     first.wait().unwrap();
     assert!(
         started,
         "the first process applied something before the kill"
     );
-    let at_kill = scratch.count(NOTIFICATIONS).await;
+    let at_kill = scratch.count(WELCOME_NOTIFICATIONS).await;
     assert!(at_kill < n as i64, "killed before the backlog was done");
 
     let mut second = start_binary(&scratch, "25");
     let done = eventually(SETTLE, || async {
-        scratch.count(NOTIFICATIONS).await == n as i64
+        scratch.count(WELCOME_NOTIFICATIONS).await == n as i64
     })
     .await;
     let _ = second.kill();
     let _ = second.wait();
     assert!(done, "the restarted process applied the rest");
-    assert_eq!(
-        scratch
-            .count("SELECT count(*) FROM consumer.processed_events")
-            .await,
-        n as i64
-    );
-    assert_eq!(
-        scratch
-            .count("SELECT coalesce(sum(count), 0)::bigint FROM consumer.registration_stats")
-            .await,
-        n as i64
-    );
-    assert_eq!(
-        scratch
-            .count("SELECT processed_total FROM consumer.counters")
-            .await,
-        n as i64
-    );
+    scratch.assert_each_applied_once(n as i64).await;
 }

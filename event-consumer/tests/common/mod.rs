@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use event_consumer::config::Config;
+use event_consumer::Consumer;
 use outbox_relay::envelope::Attributes;
 use outbox_relay::kafka::owned_headers;
 use platform::db::DbConfig;
@@ -16,6 +17,16 @@ use rdkafka::ClientConfig;
 use uuid::Uuid;
 
 pub use platform::testing::{brokers, eventually};
+
+/// The numbers tests read back from the consumer's tables (see [`Scratch::count`]).
+pub const WELCOME_NOTIFICATIONS: &str = "SELECT count(*) FROM consumer.welcome_notifications";
+pub const PROCESSED_EVENTS: &str = "SELECT count(*) FROM consumer.processed_events";
+pub const REGISTRATIONS: &str =
+    "SELECT coalesce(sum(count), 0)::bigint FROM consumer.registration_stats";
+pub const PROCESSED_TOTAL: &str = "SELECT processed_total FROM consumer.counters";
+pub const DUPLICATES_TOTAL: &str = "SELECT duplicates_total FROM consumer.counters";
+pub const DEAD_LETTERED_TOTAL: &str = "SELECT dead_lettered_total FROM consumer.counters";
+pub const UNKNOWN_TYPE_TOTAL: &str = "SELECT unknown_type_total FROM consumer.counters";
 
 /// Everything one test owns: its database, topic, DLQ topic and consumer group.
 pub struct Scratch {
@@ -63,6 +74,12 @@ impl Scratch {
         Config::from_env(self.env()).expect("config")
     }
 
+    /// A consumer engine with this test's settings.
+    pub fn consumer(&self) -> Consumer {
+        let config = self.config();
+        Consumer::new(&config.settings, &config.kafka, self.db.pool()).expect("consumer")
+    }
+
     pub async fn client(&self) -> tokio_postgres::Client {
         self.db.connect().await.expect("database")
     }
@@ -75,6 +92,29 @@ impl Scratch {
             .await
             .expect("count query")
             .get(0)
+    }
+
+    /// The status of each welcome notification of `user_id` (one, once its registration is
+    /// applied).
+    pub async fn welcome_statuses(&self, user_id: &Uuid) -> Vec<String> {
+        let rows = self
+            .client()
+            .await
+            .query(
+                "SELECT status FROM consumer.welcome_notifications WHERE user_id = $1",
+                &[user_id],
+            )
+            .await
+            .expect("welcome notifications query");
+        rows.iter().map(|row| row.get(0)).collect()
+    }
+
+    /// Each of `n` events had its effect exactly once: processed once, and counted once in
+    /// the registration stats and in the counters.
+    pub async fn assert_each_applied_once(&self, n: i64) {
+        assert_eq!(self.count(PROCESSED_EVENTS).await, n, "processed events");
+        assert_eq!(self.count(REGISTRATIONS).await, n, "registrations counted");
+        assert_eq!(self.count(PROCESSED_TOTAL).await, n, "processed_total");
     }
 }
 
