@@ -96,19 +96,8 @@ postgres_image() {
   log "built postgres:15 (stand-in: Debian's PostgreSQL 15) in $((SECONDS - start)) s"
 }
 
-kafka_libs() {
-  local libs="$INFRA/kafka/libs"
-  if [ -f "$libs/.complete" ] && cmp -s "$ROOT/scripts/kafka/pom.xml" "$libs/.complete"; then
-    return
-  fi
-  command -v mvn >/dev/null || apt_install maven
-  log "resolving the Kafka broker jars from Maven Central"
-  rm -rf "$libs"
-  mkdir -p "$libs"
-  mvn -q -B -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
-    -DoutputDirectory="$libs" -DincludeScope=runtime >&2
-  cp "$ROOT/scripts/kafka/pom.xml" "$libs/.complete"
-}
+# The broker jars in $INFRA/kafka/libs, resolved (once) by infra.sh, which runs them too.
+kafka_libs() { INFRA_DIR="$INFRA" "$ROOT/scripts/infra.sh" kafka-libs; }
 
 kafka_image() {
   if have_image apache/kafka:4.1.1; then log "apache/kafka:4.1.1 is there"; return; fi

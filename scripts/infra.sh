@@ -6,6 +6,7 @@
 #   scripts/infra.sh kafka-up | kafka-down Kafka only
 #   scripts/infra.sh status
 #   scripts/infra.sh clean-test-dbs       drop the throw-away databases tests create
+#   scripts/infra.sh kafka-libs           resolve the Kafka broker jars (.infra/kafka/libs)
 #   scripts/infra.sh tls-up | tls-down    the TLS fixture (below)
 #
 # The TLS fixture, on other ports, for the tests of production-style connections: a test CA
@@ -75,6 +76,17 @@ pg_run() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# A new cluster in $2/data, made with the initdb in $1: superuser PG_USER with password
+# PG_PASSWORD, scram-sha-256 over TCP (initdb's output in $2/initdb.log).
+pg_initdb() {
+  local bin=$1 dir=$2 pwfile="$2/.pw"
+  printf '%s\n' "$PG_PASSWORD" >"$pwfile"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$pwfile"
+  pg_run "$bin/initdb" -D "$dir/data" -U "$PG_USER" --pwfile="$pwfile" \
+    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log"
+  rm -f "$pwfile"
+}
+
 psql_admin() {
   PGPASSWORD="$PG_PASSWORD" psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d postgres \
     -v ON_ERROR_STOP=1 -qAt "$@"
@@ -119,12 +131,7 @@ pg_up() {
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$PG_DIR"
   if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
     log "initialising a cluster in $PG_DIR/data ($("$bin/postgres" --version))"
-    local pwfile="$PG_DIR/.pw"
-    printf '%s\n' "$PG_PASSWORD" >"$pwfile"
-    [ "$(id -u)" = 0 ] && chown postgres:postgres "$pwfile"
-    pg_run "$bin/initdb" -D "$PG_DIR/data" -U "$PG_USER" --pwfile="$pwfile" \
-      --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log"
-    rm -f "$pwfile"
+    pg_initdb "$bin" "$PG_DIR"
     mkdir -p "$PG_DIR/run"
     [ "$(id -u)" = 0 ] && chown postgres:postgres "$PG_DIR/run"
     cat >>"$PG_DIR/data/postgresql.auto.conf" <<EOF
@@ -320,12 +327,7 @@ pg_tls_up() {
   [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$PG_TLS_DIR"
   if [ ! -f "$PG_TLS_DIR/data/PG_VERSION" ]; then
     log "initialising a TLS-only cluster in $PG_TLS_DIR/data"
-    local pwfile="$PG_TLS_DIR/.pw"
-    printf '%s\n' "$PG_PASSWORD" >"$pwfile"
-    [ "$(id -u)" = 0 ] && chown postgres:postgres "$pwfile"
-    pg_run "$bin/initdb" -D "$PG_TLS_DIR/data" -U "$PG_USER" --pwfile="$pwfile" \
-      --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$PG_TLS_DIR/initdb.log"
-    rm -f "$pwfile"
+    pg_initdb "$bin" "$PG_TLS_DIR"
     cp "$TLS_DIR/server.crt" "$TLS_DIR/server.key" "$PG_TLS_DIR/data/"
     chmod 600 "$PG_TLS_DIR/data/server.key"
     cat >>"$PG_TLS_DIR/data/postgresql.auto.conf" <<EOF
@@ -457,10 +459,11 @@ case "${1:-}" in
   kafka-up) kafka_up ;;
   kafka-down) kafka_down ;;
   topics) kafka_topics ;;
+  kafka-libs) kafka_libs ;;
   status) status ;;
   clean-test-dbs) clean_test_dbs ;;
   tls-up) tls_up ;;
   tls-down) tls_down ;;
   tls-user) shift; kafka_tls_user "$@" ;;
-  *) echo "usage: $0 up|down|pg-up|pg-down|kafka-up|kafka-down|topics|status|clean-test-dbs|tls-up|tls-down" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|pg-up|pg-down|kafka-up|kafka-down|topics|kafka-libs|status|clean-test-dbs|tls-up|tls-down" >&2; exit 2 ;;
 esac
