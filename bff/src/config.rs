@@ -12,12 +12,6 @@ use serde::Deserialize;
 
 use crate::tokens::TokenKeys;
 
-const PROFILES: Profiles = Profiles {
-    development: include_str!("../config/development.yaml"),
-    docker: include_str!("../config/docker.yaml"),
-    production: include_str!("../config/production.yaml"),
-};
-
 /// The public half of the documented development key (config/development.yaml);
 /// production refuses to sign or verify with it.
 pub const DEV_TOKEN_PUBLIC_KEY: &str = "k4.public.vyw_7vDQgtqtKopTfpg8eQfVf_uECTd8Uge_N5JyyX0";
@@ -173,7 +167,7 @@ impl Settings {
 pub type Config = ServiceConfig<Settings>;
 
 impl ServiceSettings for Settings {
-    const PROFILES: Profiles = PROFILES;
+    const PROFILES: Profiles = platform::profiles!();
 
     fn check(&self, profile: Profile) -> Result<(), ConfigError> {
         self.user_service_key(profile)?;

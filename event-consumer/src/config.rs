@@ -1,24 +1,12 @@
 //! The event consumer's configuration, loaded once in `main` and passed down.
 
 use platform::config::{ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings};
-use platform::internal_key::ServerKeys;
-use secrecy::SecretString;
 use serde::Deserialize;
-
-const PROFILES: Profiles = Profiles {
-    development: include_str!("../config/development.yaml"),
-    docker: include_str!("../config/docker.yaml"),
-    production: include_str!("../config/production.yaml"),
-};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     pub port: u16,
-    /// The one key every internal caller presents (shorthand for `INTERNAL_API_KEYS`).
-    pub internal_api_key: Option<SecretString>,
-    /// `caller:key` pairs: the key each internal caller presents.
-    pub internal_api_keys: Option<SecretString>,
     /// Consumer group (`CONSUMER_GROUP`).
     pub consumer_group: String,
     /// Topic consumed (`CONSUMER_TOPIC`).
@@ -41,8 +29,6 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             port: 8083,
-            internal_api_key: None,
-            internal_api_keys: None,
             consumer_group: "user-event-consumer".into(),
             consumer_topic: "user-events".into(),
             consumer_dlq_topic: "user-events.dlq".into(),
@@ -55,24 +41,14 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    /// The keys this service accepts, by caller.
-    pub fn server_keys(&self) -> Result<ServerKeys, ConfigError> {
-        ServerKeys::parse(
-            self.internal_api_keys.as_ref(),
-            self.internal_api_key.as_ref(),
-        )
-    }
-}
-
 /// The service's whole configuration (see [`ServiceConfig`]).
 pub type Config = ServiceConfig<Settings>;
 
 impl ServiceSettings for Settings {
-    const PROFILES: Profiles = PROFILES;
+    const PROFILES: Profiles = platform::profiles!();
+    const SERVES_INTERNAL_API: bool = true;
 
-    fn check(&self, profile: Profile) -> Result<(), ConfigError> {
-        self.server_keys()?.check(profile)?;
+    fn check(&self, _profile: Profile) -> Result<(), ConfigError> {
         if self.consumer_batch_size == 0 {
             return Err(ConfigError::Refused(
                 "CONSUMER_BATCH_SIZE must be at least 1".into(),

@@ -20,8 +20,6 @@ pub enum Error {
     Bind(#[from] std::io::Error),
     #[error("cannot create the Kafka consumer")]
     Consumer(#[from] engine::Error),
-    #[error(transparent)]
-    Config(#[from] platform::config::ConfigError),
 }
 
 #[derive(Debug)]
@@ -37,7 +35,7 @@ impl App {
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
         let pool = config.db.pool();
         let consumer = Consumer::new(&config.settings, &config.kafka, pool.clone())?;
-        let keys = config.settings.server_keys()?;
+        let keys = config.internal_keys.clone();
         Ok(Self {
             keys,
             listener,

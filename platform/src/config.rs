@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::db::DbConfig;
 use super::http::Common;
+use super::internal_key::ServerKeys;
 use super::kafka::KafkaConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,25 @@ impl Profile {
             Self::Production => "production",
         }
     }
+}
+
+/// The [`Profiles`] of the calling crate: its `config/{development,docker,production}.yaml`,
+/// compiled in.
+#[macro_export]
+macro_rules! profiles {
+    () => {
+        $crate::config::Profiles {
+            development: include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/config/development.yaml"
+            )),
+            docker: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/config/docker.yaml")),
+            production: include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/config/production.yaml"
+            )),
+        }
+    };
 }
 
 /// The YAML text of each profile, compiled into the service binary.
@@ -127,7 +147,11 @@ impl Layered {
 /// A service's own part of the configuration: its keys and defaults (`Deserialize` with
 /// `#[serde(default)]`), its compiled-in profiles, and what it refuses to run with.
 pub trait ServiceSettings: DeserializeOwned {
+    /// Usually `platform::profiles!()`: `config/{development,docker,production}.yaml`.
     const PROFILES: Profiles;
+    /// Whether the service serves an internal API, so that its
+    /// [`ServiceConfig::internal_keys`] must hold acceptable keys.
+    const SERVES_INTERNAL_API: bool = false;
 
     /// Refuses values the service must not run with under `profile`.
     fn check(&self, profile: Profile) -> Result<(), ConfigError>;
@@ -142,6 +166,9 @@ pub struct ServiceConfig<S> {
     pub db: DbConfig,
     /// How the Kafka clients connect (used by the relay and the consumer).
     pub kafka: KafkaConfig,
+    /// The internal keys the service accepts, by caller (`INTERNAL_API_KEYS`,
+    /// `INTERNAL_API_KEY`); checked when the service serves an internal API.
+    pub internal_keys: ServerKeys,
 }
 
 impl<S: ServiceSettings> ServiceConfig<S> {
@@ -162,7 +189,11 @@ impl<S: ServiceSettings> ServiceConfig<S> {
             settings: layers.get()?,
             db: layers.get()?,
             kafka: layers.get()?,
+            internal_keys: layers.get()?,
         };
+        if S::SERVES_INTERNAL_API {
+            config.internal_keys.check(config.profile)?;
+        }
         config.kafka.properties()?;
         if !config.profile.is_development() && config.db.has_default_password() {
             return Err(ConfigError::Refused(format!(

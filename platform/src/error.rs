@@ -169,6 +169,25 @@ pub enum Failure {
     Unavailable(Json<ErrorBody>),
 }
 
+/// The answer of a look-up by id: the thing, or 404.
+#[derive(Debug, ApiResponse)]
+pub enum Found<T: poem_openapi::types::ToJSON + Send + Sync> {
+    #[oai(status = 200)]
+    Ok(Json<T>),
+    /// Nothing has this id (any more).
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+}
+
+impl<T: poem_openapi::types::ToJSON + Send + Sync> Found<T> {
+    pub fn or_not_found(thing: Option<T>, message: &str) -> Self {
+        match thing {
+            Some(thing) => Self::Ok(Json(thing)),
+            None => Self::NotFound(Json(ErrorBody::new("Not found", message))),
+        }
+    }
+}
+
 impl Failure {
     /// A dependency is away for now: logs `cause` and answers 503.
     pub fn unavailable(cause: &(dyn std::error::Error + 'static)) -> Self {

@@ -82,8 +82,10 @@ pub fn require_key(
     Ok(())
 }
 
-/// The keys a server accepts, by caller.
-#[derive(Clone, Default)]
+/// The keys a server accepts, by caller: parsed once when the configuration loads, from
+/// `INTERNAL_API_KEYS` and `INTERNAL_API_KEY`.
+#[derive(Clone, Default, serde::Deserialize)]
+#[serde(try_from = "KeySettings")]
 pub struct ServerKeys {
     keys: Vec<(Caller, SecretString)>,
 }
@@ -94,6 +96,22 @@ impl fmt::Debug for ServerKeys {
         f.debug_struct("ServerKeys")
             .field("callers", &callers)
             .finish_non_exhaustive()
+    }
+}
+
+/// The two settings [`ServerKeys`] is read from.
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct KeySettings {
+    internal_api_key: Option<SecretString>,
+    internal_api_keys: Option<SecretString>,
+}
+
+impl TryFrom<KeySettings> for ServerKeys {
+    type Error = ConfigError;
+
+    fn try_from(raw: KeySettings) -> Result<Self, ConfigError> {
+        Self::parse(raw.internal_api_keys.as_ref(), raw.internal_api_key.as_ref())
     }
 }
 

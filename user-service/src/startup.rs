@@ -23,8 +23,6 @@ pub enum StartError {
     Bind(#[from] std::io::Error),
     #[error("cannot set up password hashing")]
     Hasher(#[from] HashError),
-    #[error(transparent)]
-    Config(platform::config::ConfigError),
 }
 
 #[derive(Debug)]
@@ -40,7 +38,7 @@ impl App {
         metrics::handle();
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
         let hasher = Hasher::new(config.settings.scrypt_log_n).await?;
-        let keys = config.settings.server_keys().map_err(StartError::Config)?;
+        let keys = config.internal_keys.clone();
         let state = AppState {
             pool: config.db.pool(),
             settings: Arc::new(config.settings),

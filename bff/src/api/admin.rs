@@ -5,7 +5,7 @@ use std::sync::Arc;
 use platform::telemetry::error_chain;
 use poem::web::Data;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, OpenApi};
+use poem_openapi::OpenApi;
 
 use super::auth::{authenticate_admin, BearerAuth};
 use super::errors::ApiError;
@@ -15,20 +15,6 @@ use crate::state::AppState;
 use crate::traceparent::TraceParent;
 use crate::upstream::Answer;
 
-#[derive(Debug, ApiResponse)]
-pub enum DashboardResponse {
-    /// The figures of every source that answered; `missing` names the others.
-    #[oai(status = 200)]
-    Ok(Json<Dashboard>),
-}
-
-#[derive(Debug, ApiResponse)]
-pub enum ReplayResponse {
-    /// How many published rows were re-queued (or would be, on a dry run).
-    #[oai(status = 200)]
-    Ok(Json<ReplayResult>),
-}
-
 #[derive(Debug)]
 pub struct AdminApi {
     pub state: Arc<AppState>,
@@ -37,13 +23,14 @@ pub struct AdminApi {
 #[OpenApi(tag = "Tag::Admin")]
 impl AdminApi {
     /// Live figures: users and registrations (user service), outbox backlog, processed
-    /// events, duplicates and dead letters (event consumer).
+    /// events, duplicates and dead letters (event consumer): the figures of every source
+    /// that answered; `missing` names the others.
     #[oai(path = "/api/v1/protected/admin/dashboard", method = "get")]
     async fn dashboard(
         &self,
         auth: BearerAuth,
         trace: Data<&TraceParent>,
-    ) -> Result<DashboardResponse, ApiError> {
+    ) -> Result<Json<Dashboard>, ApiError> {
         authenticate_admin(&self.state, &auth).await?;
         let upstream = &self.state.upstream;
         let (users, events) = tokio::join!(
@@ -53,22 +40,23 @@ impl AdminApi {
         let mut missing = Vec::new();
         let users = answered("user-service", users, &mut missing);
         let events = answered("event-consumer", events, &mut missing);
-        Ok(DashboardResponse::Ok(Json(Dashboard {
+        Ok(Json(Dashboard {
             users,
             events,
             missing,
-        })))
+        }))
     }
 
     /// Re-queue published outbox rows matching the filters (at least one filter, or
-    /// `all`), to rebuild a lost or replaced topic. `dry_run` only counts.
+    /// `all`), to rebuild a lost or replaced topic. `dry_run` only counts. Answers how
+    /// many published rows were re-queued (or would be, on a dry run).
     #[oai(path = "/api/v1/protected/admin/outbox/replay", method = "post")]
     async fn replay(
         &self,
         auth: BearerAuth,
         body: Json<ReplayRequest>,
         trace: Data<&TraceParent>,
-    ) -> Result<ReplayResponse, ApiError> {
+    ) -> Result<Json<ReplayResult>, ApiError> {
         let admin = authenticate_admin(&self.state, &auth).await?;
         let answer = self
             .state
@@ -78,7 +66,7 @@ impl AdminApi {
         match answer {
             Answer::Ok(result) => {
                 tracing::info!(admin = %admin.sub, count = result.count, dry_run = result.dry_run, "outbox replay");
-                Ok(ReplayResponse::Ok(Json(result)))
+                Ok(Json(result))
             }
             Answer::Refused(_, error) => Err(ApiError::BadRequest(Json(error))),
         }

@@ -47,13 +47,6 @@ pub async fn authenticate_admin(state: &AppState, auth: &BearerAuth) -> Result<C
 }
 
 #[derive(Debug, ApiResponse)]
-pub enum LoginResponse {
-    /// Logged in.
-    #[oai(status = 200)]
-    Ok(Json<TokenPair>),
-}
-
-#[derive(Debug, ApiResponse)]
 pub enum LogoutResponse {
     /// The session is revoked: its refresh token stops at once, its access tokens
     /// within 5 seconds.
@@ -119,7 +112,7 @@ impl AuthApi {
         &self,
         body: Json<Credentials>,
         trace: Data<&TraceParent>,
-    ) -> Result<LoginResponse, ApiError> {
+    ) -> Result<Json<TokenPair>, ApiError> {
         let verdict = self
             .state
             .upstream
@@ -143,13 +136,13 @@ impl AuthApi {
         let client = self.state.pool.get().await?;
         let jti = sessions::create(&client, &session).await?;
         metrics::counter!("bff_logins_total").increment(1);
-        Ok(LoginResponse::Ok(Json(self.pair(&session, jti)?)))
+        Ok(Json(self.pair(&session, jti)?))
     }
 
     /// Trade a refresh token for a new pair. Each refresh token works once; presenting
     /// a used one revokes the whole session.
     #[oai(path = "/api/v1/auth/refresh", method = "post")]
-    async fn refresh(&self, body: Json<RefreshRequest>) -> Result<LoginResponse, ApiError> {
+    async fn refresh(&self, body: Json<RefreshRequest>) -> Result<Json<TokenPair>, ApiError> {
         let claims = self
             .state
             .keys
@@ -164,7 +157,7 @@ impl AuthApi {
         tx.commit().await?;
         match rotation {
             Rotation::Rotated { session, new_jti } => {
-                Ok(LoginResponse::Ok(Json(self.pair(&session, new_jti)?)))
+                Ok(Json(self.pair(&session, new_jti)?))
             }
             Rotation::ReuseDetected => {
                 self.state.liveness.revoked(claims.sid);

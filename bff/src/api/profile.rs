@@ -2,26 +2,16 @@
 
 use std::sync::Arc;
 
+use platform::error::Found;
 use poem::web::Data;
-use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, OpenApi};
+use poem_openapi::OpenApi;
 
 use super::auth::{authenticate, BearerAuth};
 use super::errors::ApiError;
-use super::models::{ErrorBody, User};
+use super::models::User;
 use super::Tag;
 use crate::state::AppState;
 use crate::traceparent::TraceParent;
-
-#[derive(Debug, ApiResponse)]
-pub enum ProfileResponse {
-    /// The user the token belongs to.
-    #[oai(status = 200)]
-    Ok(Json<User>),
-    /// The user no longer exists.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-}
 
 #[derive(Debug)]
 pub struct ProfileApi {
@@ -36,19 +26,9 @@ impl ProfileApi {
         &self,
         auth: BearerAuth,
         trace: Data<&TraceParent>,
-    ) -> Result<ProfileResponse, ApiError> {
+    ) -> Result<Found<User>, ApiError> {
         let claims = authenticate(&self.state, &auth).await?;
-        match self
-            .state
-            .upstream
-            .user(claims.sub, trace.0.as_str())
-            .await?
-        {
-            Some(user) => Ok(ProfileResponse::Ok(Json(user))),
-            None => Ok(ProfileResponse::NotFound(Json(ErrorBody::new(
-                "Not found",
-                "This user no longer exists.",
-            )))),
-        }
+        let user = self.state.upstream.user(claims.sub, trace.0.as_str()).await?;
+        Ok(Found::or_not_found(user, "This user no longer exists."))
     }
 }

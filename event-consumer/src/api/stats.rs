@@ -2,7 +2,7 @@ use deadpool_postgres::Pool;
 use platform::error::Failure;
 use platform::internal_key::InternalKey;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, OpenApi, Tags};
+use poem_openapi::{OpenApi, Tags};
 
 use crate::stats::{self, Stats};
 
@@ -10,12 +10,6 @@ use crate::stats::{self, Stats};
 pub(crate) enum Tag {
     /// What the consumer has done (for the admin dashboard).
     Stats,
-}
-
-#[derive(Debug, ApiResponse)]
-pub enum StatsResponse {
-    #[oai(status = 200)]
-    Ok(Json<Stats>),
 }
 
 /// The consumer's API; its context is the pool of its own tables.
@@ -29,8 +23,8 @@ impl StatsApi {
     /// Processed, duplicate, dead-lettered and unknown-type counts, the welcome
     /// notification queue and registrations per day for the last 7 days.
     #[oai(path = "/stats", method = "get")]
-    async fn stats(&self, _key: InternalKey) -> Result<StatsResponse, Failure> {
+    async fn stats(&self, _key: InternalKey) -> Result<Json<Stats>, Failure> {
         let client = self.pool.get().await?;
-        Ok(StatsResponse::Ok(Json(stats::read(&client).await?)))
+        Ok(Json(stats::read(&client).await?))
     }
 }

@@ -6,12 +6,6 @@ use platform::config::{ConfigError, Profile, Profiles, ServiceConfig, ServiceSet
 use serde::Deserialize;
 use std::time::Duration;
 
-const PROFILES: Profiles = Profiles {
-    development: include_str!("../../config/development.yaml"),
-    docker: include_str!("../../config/docker.yaml"),
-    production: include_str!("../../config/production.yaml"),
-};
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Settings {
@@ -49,7 +43,7 @@ const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 pub type Config = ServiceConfig<Settings>;
 
 impl ServiceSettings for Settings {
-    const PROFILES: Profiles = PROFILES;
+    const PROFILES: Profiles = platform::profiles!();
 
     fn check(&self, _profile: Profile) -> Result<(), ConfigError> {
         if self.relay_batch_size < 1 {

@@ -6,26 +6,11 @@ use platform::error::{ErrorBody, Failure};
 use platform::internal_key::InternalKey;
 use platform::wire::{ReplayRequest, ReplayResult, UserStats};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, OpenApi};
+use poem_openapi::OpenApi;
 
 use super::Tag;
 use crate::state::AppState;
 use crate::stats;
-
-#[derive(Debug, ApiResponse)]
-pub enum StatsResponse {
-    #[oai(status = 200)]
-    Ok(Json<UserStats>),
-}
-
-#[derive(Debug, ApiResponse)]
-pub enum ReplayResponse {
-    #[oai(status = 200)]
-    Ok(Json<ReplayResult>),
-    /// No filter and not `all`, or `since` after `until`.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-}
 
 #[derive(Debug)]
 pub struct AdminApi {
@@ -36,18 +21,19 @@ pub struct AdminApi {
 impl AdminApi {
     /// Users and outbox health for the admin dashboard.
     #[oai(path = "/stats", method = "get")]
-    async fn stats(&self, _key: InternalKey) -> Result<StatsResponse, Failure> {
+    async fn stats(&self, _key: InternalKey) -> Result<Json<UserStats>, Failure> {
         let client = self.state.pool.get().await?;
-        Ok(StatsResponse::Ok(Json(stats::load(&client).await?)))
+        Ok(Json(stats::load(&client).await?))
     }
 
-    /// Re-queues published outbox rows so the relay publishes them again, in order.
+    /// Re-queues published outbox rows so the relay publishes them again, in order. A
+    /// request without a filter and not `all`, or with `since` after `until`, is a 400.
     #[oai(path = "/outbox/replay", method = "post")]
     async fn replay(
         &self,
         _key: InternalKey,
         body: Json<ReplayRequest>,
-    ) -> Result<ReplayResponse, Failure> {
+    ) -> Result<Json<ReplayResult>, Failure> {
         let body = body.0;
         let filter = ReplayFilter {
             since: body.since,
@@ -60,12 +46,12 @@ impl AdminApi {
         let client = self.state.pool.get().await?;
         let pg: &tokio_postgres::Client = &client;
         match outbox_relay::replay(pg, &filter, dry_run).await {
-            Ok(count) => Ok(ReplayResponse::Ok(Json(ReplayResult {
+            Ok(count) => Ok(Json(ReplayResult {
                 count: i64::try_from(count).unwrap_or(i64::MAX),
                 dry_run,
-            }))),
+            })),
             Err(ReplayError::Database(error)) => Err(error.into()),
-            Err(refused) => Ok(ReplayResponse::BadRequest(Json(ErrorBody::new(
+            Err(refused) => Err(Failure::BadRequest(Json(ErrorBody::new(
                 "Bad request",
                 refused.to_string(),
             )))),

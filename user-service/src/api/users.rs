@@ -1,6 +1,6 @@
 //! Registration, credential checks and look-up.
 
-use platform::error::{ErrorBody, Failure};
+use platform::error::{ErrorBody, Failure, Found};
 use platform::internal_key::InternalKey;
 use platform::traceparent::TraceParent;
 use platform::wire::{Credentials, Registration, User, Verification};
@@ -26,21 +26,6 @@ pub enum RegisterResponse {
     /// Invalid fields, all listed in `details` as `{field, message}`.
     #[oai(status = 422)]
     Invalid(Json<ErrorBody>),
-}
-
-#[derive(Debug, ApiResponse)]
-pub enum VerifyResponse {
-    /// Whether the password is right; unknown emails cost the same work as wrong ones.
-    #[oai(status = 200)]
-    Ok(Json<Verification>),
-}
-
-#[derive(Debug, ApiResponse)]
-pub enum GetUserResponse {
-    #[oai(status = 200)]
-    Ok(Json<User>),
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
 }
 
 #[derive(Debug)]
@@ -98,13 +83,14 @@ impl UsersApi {
         }
     }
 
-    /// Checks an email and password.
+    /// Checks an email and password: whether the password is right; unknown emails cost
+    /// the same work as wrong ones.
     #[oai(path = "/verify-credentials", method = "post")]
     async fn verify_credentials(
         &self,
         _key: InternalKey,
         body: Json<Credentials>,
-    ) -> Result<VerifyResponse, Failure> {
+    ) -> Result<Json<Verification>, Failure> {
         let credentials = {
             let client = self.state.pool.get().await?;
             users::find_credentials(&client, &body.0.email).await?
@@ -120,7 +106,7 @@ impl UsersApi {
             },
             _ => Verification::invalid(),
         };
-        Ok(VerifyResponse::Ok(Json(verification)))
+        Ok(Json(verification))
     }
 
     /// Looks a user up by id.
@@ -129,13 +115,9 @@ impl UsersApi {
         &self,
         _key: InternalKey,
         id: Path<Uuid>,
-    ) -> Result<GetUserResponse, Failure> {
+    ) -> Result<Found<User>, Failure> {
         let client = self.state.pool.get().await?;
-        Ok(match users::find_by_id(&client, id.0).await? {
-            Some(user) => GetUserResponse::Ok(Json(user)),
-            None => {
-                GetUserResponse::NotFound(Json(ErrorBody::new("Not found", "No user has this id.")))
-            }
-        })
+        let user = users::find_by_id(&client, id.0).await?;
+        Ok(Found::or_not_found(user, "No user has this id."))
     }
 }
