@@ -1,15 +1,6 @@
 use bff::startup::App;
-use clap::{Parser, Subcommand};
-use platform::service::{self, ConfigFile};
-
-#[derive(Parser)]
-#[command(about = "The public backend-for-frontend")]
-struct Cli {
-    #[command(flatten)]
-    config: ConfigFile,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
+use clap::Subcommand;
+use platform::service::{self, Cli};
 
 #[derive(Subcommand)]
 enum Command {
@@ -21,7 +12,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::<Command>::parse_for("bff", "The public backend-for-frontend");
     if let Some(Command::Keygen) = cli.command {
         let (secret, public, kid) = bff::tokens::generate_paserk()?;
         println!("TOKEN_SECRET_KEY={secret}");

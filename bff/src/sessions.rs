@@ -8,15 +8,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use platform::wire::Role;
 use uuid::Uuid;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("database pool")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database")]
-    Db(#[from] tokio_postgres::Error),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Result<T, E = platform::error::DbError> = std::result::Result<T, E>;
 
 const INSERT_SESSION: &str = "INSERT INTO auth.sessions (id, user_id, role, expires_at) \
      VALUES ($1, $2, $3, $4)";

@@ -1,7 +1,6 @@
 //! Building the service (bind, pool, keys, clients) apart from running it, so tests can
 //! start it on port 0 and drive it through its real listener.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +9,9 @@ use platform::config::ConfigError;
 use platform::health::{HealthApi, REFRESH};
 use platform::http::Listener;
 use platform::metrics;
+use platform::service::{Service, Shutdown};
 use poem::middleware::Cors;
-use poem::{get, Endpoint, EndpointExt, Route};
+use poem::{get, Endpoint, EndpointExt};
 use poem_openapi::OpenApiService;
 
 use crate::api::admin::AdminApi;
@@ -74,30 +74,6 @@ pub fn openapi(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
 }
 
 impl App {
-    pub async fn build(config: Config) -> Result<Self, StartError> {
-        let settings = config.settings.clone();
-        let keys = settings.token_keys()?;
-        let proxies = TrustedProxies::new(settings.trusted_proxies()?);
-        let upstream = Upstream::new(
-            &settings.user_service_url,
-            &settings.event_consumer_url,
-            settings.user_service_key(config.profile)?,
-            settings.event_consumer_key(config.profile)?,
-            settings.upstream_timeout(),
-        )?;
-        let listener = Listener::bind(&config.common.host, settings.port).await?;
-        let pool = config.db.pool();
-        let limits = Arc::new(RateLimits::new(&settings, proxies));
-        let cors_origins = settings.cors_origins();
-        let state = Arc::new(AppState::new(pool, keys, upstream, settings));
-        Ok(Self {
-            listener,
-            state,
-            limits,
-            cors_origins,
-        })
-    }
-
     pub fn port(&self) -> u16 {
         self.listener.port()
     }
@@ -109,11 +85,8 @@ impl App {
     /// The whole HTTP application with its middleware.
     pub fn endpoint(&self) -> impl Endpoint + 'static {
         let api = openapi(self.state.clone());
-        let routes = Route::new()
-            .at("/openapi.json", api.spec_endpoint())
-            .nest("/docs", api.swagger_ui())
+        let routes = platform::http::documented(api)
             .at("/metrics", get(metrics::endpoint))
-            .nest("/", api)
             // Inside CORS, which turns errors into plain responses before the outer one.
             .around(crate::api::errors::as_json)
             .around(traceparent::apply)
@@ -142,11 +115,38 @@ impl App {
             .around(crate::api::errors::as_json)
             .around(security_headers::apply)
     }
+}
 
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> std::io::Result<()> {
+impl Service for App {
+    const NAME: &'static str = "bff";
+    type Settings = crate::config::Settings;
+    type BuildError = StartError;
+
+    async fn build(config: Config) -> Result<Self, StartError> {
+        let settings = config.settings.clone();
+        let keys = settings.token_keys()?;
+        let proxies = TrustedProxies::new(settings.trusted_proxies()?);
+        let upstream = Upstream::new(
+            &settings.user_service_url,
+            &settings.event_consumer_url,
+            settings.user_service_key(config.profile)?,
+            settings.event_consumer_key(config.profile)?,
+            settings.upstream_timeout(),
+        )?;
+        let listener = Listener::bind(&config.common.host, settings.port).await?;
+        let pool = config.db.pool();
+        let limits = Arc::new(RateLimits::new(&settings, proxies));
+        let cors_origins = settings.cors_origins();
+        let state = Arc::new(AppState::new(pool, keys, upstream, settings));
+        Ok(Self {
+            listener,
+            state,
+            limits,
+            cors_origins,
+        })
+    }
+
+    async fn run_until_stopped(self, shutdown: impl Shutdown) -> std::io::Result<()> {
         let limits = self.limits.clone();
         let evictor = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -161,22 +161,5 @@ impl App {
         let served = self.listener.serve(app, shutdown).await;
         evictor.abort();
         served
-    }
-}
-
-impl platform::service::Service for App {
-    const NAME: &'static str = "bff";
-    type Settings = crate::config::Settings;
-    type BuildError = StartError;
-
-    async fn build(config: Config) -> Result<Self, StartError> {
-        App::build(config).await
-    }
-
-    async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        App::run_until_stopped(self, shutdown).await
     }
 }

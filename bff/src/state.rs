@@ -31,11 +31,7 @@ impl AppState {
             .as_ref()
             .map(|k| crate::idempotency::fingerprint(k.expose_secret().as_bytes(), b"idempotency"))
             .unwrap_or_default();
-        let ping_pool = pool.clone();
-        let readiness = Readiness::new().require("database", move || {
-            let pool = ping_pool.clone();
-            async move { platform::db::ping(&pool).await }
-        });
+        let readiness = Readiness::new().require_database(pool.clone());
         Self {
             readiness,
             pool,

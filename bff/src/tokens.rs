@@ -15,9 +15,9 @@ use pasetors::paserk::{FormatAsPaserk, Id};
 use pasetors::token::UntrustedToken;
 use pasetors::version4::{PublicToken, V4};
 use pasetors::Public;
+use platform::wire::Role;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use platform::wire::Role;
 use uuid::Uuid;
 
 /// Clock skew tolerated on `exp`, `nbf` and `iat` between this process and others.

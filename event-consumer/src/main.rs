@@ -1,16 +1,15 @@
-use clap::Parser;
+use clap::Subcommand;
 use event_consumer::startup::App;
-use platform::service::{self, ConfigFile};
+use platform::service::{self, Cli};
 
-#[derive(Parser)]
-#[command(about = "Idempotent consumer of user events")]
-struct Cli {
-    #[command(flatten)]
-    config: ConfigFile,
+#[derive(Subcommand)]
+enum Command {
+    /// Consume and serve the internal API (the default).
+    Serve,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::<Command>::parse_for("event-consumer", "Idempotent consumer of user events");
     service::serve::<App>(cli.config.load()?).await
 }

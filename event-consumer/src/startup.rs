@@ -1,13 +1,10 @@
 //! Building the service (bind, pool, Kafka clients) apart from running it, so tests can
 //! start it on port 0 and drive it through its real listener.
 
-use std::future::Future;
-
 use deadpool_postgres::Pool;
 use platform::health::{HealthApi, Readiness, REFRESH};
 use platform::http::Listener;
-use platform::metrics;
-use poem::{get, EndpointExt, Route};
+use platform::service::{Service, Shutdown};
 use poem_openapi::OpenApiService;
 
 use crate::api::stats::StatsApi;
@@ -31,7 +28,21 @@ pub struct App {
 }
 
 impl App {
-    pub async fn build(config: Config) -> Result<Self, Error> {
+    pub fn port(&self) -> u16 {
+        self.listener.port()
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+impl Service for App {
+    const NAME: &'static str = "event-consumer";
+    type Settings = crate::config::Settings;
+    type BuildError = Error;
+
+    async fn build(config: Config) -> Result<Self, Error> {
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
         let pool = config.db.pool();
         let consumer = Consumer::new(&config.settings, &config.kafka, pool.clone())?;
@@ -44,31 +55,16 @@ impl App {
         })
     }
 
-    pub fn port(&self) -> u16 {
-        self.listener.port()
-    }
-
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
     /// Consumes and serves HTTP until `shutdown`; the consumer settles its batch, commits
     /// its offsets and leaves the group before this returns.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> std::io::Result<()> {
+    async fn run_until_stopped(self, shutdown: impl Shutdown) -> std::io::Result<()> {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        let pool = self.pool.clone();
         let broker = self.consumer.broker_check();
         let readiness = Readiness::new()
-            .require("database", move || {
-                let pool = pool.clone();
-                async move { platform::db::ping(&pool).await }
-            })
+            .require_database(self.pool.clone())
             // Unready only while the brokers refuse the client (credentials, TLS).
             .require("kafka", {
                 let broker = broker.clone();
@@ -96,15 +92,7 @@ impl App {
             env!("CARGO_PKG_VERSION"),
         )
         .server(format!("http://127.0.0.1:{}", self.port()));
-        let app = Route::new()
-            .at("/openapi.json", api.spec_endpoint())
-            .nest("/docs", api.swagger_ui())
-            .at("/metrics", get(metrics::endpoint))
-            .nest("/", api)
-            .around(platform::body_limit::limit)
-            .around(platform::error::as_json)
-            // For the internal-key check, which sees only the request.
-            .data(self.keys);
+        let app = platform::http::internal(api, self.keys);
         tracing::info!(port = self.listener.port(), "event-consumer listening");
         let consumer = tokio::spawn(self.consumer.run(wait(stopped.clone())));
         let serve = self.listener.serve(app, wait(stopped.clone()));
@@ -123,22 +111,5 @@ impl App {
             tracing::error!(%error, "consumer task failed");
         }
         served
-    }
-}
-
-impl platform::service::Service for App {
-    const NAME: &'static str = "event-consumer";
-    type Settings = crate::config::Settings;
-    type BuildError = Error;
-
-    async fn build(config: Config) -> Result<Self, Error> {
-        App::build(config).await
-    }
-
-    async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        App::run_until_stopped(self, shutdown).await
     }
 }

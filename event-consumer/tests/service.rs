@@ -12,6 +12,7 @@ use common::{
 };
 use event_consumer::startup::App;
 use platform::internal_key::DEV_INTERNAL_API_KEY;
+use platform::service::Service as _;
 use platform::testing::TcpProxy;
 use serde_json::Value;
 use tokio::sync::watch;

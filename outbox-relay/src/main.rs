@@ -1,19 +1,10 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use outbox_relay::service::config::Settings;
 use outbox_relay::service::replay_cli::{self, ReplayArgs};
 use outbox_relay::service::startup::App;
-use platform::service::{self, ConfigFile};
-
-#[derive(Parser)]
-#[command(about = "Moves outbox rows into Kafka")]
-struct Cli {
-    #[command(flatten)]
-    config: ConfigFile,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
+use platform::service::{self, Cli};
 
 #[derive(Subcommand)]
 enum Command {
@@ -23,7 +14,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli = Cli::<Command>::parse_for("outbox-relay", "Moves outbox rows into Kafka");
     let config = cli.config.load::<Settings>()?;
     if let Some(Command::Replay(args)) = cli.command {
         let exit = replay_cli::run(&config, args).await;

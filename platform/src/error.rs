@@ -120,6 +120,15 @@ pub async fn as_json<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response>
     Ok(body.response(status))
 }
 
+/// A database call that failed: no connection from the pool, or the statement.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("no database connection")]
+    Pool(#[from] PoolError),
+    #[error("database error")]
+    Query(#[from] tokio_postgres::Error),
+}
+
 /// Whether a database error means "not now" (retry later, 503) rather than a bug (500).
 /// Errors without a SQLSTATE are transport failures (connection refused, reset, closed);
 /// class 08 (connection), 53 (resources) and 57P (shutdown, cannot connect now) are the
@@ -208,6 +217,15 @@ impl From<tokio_postgres::Error> for Failure {
             Self::unavailable(&error)
         } else {
             Self::internal(&error)
+        }
+    }
+}
+
+impl From<DbError> for Failure {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::Pool(error) => error.into(),
+            DbError::Query(error) => error.into(),
         }
     }
 }

@@ -82,6 +82,14 @@ impl Readiness {
         self.push(name, false, Arc::new(move || Box::pin(check())))
     }
 
+    /// The database behind `pool`, which every service needs: a `SELECT 1` per check.
+    pub fn require_database(self, pool: deadpool_postgres::Pool) -> Self {
+        self.require("database", move || {
+            let pool = pool.clone();
+            async move { crate::db::ping(&pool).await }
+        })
+    }
+
     /// A dependency whose absence is reported but does not make the service unready.
     pub fn report<F, Fut>(self, name: &'static str, check: F) -> Self
     where

@@ -31,6 +31,32 @@ impl Default for Common {
     }
 }
 
+/// A service's documented routes: the OpenAPI document at `/openapi.json`, Swagger UI at
+/// `/docs`, and the API itself at `/`.
+pub fn documented<T: poem_openapi::OpenApi + 'static>(
+    api: poem_openapi::OpenApiService<T, ()>,
+) -> poem::Route {
+    poem::Route::new()
+        .at("/openapi.json", api.spec_endpoint())
+        .nest("/docs", api.swagger_ui())
+        .nest("/", api)
+}
+
+/// An internal service's whole HTTP side: [`documented`] routes, `/metrics`, the body
+/// limit, the JSON error body on every refusal, and the keys its callers present (the
+/// internal-key check reads them from the request).
+pub fn internal<T: poem_openapi::OpenApi + 'static>(
+    api: poem_openapi::OpenApiService<T, ()>,
+    keys: crate::internal_key::ServerKeys,
+) -> impl Endpoint + 'static {
+    use poem::EndpointExt;
+    documented(api)
+        .at("/metrics", poem::get(crate::metrics::endpoint))
+        .around(crate::body_limit::limit)
+        .around(crate::error::as_json)
+        .data(keys)
+}
+
 /// How long in-flight requests may run on after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
 

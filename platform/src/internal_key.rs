@@ -111,7 +111,10 @@ impl TryFrom<KeySettings> for ServerKeys {
     type Error = ConfigError;
 
     fn try_from(raw: KeySettings) -> Result<Self, ConfigError> {
-        Self::parse(raw.internal_api_keys.as_ref(), raw.internal_api_key.as_ref())
+        Self::parse(
+            raw.internal_api_keys.as_ref(),
+            raw.internal_api_key.as_ref(),
+        )
     }
 }
 

@@ -10,7 +10,31 @@ use anyhow::Context;
 use crate::config::{ServiceConfig, ServiceSettings};
 use crate::{shutdown, telemetry};
 
-/// The option every service binary takes (`#[command(flatten)]` it into the CLI).
+/// The command line of a service binary: `--config FILE` and the binary's own
+/// subcommands; none means serve.
+#[derive(Debug, clap::Parser)]
+pub struct Cli<C: clap::Subcommand> {
+    #[command(flatten)]
+    pub config: ConfigFile,
+    #[command(subcommand)]
+    pub command: Option<C>,
+}
+
+impl<C: clap::Subcommand> Cli<C> {
+    /// Parses the process's arguments for the binary `name` described by `about`; prints
+    /// help or the usage error and exits when they do not parse.
+    pub fn parse_for(name: &'static str, about: &'static str) -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command()
+            .name(name)
+            .bin_name(name)
+            .about(about)
+            .get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+    }
+}
+
+/// The option every service binary takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConfigFile {
     /// YAML configuration file (overrides the ENV profile; environment variables win).
@@ -24,6 +48,12 @@ impl ConfigFile {
         ServiceConfig::load(self.config.as_deref()).context("loading configuration")
     }
 }
+
+/// What a service runs until: a future that resolves when it must stop (a signal in
+/// production, a test's channel in tests).
+pub trait Shutdown: Future<Output = ()> + Send + 'static {}
+
+impl<F: Future<Output = ()> + Send + 'static> Shutdown for F {}
 
 /// A service process: built from its configuration (bound, connected), then run until a
 /// shutdown future resolves.
@@ -39,7 +69,7 @@ pub trait Service: Sized {
 
     fn run_until_stopped(
         self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
+        shutdown: impl Shutdown,
     ) -> impl Future<Output = std::io::Result<()>>;
 }
 

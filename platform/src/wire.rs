@@ -3,12 +3,17 @@
 //! event consumer's figures. The BFF shows several of them on its public API unchanged.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{Enum, Object};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::error::ErrorBody;
+
 /// A user's role (the `users.users` check allows exactly these).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Enum, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[oai(rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -80,6 +85,22 @@ impl poem_openapi::types::Example for Registration {
             phone: Some("+15551234567".into()),
         }
     }
+}
+
+/// The answers of a registration (the user service's, which the BFF passes on).
+#[derive(Debug, ApiResponse)]
+pub enum RegisterResponse {
+    /// The new user; its `UserRegistered` event was written in the same transaction.
+    #[oai(status = 201)]
+    Created(Json<User>),
+    /// The email (case-insensitively) or the phone is taken (`details.field` says which),
+    /// or (BFF) a request with the same `Idempotency-Key` is still running.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// Invalid fields, all listed in `details` as `{field, message}`, or (BFF) an
+    /// `Idempotency-Key` reused with another body.
+    #[oai(status = 422)]
+    Invalid(Json<ErrorBody>),
 }
 
 /// An email and password to check.

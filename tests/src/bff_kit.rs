@@ -6,6 +6,7 @@ use std::time::Duration;
 use bff::config::Config;
 use bff::startup::App;
 use platform::db::DbConfig;
+use platform::service::Service as _;
 pub use platform::testing::scratch_db;
 use platform::testing::{local_url, stop_signal};
 use poem::listener::{Acceptor, Listener as _, TcpListener};

@@ -5,6 +5,7 @@ use std::time::Duration;
 use outbox_relay::service::config::Config;
 use outbox_relay::service::startup::App;
 use platform::db::DbConfig;
+use platform::service::Service as _;
 use platform::testing::{local_url, stop_signal};
 use tests::relay_kit::*;
 

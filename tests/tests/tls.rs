@@ -11,6 +11,7 @@ use outbox_relay::service::config::Config as RelayConfig;
 use outbox_relay::service::startup::App as RelayApp;
 use platform::db::DbConfig;
 use platform::kafka::KafkaConfig;
+use platform::service::Service as _;
 use platform::testing::{
     binary_path, free_port, local_url, scratch_db_on, stop_signal, tls_fixture,
 };

@@ -1,20 +1,11 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use platform::service::{self, ConfigFile};
+use clap::Subcommand;
+use platform::service::{self, Cli};
 use user_service::config::Settings;
 use user_service::startup::App;
 use user_service::users;
-
-#[derive(Parser)]
-#[command(about = "Users and the transactional outbox write path")]
-struct Cli {
-    #[command(flatten)]
-    config: ConfigFile,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
 
 #[derive(Subcommand)]
 enum Command {
@@ -31,7 +22,10 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli = Cli::<Command>::parse_for(
+        "user-service",
+        "Users and the transactional outbox write path",
+    );
     let config = cli.config.load::<Settings>()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

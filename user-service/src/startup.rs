@@ -1,14 +1,13 @@
 //! Building the service (bind, pool, hasher) apart from running it, so tests can start it
 //! on port 0 and drive it through its real listener.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use platform::health::{HealthApi, Readiness, REFRESH};
 use platform::http::Listener;
 use platform::metrics;
-use poem::{get, EndpointExt, Route};
+use platform::service::{Service, Shutdown};
 use poem_openapi::OpenApiService;
 
 use crate::api::admin::AdminApi;
@@ -33,7 +32,25 @@ pub struct App {
 }
 
 impl App {
-    pub async fn build(config: Config) -> Result<Self, StartError> {
+    pub fn port(&self) -> u16 {
+        self.listener.port()
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.state.pool
+    }
+
+    pub fn hasher(&self) -> &Hasher {
+        &self.state.hasher
+    }
+}
+
+impl Service for App {
+    const NAME: &'static str = "user-service";
+    type Settings = crate::config::Settings;
+    type BuildError = StartError;
+
+    async fn build(config: Config) -> Result<Self, StartError> {
         // Install the recorder before the first counter is touched, or early counts are lost.
         metrics::handle();
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
@@ -51,27 +68,8 @@ impl App {
         })
     }
 
-    pub fn port(&self) -> u16 {
-        self.listener.port()
-    }
-
-    pub fn pool(&self) -> &Pool {
-        &self.state.pool
-    }
-
-    pub fn hasher(&self) -> &Hasher {
-        &self.state.hasher
-    }
-
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> std::io::Result<()> {
-        let pool = self.state.pool.clone();
-        let readiness = Readiness::new().require("database", move || {
-            let pool = pool.clone();
-            async move { platform::db::ping(&pool).await }
-        });
+    async fn run_until_stopped(self, shutdown: impl Shutdown) -> std::io::Result<()> {
+        let readiness = Readiness::new().require_database(self.state.pool.clone());
         let _refresh = readiness.spawn_refresh(REFRESH);
         let api = OpenApiService::new(
             (
@@ -88,33 +86,8 @@ impl App {
         )
         .description("Internal API: users and the transactional outbox write path.")
         .server(format!("http://127.0.0.1:{}", self.port()));
-        let app = Route::new()
-            .at("/openapi.json", api.spec_endpoint())
-            .nest("/docs", api.swagger_ui())
-            .at("/metrics", get(metrics::endpoint))
-            .nest("/", api)
-            .around(platform::body_limit::limit)
-            .around(platform::error::as_json)
-            // For the internal-key check, which sees only the request.
-            .data(self.keys);
+        let app = platform::http::internal(api, self.keys);
         tracing::info!(port = self.listener.port(), "user-service listening");
         self.listener.serve(app, shutdown).await
-    }
-}
-
-impl platform::service::Service for App {
-    const NAME: &'static str = "user-service";
-    type Settings = crate::config::Settings;
-    type BuildError = StartError;
-
-    async fn build(config: Config) -> Result<Self, StartError> {
-        App::build(config).await
-    }
-
-    async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        App::run_until_stopped(self, shutdown).await
     }
 }

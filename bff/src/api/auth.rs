@@ -24,13 +24,7 @@ pub struct BearerAuth(pub Bearer);
 
 /// Verifies an access token and that its session is still live.
 pub async fn authenticate(state: &AppState, auth: &BearerAuth) -> Result<Claims, ApiError> {
-    let claims = state
-        .keys
-        .verify(&auth.0.token, TokenType::Access)
-        .map_err(|reason| {
-            tracing::debug!(%reason, "access token refused");
-            ApiError::unauthorized()
-        })?;
+    let claims = state.keys.verify(&auth.0.token, TokenType::Access)?;
     if !state.liveness.is_live(&state.pool, claims.sid).await? {
         return Err(ApiError::unauthorized());
     }
@@ -146,19 +140,13 @@ impl AuthApi {
         let claims = self
             .state
             .keys
-            .verify(&body.0.refresh_token, TokenType::Refresh)
-            .map_err(|reason| {
-                tracing::debug!(%reason, "refresh token refused");
-                ApiError::unauthorized()
-            })?;
+            .verify(&body.0.refresh_token, TokenType::Refresh)?;
         let mut client = self.state.pool.get().await?;
         let tx = client.transaction().await?;
         let rotation = sessions::rotate(&tx, claims.sid, claims.jti).await?;
         tx.commit().await?;
         match rotation {
-            Rotation::Rotated { session, new_jti } => {
-                Ok(Json(self.pair(&session, new_jti)?))
-            }
+            Rotation::Rotated { session, new_jti } => Ok(Json(self.pair(&session, new_jti)?)),
             Rotation::ReuseDetected => {
                 self.state.liveness.revoked(claims.sid);
                 tracing::warn!(sid = %claims.sid, user = %claims.sub, "refresh token reuse: session revoked");

@@ -91,12 +91,17 @@ impl From<PoolError> for ApiError {
     }
 }
 
-impl From<crate::sessions::Error> for ApiError {
-    fn from(error: crate::sessions::Error) -> Self {
-        match error {
-            crate::sessions::Error::Pool(error) => error.into(),
-            crate::sessions::Error::Db(error) => error.into(),
-        }
+impl From<platform::error::DbError> for ApiError {
+    fn from(error: platform::error::DbError) -> Self {
+        Failure::from(error).into()
+    }
+}
+
+/// A token that does not verify: 401, the reason logged at debug level only.
+impl From<crate::tokens::TokenError> for ApiError {
+    fn from(reason: crate::tokens::TokenError) -> Self {
+        tracing::debug!(%reason, "token refused");
+        Self::unauthorized()
     }
 }
 

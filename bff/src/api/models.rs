@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 pub use platform::error::ErrorBody;
 pub use platform::wire::{
-    Credentials, DayCount, EventStats, Registration, ReplayRequest, ReplayResult, Role, User,
-    UserStats, Verification, WelcomeNotifications,
+    Credentials, DayCount, EventStats, RegisterResponse, Registration, ReplayRequest, ReplayResult,
+    Role, User, UserStats, Verification, WelcomeNotifications,
 };
 
 /// A token pair.

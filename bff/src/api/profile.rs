@@ -28,7 +28,11 @@ impl ProfileApi {
         trace: Data<&TraceParent>,
     ) -> Result<Found<User>, ApiError> {
         let claims = authenticate(&self.state, &auth).await?;
-        let user = self.state.upstream.user(claims.sub, trace.0.as_str()).await?;
+        let user = self
+            .state
+            .upstream
+            .user(claims.sub, trace.0.as_str())
+            .await?;
         Ok(Found::or_not_found(user, "This user no longer exists."))
     }
 }

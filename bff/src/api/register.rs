@@ -6,50 +6,34 @@ use platform::telemetry::error_chain;
 use poem::web::Data;
 use poem_openapi::param::Header;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, OpenApi};
+use poem_openapi::OpenApi;
 
 use super::errors::ApiError;
-use super::models::{ErrorBody, Registration, User};
+use super::models::{ErrorBody, RegisterResponse, Registration, User};
 use super::Tag;
 use crate::idempotency::{self, Claim, MAX_KEY_LEN};
 use crate::state::AppState;
 use crate::traceparent::TraceParent;
 use crate::upstream::Answer;
 
-#[derive(Debug, ApiResponse)]
-pub enum RegisterResponse {
-    /// The new user.
-    #[oai(status = 201)]
-    Created(Json<User>),
-    /// The email or phone is taken (`details.field` says which), or a request with the
-    /// same `Idempotency-Key` is still running.
-    #[oai(status = 409)]
-    Conflict(Json<ErrorBody>),
-    /// Invalid fields (`details` lists them), or an `Idempotency-Key` reused with
-    /// another body.
-    #[oai(status = 422)]
-    Unprocessable(Json<ErrorBody>),
+/// An answer as the idempotency record keeps it: status and JSON body.
+fn into_stored(answer: RegisterResponse) -> (u16, serde_json::Value) {
+    let (status, body) = match answer {
+        RegisterResponse::Created(user) => (201, serde_json::to_value(&user.0)),
+        RegisterResponse::Conflict(error) => (409, serde_json::to_value(&error.0)),
+        RegisterResponse::Invalid(error) => (422, serde_json::to_value(&error.0)),
+    };
+    (status, body.unwrap_or_default())
 }
 
-impl RegisterResponse {
-    fn into_stored(self) -> (u16, serde_json::Value) {
-        let (status, body) = match self {
-            Self::Created(user) => (201, serde_json::to_value(&user.0)),
-            Self::Conflict(error) => (409, serde_json::to_value(&error.0)),
-            Self::Unprocessable(error) => (422, serde_json::to_value(&error.0)),
-        };
-        (status, body.unwrap_or_default())
-    }
-
-    fn from_stored(status: u16, body: serde_json::Value) -> Result<Self, ApiError> {
-        let decode_error = |body| serde_json::from_value::<ErrorBody>(body);
-        let decoded = match status {
-            201 => serde_json::from_value::<User>(body).map(|u| Self::Created(Json(u))),
-            409 => decode_error(body).map(|e| Self::Conflict(Json(e))),
-            _ => decode_error(body).map(|e| Self::Unprocessable(Json(e))),
-        };
-        decoded.map_err(|error| ApiError::internal(&error))
-    }
+fn from_stored(status: u16, body: serde_json::Value) -> Result<RegisterResponse, ApiError> {
+    let decode_error = |body| serde_json::from_value::<ErrorBody>(body);
+    let decoded = match status {
+        201 => serde_json::from_value::<User>(body).map(|u| RegisterResponse::Created(Json(u))),
+        409 => decode_error(body).map(|e| RegisterResponse::Conflict(Json(e))),
+        _ => decode_error(body).map(|e| RegisterResponse::Invalid(Json(e))),
+    };
+    decoded.map_err(|error| ApiError::internal(&error))
 }
 
 #[derive(Debug)]
@@ -63,11 +47,7 @@ impl RegisterApi {
         body: &Registration,
         trace: &str,
     ) -> Result<RegisterResponse, ApiError> {
-        let answer = self
-            .state
-            .upstream
-            .register(body, trace)
-            .await?;
+        let answer = self.state.upstream.register(body, trace).await?;
         match answer {
             Answer::Ok(user) => {
                 metrics::counter!("bff_registrations_total").increment(1);
@@ -75,7 +55,7 @@ impl RegisterApi {
             }
             Answer::Refused(status, error) => match status.as_u16() {
                 409 => Ok(RegisterResponse::Conflict(Json(error))),
-                422 => Ok(RegisterResponse::Unprocessable(Json(error))),
+                422 => Ok(RegisterResponse::Invalid(Json(error))),
                 413 => Err(ApiError::PayloadTooLarge(Json(error))),
                 _ => Err(ApiError::BadRequest(Json(error))),
             },
@@ -111,8 +91,8 @@ impl RegisterApi {
         let hash = idempotency::fingerprint(&self.state.fingerprint_key, &canonical);
         let client = self.state.pool.get().await?;
         match idempotency::begin(&client, &key, &hash).await? {
-            Claim::Replay { status, body } => RegisterResponse::from_stored(status, body),
-            Claim::Mismatch => Ok(RegisterResponse::Unprocessable(Json(ErrorBody::new(
+            Claim::Replay { status, body } => from_stored(status, body),
+            Claim::Mismatch => Ok(RegisterResponse::Invalid(Json(ErrorBody::new(
                 "Idempotency key reused",
                 "This Idempotency-Key was used with a different request body.",
             )))),
@@ -122,9 +102,9 @@ impl RegisterApi {
             )))),
             Claim::Fresh => match self.forward(&body.0, trace).await {
                 Ok(answer) => {
-                    let (status, stored) = answer.into_stored();
+                    let (status, stored) = into_stored(answer);
                     idempotency::finish(&client, &key, status, &stored).await?;
-                    RegisterResponse::from_stored(status, stored)
+                    from_stored(status, stored)
                 }
                 Err(error) => {
                     // Nothing was decided: let a retry with the same key run again.

@@ -36,13 +36,7 @@ pub(crate) const M_LATENCY: &str = "outbox_commit_to_ack_seconds";
 pub(crate) const M_BACKLOG: &str = "outbox_backlog";
 pub(crate) const M_OLDEST: &str = "outbox_oldest_unpublished_age_seconds";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("no database connection")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("database error")]
-    Database(#[from] tokio_postgres::Error),
-}
+pub use platform::error::DbError as Error;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use futures::FutureExt;
-use poem::{get, EndpointExt, Route};
+use poem::{get, EndpointExt};
 use poem_openapi::OpenApiService;
 
 use super::config::Config;
@@ -14,7 +14,7 @@ use super::health::{self, BrokerProbe};
 use crate::relay::{create_producer_with, Relay, RelayStatus};
 use platform::health::{HealthApi, Readiness, REFRESH};
 use platform::http::Listener;
-use platform::metrics as platform_metrics;
+use platform::service::{Service, Shutdown};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -34,12 +34,26 @@ pub struct App {
 }
 
 impl App {
+    pub fn port(&self) -> u16 {
+        self.listener.port()
+    }
+
+    pub fn status(&self) -> Arc<RelayStatus> {
+        self.status.clone()
+    }
+}
+
+impl Service for App {
+    const NAME: &'static str = "outbox-relay";
+    type Settings = super::config::Settings;
+    type BuildError = BuildError;
+
     /// Binds the port and creates the producer; neither the database nor Kafka has to be
     /// up yet (the relay waits and retries).
-    pub async fn build(config: Config) -> Result<Self, BuildError> {
-        let listener = Listener::bind(&config.common.host, config.settings.port).await?;
+    async fn build(config: Config) -> Result<Self, BuildError> {
         // Installed before the relay records anything, so /metrics sees all of it.
-        platform_metrics::handle();
+        platform::metrics::handle();
+        let listener = Listener::bind(&config.common.host, config.settings.port).await?;
         let context = crate::kafka::KafkaContext::default();
         let access = context.access.clone();
         let producer = create_producer_with(&config.settings.producer(&config.kafka), context)?;
@@ -47,15 +61,12 @@ impl App {
         let pool = config.db.pool();
         let status = relay.status();
         let broker = Arc::new(BrokerProbe::new(producer, access.clone()));
-        let (ping_pool, role) = (pool.clone(), status.clone());
+        let role = status.clone();
         // The relay answers 200 as a standby or with the broker away (it waits and
         // retries); a database it cannot reach, or brokers that refuse its credentials or
         // TLS settings, make it unready.
         let readiness = Readiness::new()
-            .require("database", move || {
-                let pool = ping_pool.clone();
-                async move { platform::db::ping(&pool).await }
-            })
+            .require_database(pool.clone())
             // Unready only while the brokers refuse the client (credentials, TLS).
             .require("kafka", {
                 let access = access.clone();
@@ -89,20 +100,9 @@ impl App {
         })
     }
 
-    pub fn port(&self) -> u16 {
-        self.listener.port()
-    }
-
-    pub fn status(&self) -> Arc<RelayStatus> {
-        self.status.clone()
-    }
-
     /// Relays and serves `/health` and `/metrics` until `shutdown`; then finishes the batch
     /// in flight and flushes the producer.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    async fn run_until_stopped(self, shutdown: impl Shutdown) -> std::io::Result<()> {
         let stop = (Box::pin(shutdown) as Pin<Box<dyn Future<Output = ()> + Send>>).shared();
         let relay = tokio::spawn(self.relay.run(stop.clone()));
         let _refresh = self.readiness.spawn_refresh(REFRESH);
@@ -114,10 +114,9 @@ impl App {
             env!("CARGO_PKG_VERSION"),
         )
         .description("The relay's probes; `/metrics` serves Prometheus text.");
-        let app = Route::new()
-            .at("/openapi.json", api.spec_endpoint())
+        let app = platform::http::documented(api)
             .at("/metrics", get(health::metrics))
-            .nest("/", api)
+            .around(platform::error::as_json)
             .data(self.pool);
         tracing::info!(port = self.listener.port(), "outbox-relay listening");
         let served = self.listener.serve(app, stop).await;
@@ -125,22 +124,5 @@ impl App {
             tracing::error!(%error, "relay task ended abnormally");
         }
         served
-    }
-}
-
-impl platform::service::Service for App {
-    const NAME: &'static str = "outbox-relay";
-    type Settings = super::config::Settings;
-    type BuildError = BuildError;
-
-    async fn build(config: Config) -> Result<Self, BuildError> {
-        App::build(config).await
-    }
-
-    async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        App::run_until_stopped(self, shutdown).await
     }
 }

@@ -3,10 +3,10 @@
 use platform::error::{ErrorBody, Failure, Found};
 use platform::internal_key::InternalKey;
 use platform::traceparent::TraceParent;
-use platform::wire::{Credentials, Registration, User, Verification};
+use platform::wire::{Credentials, RegisterResponse, Registration, User, Verification};
 use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, OpenApi};
+use poem_openapi::OpenApi;
 use uuid::Uuid;
 
 use super::Tag;
@@ -14,19 +14,6 @@ use crate::register::{register, RegisterError};
 use crate::state::AppState;
 use crate::users;
 use crate::validation;
-
-#[derive(Debug, ApiResponse)]
-pub enum RegisterResponse {
-    /// Registered; its `UserRegistered` event was written in the same transaction.
-    #[oai(status = 201)]
-    Created(Json<User>),
-    /// The email (case-insensitively) or the phone is taken; `details.field` says which.
-    #[oai(status = 409)]
-    Conflict(Json<ErrorBody>),
-    /// Invalid fields, all listed in `details` as `{field, message}`.
-    #[oai(status = 422)]
-    Invalid(Json<ErrorBody>),
-}
 
 #[derive(Debug)]
 pub struct UsersApi {
@@ -111,11 +98,7 @@ impl UsersApi {
 
     /// Looks a user up by id.
     #[oai(path = "/users/:id", method = "get")]
-    async fn get_user(
-        &self,
-        _key: InternalKey,
-        id: Path<Uuid>,
-    ) -> Result<Found<User>, Failure> {
+    async fn get_user(&self, _key: InternalKey, id: Path<Uuid>) -> Result<Found<User>, Failure> {
         let client = self.state.pool.get().await?;
         let user = users::find_by_id(&client, id.0).await?;
         Ok(Found::or_not_found(user, "No user has this id."))

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use platform::db::DbConfig;
+use platform::service::Service as _;
 pub use platform::testing::scratch_db;
 use platform::testing::{local_url, stop_signal};
 use serde_json::{json, Value};

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use platform::db::DbConfig;
+use platform::service::Service as _;
 use platform::testing::{local_url, stop_signal};
 use serde_json::{json, Value};
 
