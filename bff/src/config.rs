@@ -1,14 +1,15 @@
 //! The BFF's configuration, loaded once in `main` and passed down.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use platform::config::{
-    comma_list, ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings,
+    comma_separated, ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings,
 };
 use platform::internal_key;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::tokens::TokenKeys;
 
@@ -33,7 +34,8 @@ pub struct Settings {
     /// `k4.secret.` PASERK that signs new tokens.
     pub token_secret_key: Option<SecretString>,
     /// Comma-separated `k4.public.` PASERKs accepted when verifying (rotation).
-    pub token_public_keys: String,
+    #[serde(deserialize_with = "comma_separated")]
+    pub token_public_keys: Vec<String>,
     pub token_issuer: String,
     pub token_audience: String,
     pub access_token_ttl_secs: u64,
@@ -41,10 +43,12 @@ pub struct Settings {
     pub refresh_token_ttl_secs: u64,
     /// How long a session's "still valid" answer is cached for access tokens (max 5 s).
     pub revocation_cache_ms: u64,
-    /// Comma-separated CIDRs whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: String,
+    /// Comma-separated CIDRs (or addresses) whose `X-Forwarded-For` is believed.
+    #[serde(deserialize_with = "cidrs")]
+    pub trusted_proxies: Vec<IpNet>,
     /// Comma-separated origins allowed by CORS; none by default.
-    pub cors_origins: String,
+    #[serde(deserialize_with = "origins")]
+    pub cors_origins: Vec<String>,
     pub rate_limit_register_per_min: u32,
     pub rate_limit_login_per_min: u32,
     pub rate_limit_refresh_per_min: u32,
@@ -54,6 +58,12 @@ pub struct Settings {
     /// Most clients remembered per route; beyond it the least recently seen one is forgotten
     /// (its bucket comes back full).
     pub rate_limit_max_clients: usize,
+    /// Built once as the configuration loads (see [`Settings::token_keys`]).
+    #[serde(skip)]
+    pub(crate) token_keys: Option<Arc<TokenKeys>>,
+    /// The keys presented upstream, resolved once as the configuration loads.
+    #[serde(skip)]
+    pub(crate) upstream_keys: Option<(SecretString, SecretString)>,
 }
 
 impl Default for Settings {
@@ -67,14 +77,14 @@ impl Default for Settings {
             event_consumer_url: "http://127.0.0.1:8083".into(),
             upstream_timeout_ms: 4000,
             token_secret_key: None,
-            token_public_keys: String::new(),
+            token_public_keys: Vec::new(),
             token_issuer: "bff".into(),
             token_audience: "outbox-user-platform".into(),
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 604_800,
             revocation_cache_ms: 2000,
-            trusted_proxies: String::new(),
-            cors_origins: String::new(),
+            trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
             rate_limit_register_per_min: 3,
             rate_limit_login_per_min: 5,
             rate_limit_refresh_per_min: 10,
@@ -82,6 +92,8 @@ impl Default for Settings {
             rate_limit_profile_per_min: 100,
             rate_limit_admin_per_min: 100,
             rate_limit_max_clients: 100_000,
+            token_keys: None,
+            upstream_keys: None,
         }
     }
 }
@@ -103,49 +115,21 @@ impl Settings {
         Duration::from_millis(self.revocation_cache_ms.min(5000))
     }
 
-    pub fn cors_origins(&self) -> Vec<String> {
-        comma_list(&self.cors_origins)
+    /// The signing and verification keys (built when the configuration loaded).
+    pub fn token_keys(&self) -> Arc<TokenKeys> {
+        self.token_keys
+            .clone()
+            .expect("token keys are built when the configuration loads")
     }
 
-    pub fn public_keys(&self) -> Vec<String> {
-        comma_list(&self.token_public_keys)
+    /// The keys presented to the user service and to the event consumer.
+    pub fn upstream_keys(&self) -> (SecretString, SecretString) {
+        self.upstream_keys
+            .clone()
+            .expect("upstream keys are resolved when the configuration loads")
     }
 
-    pub fn trusted_proxies(&self) -> Result<Vec<IpNet>, ConfigError> {
-        comma_list(&self.trusted_proxies)
-            .iter()
-            .map(|cidr| {
-                cidr.parse::<IpNet>()
-                    .or_else(|_| cidr.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        ConfigError::Refused(format!("TRUSTED_PROXIES: {cidr:?} is not a CIDR"))
-                    })
-            })
-            .collect()
-    }
-
-    /// The key presented to the user service.
-    pub fn user_service_key(&self, profile: Profile) -> Result<SecretString, ConfigError> {
-        internal_key::client_key(
-            profile,
-            "USER_SERVICE_API_KEY",
-            self.user_service_api_key.as_ref(),
-            self.internal_api_key.as_ref(),
-        )
-    }
-
-    /// The key presented to the event consumer.
-    pub fn event_consumer_key(&self, profile: Profile) -> Result<SecretString, ConfigError> {
-        internal_key::client_key(
-            profile,
-            "EVENT_CONSUMER_API_KEY",
-            self.event_consumer_api_key.as_ref(),
-            self.internal_api_key.as_ref(),
-        )
-    }
-
-    /// The signing and verification keys; refuses a missing key.
-    pub fn token_keys(&self) -> Result<TokenKeys, ConfigError> {
+    fn build_token_keys(&self) -> Result<TokenKeys, ConfigError> {
         let secret = self.token_secret_key.as_ref().ok_or_else(|| {
             ConfigError::Refused(
                 "TOKEN_SECRET_KEY is not set: make a pair with `bff keygen` and set \
@@ -155,7 +139,7 @@ impl Settings {
         })?;
         TokenKeys::new(
             secret.expose_secret(),
-            &self.public_keys(),
+            &self.token_public_keys,
             &self.token_issuer,
             &self.token_audience,
         )
@@ -169,16 +153,26 @@ pub type Config = ServiceConfig<Settings>;
 impl ServiceSettings for Settings {
     const PROFILES: Profiles = platform::profiles!();
 
-    fn check(&self, profile: Profile) -> Result<(), ConfigError> {
-        self.user_service_key(profile)?;
-        self.event_consumer_key(profile)?;
-        let keys = self.token_keys()?;
+    fn prepare(&mut self, profile: Profile) -> Result<(), ConfigError> {
+        let user_service = internal_key::client_key(
+            profile,
+            "USER_SERVICE_API_KEY",
+            self.user_service_api_key.as_ref(),
+            self.internal_api_key.as_ref(),
+        )?;
+        let event_consumer = internal_key::client_key(
+            profile,
+            "EVENT_CONSUMER_API_KEY",
+            self.event_consumer_api_key.as_ref(),
+            self.internal_api_key.as_ref(),
+        )?;
+        let keys = self.build_token_keys()?;
         if !profile.is_development() {
             let dev = crate::tokens::public_kid(DEV_TOKEN_PUBLIC_KEY)
                 .map_err(|e| ConfigError::Refused(e.to_string()))?;
             let uses_dev = keys.signing_kid() == dev
                 || self
-                    .public_keys()
+                    .token_public_keys
                     .iter()
                     .any(|k| k.trim() == DEV_TOKEN_PUBLIC_KEY);
             if uses_dev {
@@ -190,33 +184,46 @@ impl ServiceSettings for Settings {
                 )));
             }
         }
-        self.trusted_proxies()?;
-        self.check_cors_origins()?;
+        self.token_keys = Some(Arc::new(keys));
+        self.upstream_keys = Some((user_service, event_consumer));
         Ok(())
     }
 }
 
-impl Settings {
-    /// Each CORS origin is a real `scheme://host[:port]`; `null` (what sandboxed frames and
-    /// `file:` pages send, so anyone can produce it) and `*` are refused.
-    fn check_cors_origins(&self) -> Result<(), ConfigError> {
-        for origin in self.cors_origins() {
-            let refused =
-                |why: &str| ConfigError::Refused(format!("CORS_ORIGINS: {origin:?} {why}"));
-            if origin.eq_ignore_ascii_case("null") || origin == "*" {
-                return Err(refused(
-                    "would let any page call the API; list your origins, e.g. https://app.example.com",
-                ));
-            }
-            let Some((scheme, rest)) = origin.split_once("://") else {
-                return Err(refused("is not an origin (scheme://host[:port])"));
-            };
-            if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains('/') {
-                return Err(refused("is not an origin (scheme://host[:port])"));
-            }
+/// `TRUSTED_PROXIES`: CIDRs, or single addresses.
+fn cidrs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+    comma_separated(deserializer)?
+        .iter()
+        .map(|cidr| {
+            cidr.parse::<IpNet>()
+                .or_else(|_| cidr.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("TRUSTED_PROXIES: {cidr:?} is not a CIDR"))
+                })
+        })
+        .collect()
+}
+
+/// `CORS_ORIGINS`: each a real `scheme://host[:port]`; `null` (what sandboxed frames and
+/// `file:` pages send, so anyone can produce it) and `*` are refused.
+fn origins<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let origins = comma_separated(deserializer)?;
+    for origin in &origins {
+        let refused =
+            |why: &str| serde::de::Error::custom(format!("CORS_ORIGINS: {origin:?} {why}"));
+        if origin.eq_ignore_ascii_case("null") || origin == "*" {
+            return Err(refused(
+                "would let any page call the API; list your origins, e.g. https://app.example.com",
+            ));
         }
-        Ok(())
+        let Some((scheme, rest)) = origin.split_once("://") else {
+            return Err(refused("is not an origin (scheme://host[:port])"));
+        };
+        if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains('/') {
+            return Err(refused("is not an origin (scheme://host[:port])"));
+        }
     }
+    Ok(origins)
 }
 
 #[cfg(test)]
@@ -248,8 +255,8 @@ mod tests {
     #[test]
     fn development_uses_the_documented_dev_key() {
         let config = Config::from_env(env(&[])).unwrap();
-        assert_eq!(config.settings.public_keys(), vec![DEV_TOKEN_PUBLIC_KEY]);
-        assert!(config.settings.token_keys().is_ok());
+        assert_eq!(config.settings.token_public_keys, vec![DEV_TOKEN_PUBLIC_KEY]);
+        assert!(config.settings.token_keys.is_some());
     }
 
     #[test]
@@ -300,7 +307,7 @@ mod tests {
     fn trusted_proxies_take_cidrs_and_addresses() {
         let config =
             Config::from_env(env(&[("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")])).unwrap();
-        assert_eq!(config.settings.trusted_proxies().unwrap().len(), 2);
+        assert_eq!(config.settings.trusted_proxies.len(), 2);
         assert!(Config::from_env(env(&[("TRUSTED_PROXIES", "nonsense")])).is_err());
     }
 }

@@ -124,19 +124,20 @@ impl Service for App {
 
     async fn build(config: Config) -> Result<Self, StartError> {
         let settings = config.settings.clone();
-        let keys = settings.token_keys()?;
-        let proxies = TrustedProxies::new(settings.trusted_proxies()?);
+        let keys = settings.token_keys();
+        let proxies = TrustedProxies::new(settings.trusted_proxies.clone());
+        let (user_service_key, event_consumer_key) = settings.upstream_keys();
         let upstream = Upstream::new(
             &settings.user_service_url,
             &settings.event_consumer_url,
-            settings.user_service_key(config.profile)?,
-            settings.event_consumer_key(config.profile)?,
+            user_service_key,
+            event_consumer_key,
             settings.upstream_timeout(),
         )?;
         let listener = Listener::bind(&config.common.host, settings.port).await?;
         let pool = config.db.pool();
         let limits = Arc::new(RateLimits::new(&settings, proxies));
-        let cors_origins = settings.cors_origins();
+        let cors_origins = settings.cors_origins.clone();
         let state = Arc::new(AppState::new(pool, keys, upstream, settings));
         Ok(Self {
             listener,

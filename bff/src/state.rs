@@ -1,6 +1,8 @@
 //! What the handlers share: the pool, the token keys, the upstream clients, the session
 //! liveness cache and the settings.
 
+use std::sync::Arc;
+
 use deadpool_postgres::Pool;
 use secrecy::ExposeSecret;
 
@@ -14,7 +16,7 @@ use crate::upstream::Upstream;
 #[derive(Debug)]
 pub struct AppState {
     pub pool: Pool,
-    pub keys: TokenKeys,
+    pub keys: Arc<TokenKeys>,
     pub upstream: Upstream,
     pub liveness: LivenessCache,
     pub settings: Settings,
@@ -25,7 +27,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(pool: Pool, keys: TokenKeys, upstream: Upstream, settings: Settings) -> Self {
+    pub fn new(pool: Pool, keys: Arc<TokenKeys>, upstream: Upstream, settings: Settings) -> Self {
         let fingerprint_key = settings
             .token_secret_key
             .as_ref()

@@ -48,7 +48,7 @@ impl ServiceSettings for Settings {
     const PROFILES: Profiles = platform::profiles!();
     const SERVES_INTERNAL_API: bool = true;
 
-    fn check(&self, _profile: Profile) -> Result<(), ConfigError> {
+    fn prepare(&mut self, _profile: Profile) -> Result<(), ConfigError> {
         if self.consumer_batch_size == 0 {
             return Err(ConfigError::Refused(
                 "CONSUMER_BATCH_SIZE must be at least 1".into(),

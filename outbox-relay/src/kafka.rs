@@ -59,8 +59,7 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     // librdkafka's informational lines include the one that tells a plaintext client it
     // reached a TLS listener; they reach `tracing` at debug level.
     config.set_log_level(RDKafkaLogLevel::Info);
-    // Checked when the configuration was loaded.
-    for (name, value) in kafka.properties().unwrap_or_default() {
+    for (name, value) in kafka.properties() {
         config.set(name, value);
     }
     config

@@ -153,8 +153,11 @@ pub trait ServiceSettings: DeserializeOwned {
     /// [`ServiceConfig::internal_keys`] must hold acceptable keys.
     const SERVES_INTERNAL_API: bool = false;
 
-    /// Refuses values the service must not run with under `profile`.
-    fn check(&self, profile: Profile) -> Result<(), ConfigError>;
+    /// Called once as the configuration loads: refuses values the service must not run
+    /// with under `profile`, and builds the values that take several settings (the BFF's
+    /// token keys), so nothing is parsed again where it is used. Single settings are
+    /// parsed as they deserialize.
+    fn prepare(&mut self, profile: Profile) -> Result<(), ConfigError>;
 }
 
 /// Everything one service process is configured with, loaded once in `main`.
@@ -183,7 +186,7 @@ impl<S: ServiceSettings> ServiceConfig<S> {
     }
 
     fn from_layers(layers: Layered) -> Result<Self, ConfigError> {
-        let config = Self {
+        let mut config = Self {
             profile: layers.profile(),
             common: layers.get()?,
             settings: layers.get()?,
@@ -194,7 +197,6 @@ impl<S: ServiceSettings> ServiceConfig<S> {
         if S::SERVES_INTERNAL_API {
             config.internal_keys.check(config.profile)?;
         }
-        config.kafka.properties()?;
         if !config.profile.is_development() && config.db.has_default_password() {
             return Err(ConfigError::Refused(format!(
                 "ENV={} refuses DB_PASSWORD: it is empty or the default `{}`; set DB_PASSWORD \
@@ -203,7 +205,7 @@ impl<S: ServiceSettings> ServiceConfig<S> {
                 super::db::DEV_DB_PASSWORD
             )));
         }
-        config.settings.check(config.profile)?;
+        config.settings.prepare(config.profile)?;
         Ok(config)
     }
 
@@ -262,6 +264,14 @@ pub fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
+}
+
+/// `deserialize_with` for a comma-separated setting (`a, b,,c` is `[a, b, c]`).
+pub fn comma_separated<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Ok(comma_list(&text))
 }
 
 /// Splits a comma-separated setting (`CORS_ORIGINS`, `TOKEN_PUBLIC_KEYS`, ...).

@@ -24,14 +24,34 @@ const PASS_THROUGH: [&str; 3] = ["kafka_security_", "kafka_sasl_", "kafka_ssl_"]
 
 const PROTOCOLS: [&str; 4] = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
 
+/// The connection settings, parsed once as the configuration loads into librdkafka
+/// properties (`bootstrap.servers` first).
 #[derive(Clone, Deserialize)]
-#[serde(default)]
+#[serde(try_from = "RawKafka")]
 pub struct KafkaConfig {
     pub kafka_brokers: String,
+    properties: Vec<(String, String)>,
+}
+
+/// The settings as they are written.
+#[derive(Deserialize)]
+#[serde(default)]
+struct RawKafka {
+    kafka_brokers: String,
     kafka_properties: Option<SecretString>,
     /// Everything else in the configuration; only the pass-through prefixes are kept.
     #[serde(flatten)]
     rest: BTreeMap<String, serde_json::Value>,
+}
+
+impl Default for RawKafka {
+    fn default() -> Self {
+        Self {
+            kafka_brokers: "127.0.0.1:9092".into(),
+            kafka_properties: None,
+            rest: BTreeMap::new(),
+        }
+    }
 }
 
 impl Default for KafkaConfig {
@@ -42,17 +62,12 @@ impl Default for KafkaConfig {
 
 impl std::fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let properties: Vec<(String, String)> = self
-            .properties()
-            .unwrap_or_default()
-            .into_iter()
+        let properties: Vec<(&str, &str)> = self
+            .properties
+            .iter()
             .map(|(name, value)| {
-                let shown = if is_secret(&name) {
-                    "[redacted]".to_owned()
-                } else {
-                    value
-                };
-                (name, shown)
+                let shown = if is_secret(name) { "[redacted]" } else { value };
+                (name.as_str(), shown)
             })
             .collect();
         f.debug_struct("KafkaConfig")
@@ -68,41 +83,17 @@ fn is_secret(name: &str) -> bool {
         .any(|word| name.contains(word) && !name.ends_with(".location"))
 }
 
-impl KafkaConfig {
-    /// Plaintext to `brokers`, no other property (development, tests, the compose network).
-    pub fn plaintext(brokers: impl Into<String>) -> Self {
-        Self {
-            kafka_brokers: brokers.into(),
-            kafka_properties: None,
-            rest: BTreeMap::new(),
-        }
-    }
+impl TryFrom<RawKafka> for KafkaConfig {
+    type Error = ConfigError;
 
-    /// Adds a librdkafka property (as `KAFKA_PROPERTIES` would).
-    pub fn with_property(mut self, name: &str, value: &str) -> Self {
-        let mut text = self
-            .kafka_properties
-            .as_ref()
-            .map(|p| p.expose_secret().to_owned())
-            .unwrap_or_default();
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        text.push_str(&format!("{name}={value}"));
-        self.kafka_properties = Some(SecretString::from(text));
-        self
-    }
-
-    /// `bootstrap.servers` and every security and extra property, in librdkafka's names.
-    pub fn properties(&self) -> Result<Vec<(String, String)>, ConfigError> {
-        let brokers = super::config::comma_list(&self.kafka_brokers).join(",");
-        if brokers.is_empty() {
+    fn try_from(raw: RawKafka) -> Result<Self, ConfigError> {
+        let mut config = Self::plaintext(raw.kafka_brokers);
+        if config.properties[0].1.is_empty() {
             return Err(ConfigError::Refused(
                 "KAFKA_BROKERS must name at least one broker (host:port, comma-separated)".into(),
             ));
         }
-        let mut properties = vec![("bootstrap.servers".to_owned(), brokers)];
-        for (key, value) in &self.rest {
+        for (key, value) in &raw.rest {
             if !PASS_THROUGH.iter().any(|prefix| key.starts_with(prefix)) || key.ends_with("_file")
             {
                 continue;
@@ -113,9 +104,9 @@ impl KafkaConfig {
                 other => other.to_string(),
             };
             let name = key["kafka_".len()..].replace('_', ".");
-            properties.push((name, value));
+            config.properties.push((name, value));
         }
-        if let Some(extra) = &self.kafka_properties {
+        if let Some(extra) = &raw.kafka_properties {
             for line in extra.expose_secret().split([';', '\n']) {
                 let line = line.trim();
                 if line.is_empty() {
@@ -127,10 +118,11 @@ impl KafkaConfig {
                         line.split('=').next().unwrap_or_default()
                     )));
                 };
-                properties.push((name.trim().to_owned(), value.trim().to_owned()));
+                config = config.with_property(name.trim(), value.trim());
             }
         }
-        if let Some((_, protocol)) = properties.iter().find(|(n, _)| n == "security.protocol") {
+        let protocol = config.properties.iter().find(|(n, _)| n == "security.protocol");
+        if let Some((_, protocol)) = protocol {
             if !PROTOCOLS.contains(&protocol.to_ascii_lowercase().as_str()) {
                 return Err(ConfigError::Refused(format!(
                     "KAFKA_SECURITY_PROTOCOL must be one of PLAINTEXT, SSL, SASL_PLAINTEXT, \
@@ -138,14 +130,37 @@ impl KafkaConfig {
                 )));
             }
         }
-        Ok(properties)
+        Ok(config)
+    }
+}
+
+impl KafkaConfig {
+    /// Plaintext to `brokers`, no other property (development, tests, the compose network).
+    pub fn plaintext(brokers: impl Into<String>) -> Self {
+        let kafka_brokers = brokers.into();
+        let servers = super::config::comma_list(&kafka_brokers).join(",");
+        Self {
+            kafka_brokers,
+            properties: vec![("bootstrap.servers".to_owned(), servers)],
+        }
+    }
+
+    /// Adds a librdkafka property (as `KAFKA_PROPERTIES` would).
+    pub fn with_property(mut self, name: &str, value: &str) -> Self {
+        self.properties.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// `bootstrap.servers` and every security and extra property, in librdkafka's names.
+    pub fn properties(&self) -> &[(String, String)] {
+        &self.properties
     }
 
     /// These settings as the environment variables a child process reads.
     pub fn to_env(&self) -> Vec<(String, String)> {
         let mut env = vec![("KAFKA_BROKERS".to_owned(), self.kafka_brokers.clone())];
         let mut extra = Vec::new();
-        for (name, value) in self.properties().unwrap_or_default().into_iter().skip(1) {
+        for (name, value) in self.properties.iter().skip(1) {
             extra.push(format!("{name}={value}"));
         }
         if !extra.is_empty() {
@@ -167,11 +182,10 @@ mod tests {
         production: "{}",
     };
 
-    fn load(env: &[(&str, &str)]) -> KafkaConfig {
+    fn load(env: &[(&str, &str)]) -> Result<KafkaConfig, ConfigError> {
         Layered::from_sources(&NO_PROFILES, None, pairs(env))
             .unwrap()
             .get()
-            .unwrap()
     }
 
     #[test]
@@ -189,8 +203,9 @@ mod tests {
             ),
             ("KAFKA_HEAP", "-Xmx1g"),
             ("DB_PASSWORD", "not kafka's"),
-        ]);
-        let properties = config.properties().unwrap();
+        ])
+        .unwrap();
+        let properties = config.properties();
         for expected in [
             ("bootstrap.servers", "b1:9094,b2:9094,b3:9094"),
             ("security.protocol", "SASL_SSL"),
@@ -220,7 +235,8 @@ mod tests {
                 "KAFKA_PROPERTIES",
                 "sasl.oauthbearer.client.secret=hunter2-oauth",
             ),
-        ]);
+        ])
+        .unwrap();
         let debug = format!("{config:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(debug.contains("sasl.password"), "{debug}");
@@ -228,18 +244,14 @@ mod tests {
 
     #[test]
     fn nonsense_is_refused_by_name() {
-        let error = load(&[("KAFKA_SECURITY_PROTOCOL", "TLS")])
-            .properties()
-            .unwrap_err();
+        let error = load(&[("KAFKA_SECURITY_PROTOCOL", "TLS")]).unwrap_err();
         assert!(
             error.to_string().contains("KAFKA_SECURITY_PROTOCOL"),
             "{error}"
         );
-        let error = load(&[("KAFKA_PROPERTIES", "linger.ms")])
-            .properties()
-            .unwrap_err();
+        let error = load(&[("KAFKA_PROPERTIES", "linger.ms")]).unwrap_err();
         assert!(error.to_string().contains("KAFKA_PROPERTIES"), "{error}");
-        let error = load(&[("KAFKA_BROKERS", " , ")]).properties().unwrap_err();
+        let error = load(&[("KAFKA_BROKERS", " , ")]).unwrap_err();
         assert!(error.to_string().contains("KAFKA_BROKERS"), "{error}");
     }
 }

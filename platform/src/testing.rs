@@ -188,7 +188,7 @@ pub async fn scratch_topic_with(kafka: &KafkaConfig, partitions: i32) -> String 
 async fn create_topic_with(kafka: &KafkaConfig, name: &str, partitions: i32) {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     let mut config = ClientConfig::new();
-    for (property, value) in kafka.properties().expect("Kafka settings") {
+    for (property, value) in kafka.properties() {
         config.set(property, value);
     }
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =

@@ -30,7 +30,7 @@ impl ServiceSettings for Settings {
     const PROFILES: Profiles = platform::profiles!();
     const SERVES_INTERNAL_API: bool = true;
 
-    fn check(&self, profile: Profile) -> Result<(), ConfigError> {
+    fn prepare(&mut self, profile: Profile) -> Result<(), ConfigError> {
         if !(10..=20).contains(&self.scrypt_log_n) {
             return Err(ConfigError::Refused(
                 "SCRYPT_LOG_N must be between 10 and 20".into(),

@@ -3,7 +3,7 @@
 use crate::relay::{ProducerSettings, RelayConfig};
 use crate::retention::parse_retention;
 use platform::config::{ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -14,11 +14,11 @@ pub struct Settings {
     pub relay_batch_size: i64,
     /// Fallback poll when no NOTIFY arrives.
     pub relay_poll_interval_ms: u64,
-    /// How long published rows are kept for replay (`7d`, `12h`, `0` = keep).
-    pub outbox_retention: String,
+    /// How long published rows are kept for replay (`7d`, `12h`, `0` = keep: `None`).
+    #[serde(deserialize_with = "retention")]
+    pub outbox_retention: Option<Duration>,
     pub relay_linger_ms: u64,
-    /// none | gzip | snappy | lz4 | zstd
-    pub relay_compression: String,
+    pub relay_compression: Compression,
     pub relay_message_timeout_ms: u64,
 }
 
@@ -29,15 +29,76 @@ impl Default for Settings {
             port: 8082,
             relay_batch_size: 1000,
             relay_poll_interval_ms: 500,
-            outbox_retention: "7d".into(),
+            outbox_retention: Some(Duration::from_secs(7 * 86_400)),
             relay_linger_ms: producer.linger_ms,
-            relay_compression: producer.compression,
+            relay_compression: Compression::Lz4,
             relay_message_timeout_ms: producer.message_timeout_ms,
         }
     }
 }
 
-const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+/// The producer's compression (`RELAY_COMPRESSION`), in librdkafka's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    const ALL: [Compression; 5] = [
+        Self::None,
+        Self::Gzip,
+        Self::Snappy,
+        Self::Lz4,
+        Self::Zstd,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Gzip => "gzip",
+            Self::Snappy => "snappy",
+            Self::Lz4 => "lz4",
+            Self::Zstd => "zstd",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Compression {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let text = text.trim().to_ascii_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|c| c.as_str()).collect();
+                serde::de::Error::custom(format!(
+                    "RELAY_COMPRESSION must be one of {}, not {text:?}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+/// `OUTBOX_RETENTION`: `7d`, `12h`, ... or `0` (keep forever).
+fn retention<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    /// YAML's `0` is a number.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Text(String),
+        Number(u64),
+    }
+    let text = match Text::deserialize(deserializer)? {
+        Text::Text(text) => text,
+        Text::Number(n) => n.to_string(),
+    };
+    parse_retention(&text).map_err(|e| serde::de::Error::custom(format!("OUTBOX_RETENTION: {e}")))
+}
 
 /// The service's whole configuration (see [`ServiceConfig`]).
 pub type Config = ServiceConfig<Settings>;
@@ -45,7 +106,7 @@ pub type Config = ServiceConfig<Settings>;
 impl ServiceSettings for Settings {
     const PROFILES: Profiles = platform::profiles!();
 
-    fn check(&self, _profile: Profile) -> Result<(), ConfigError> {
+    fn prepare(&mut self, _profile: Profile) -> Result<(), ConfigError> {
         if self.relay_batch_size < 1 {
             return Err(ConfigError::Refused(
                 "RELAY_BATCH_SIZE must be at least 1".into(),
@@ -56,14 +117,6 @@ impl ServiceSettings for Settings {
                 "RELAY_POLL_INTERVAL_MS must be at least 1".into(),
             ));
         }
-        if !COMPRESSIONS.contains(&self.relay_compression.as_str()) {
-            return Err(ConfigError::Refused(format!(
-                "RELAY_COMPRESSION must be one of {}",
-                COMPRESSIONS.join(", ")
-            )));
-        }
-        parse_retention(&self.outbox_retention)
-            .map_err(|e| ConfigError::Refused(format!("OUTBOX_RETENTION: {e}")))?;
         Ok(())
     }
 }
@@ -74,8 +127,7 @@ impl Settings {
         RelayConfig {
             batch_size: self.relay_batch_size,
             poll_interval: Duration::from_millis(self.relay_poll_interval_ms),
-            // Checked in `check`.
-            retention: parse_retention(&self.outbox_retention).unwrap_or_default(),
+            retention: self.outbox_retention,
             ..RelayConfig::default()
         }
     }
@@ -86,7 +138,7 @@ impl Settings {
         ProducerSettings {
             kafka: kafka.clone(),
             linger_ms: self.relay_linger_ms,
-            compression: self.relay_compression.clone(),
+            compression: self.relay_compression.as_str().to_owned(),
             message_timeout_ms: self.relay_message_timeout_ms,
             queue_max_messages: (self.relay_batch_size as usize)
                 .saturating_mul(2)
