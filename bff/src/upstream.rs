@@ -10,8 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::api::models::{
-    Credentials, ErrorBody, EventStats, Registration, ReplayRequest, ReplayResult, User, UserStats,
+use platform::error::ErrorBody;
+use platform::wire::{
+    Credentials, EventStats, Registration, ReplayRequest, ReplayResult, User, UserStats,
     Verification,
 };
 

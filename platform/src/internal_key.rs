@@ -11,7 +11,7 @@ use poem_openapi::SecurityScheme;
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
-use super::config::{ConfigError, Profile};
+use super::setting::{ConfigError, Profile};
 
 /// The development default, refused outside `ENV=development`.
 pub const DEV_INTERNAL_API_KEY: &str = "dev-internal-api-key-change-me";

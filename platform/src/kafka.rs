@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::config::ConfigError;
+use super::setting::ConfigError;
 
 /// The prefixes of the settings passed through as librdkafka properties.
 const PASS_THROUGH: [&str; 3] = ["kafka_security_", "kafka_sasl_", "kafka_ssl_"];
@@ -138,7 +138,7 @@ impl KafkaConfig {
     /// Plaintext to `brokers`, no other property (development, tests, the compose network).
     pub fn plaintext(brokers: impl Into<String>) -> Self {
         let kafka_brokers = brokers.into();
-        let servers = super::config::comma_list(&kafka_brokers).join(",");
+        let servers = super::setting::comma_list(&kafka_brokers).join(",");
         Self {
             kafka_brokers,
             properties: vec![("bootstrap.servers".to_owned(), servers)],

@@ -15,6 +15,7 @@ pub mod internal_key;
 pub mod kafka;
 pub mod metrics;
 pub mod service;
+pub mod setting;
 pub mod shutdown;
 pub mod telemetry;
 pub mod traceparent;
