@@ -255,7 +255,10 @@ mod tests {
     #[test]
     fn development_uses_the_documented_dev_key() {
         let config = Config::from_env(env(&[])).unwrap();
-        assert_eq!(config.settings.token_public_keys, vec![DEV_TOKEN_PUBLIC_KEY]);
+        assert_eq!(
+            config.settings.token_public_keys,
+            vec![DEV_TOKEN_PUBLIC_KEY]
+        );
         assert!(config.settings.token_keys.is_some());
     }
 

@@ -16,8 +16,7 @@ use poem_openapi::OpenApiService;
 
 use crate::api::admin::AdminApi;
 use crate::api::auth::AuthApi;
-use crate::api::profile::ProfileApi;
-use crate::api::register::RegisterApi;
+use crate::api::users::UsersApi;
 use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::rate_limit::{RateLimit, RateLimits};
@@ -44,7 +43,7 @@ pub struct App {
     cors_origins: Vec<String>,
 }
 
-type Apis = (HealthApi, RegisterApi, AuthApi, ProfileApi, AdminApi);
+type Apis = (HealthApi, UsersApi, AuthApi, AdminApi);
 
 /// The OpenAPI service of every public endpoint.
 pub fn openapi(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
@@ -52,13 +51,10 @@ pub fn openapi(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         HealthApi {
             readiness: state.readiness.clone(),
         },
-        RegisterApi {
+        UsersApi {
             state: state.clone(),
         },
         AuthApi {
-            state: state.clone(),
-        },
-        ProfileApi {
             state: state.clone(),
         },
         AdminApi { state },

@@ -11,6 +11,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use platform::error::ErrorBody;
+use platform::traceparent::TraceParent;
 use platform::wire::{
     Credentials, EventStats, Registration, ReplayRequest, ReplayResult, User, UserStats,
     Verification,
@@ -86,7 +87,6 @@ impl Upstream {
         method: Method,
         url: String,
         body: Option<&(impl Serialize + ?Sized)>,
-        trace: &str,
     ) -> Result<reqwest::Response> {
         let key = if service == EVENT_CONSUMER {
             &self.event_consumer_key
@@ -96,8 +96,10 @@ impl Upstream {
         let mut request = self
             .http
             .request(method, url)
-            .bearer_auth(key.expose_secret())
-            .header("traceparent", trace);
+            .bearer_auth(key.expose_secret());
+        if let Some(trace) = TraceParent::current() {
+            request = request.header("traceparent", trace.as_str());
+        }
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -141,10 +143,10 @@ impl Upstream {
         Err(Error::Status { service, status })
     }
 
-    pub async fn register(&self, body: &Registration, trace: &str) -> Result<Answer<User>> {
+    pub async fn register(&self, body: &Registration) -> Result<Answer<User>> {
         let url = format!("{}/api/v1/register", self.user_service);
         let response = self
-            .send(USER_SERVICE, Method::POST, url, Some(body), trace)
+            .send(USER_SERVICE, Method::POST, url, Some(body))
             .await?;
         let refusals = [
             StatusCode::BAD_REQUEST,
@@ -155,14 +157,10 @@ impl Upstream {
         Self::answer(USER_SERVICE, response, &refusals).await
     }
 
-    pub async fn verify_credentials(
-        &self,
-        credentials: &Credentials,
-        trace: &str,
-    ) -> Result<Verification> {
+    pub async fn verify_credentials(&self, credentials: &Credentials) -> Result<Verification> {
         let url = format!("{}/api/v1/verify-credentials", self.user_service);
         let response = self
-            .send(USER_SERVICE, Method::POST, url, Some(credentials), trace)
+            .send(USER_SERVICE, Method::POST, url, Some(credentials))
             .await?;
         match Self::answer::<Verification>(
             USER_SERVICE,
@@ -177,10 +175,10 @@ impl Upstream {
         }
     }
 
-    pub async fn user(&self, id: Uuid, trace: &str) -> Result<Option<User>> {
+    pub async fn user(&self, id: Uuid) -> Result<Option<User>> {
         let url = format!("{}/api/v1/users/{id}", self.user_service);
         let response = self
-            .send(USER_SERVICE, Method::GET, url, None::<&()>, trace)
+            .send(USER_SERVICE, Method::GET, url, None::<&()>)
             .await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -194,39 +192,28 @@ impl Upstream {
         }
     }
 
-    pub async fn user_stats(&self, trace: &str) -> Result<UserStats> {
+    pub async fn user_stats(&self) -> Result<UserStats> {
         let url = format!("{}/api/v1/admin/stats", self.user_service);
-        let response = self
-            .send(USER_SERVICE, Method::GET, url, None::<&()>, trace)
-            .await?;
-        Self::ok(USER_SERVICE, response).await
+        self.get_ok(USER_SERVICE, url).await
     }
 
-    pub async fn replay(
-        &self,
-        filter: &ReplayRequest,
-        trace: &str,
-    ) -> Result<Answer<ReplayResult>> {
+    pub async fn replay(&self, filter: &ReplayRequest) -> Result<Answer<ReplayResult>> {
         let url = format!("{}/api/v1/admin/outbox/replay", self.user_service);
         let response = self
-            .send(USER_SERVICE, Method::POST, url, Some(filter), trace)
+            .send(USER_SERVICE, Method::POST, url, Some(filter))
             .await?;
         let refusals = [StatusCode::BAD_REQUEST, StatusCode::UNPROCESSABLE_ENTITY];
         Self::answer(USER_SERVICE, response, &refusals).await
     }
 
-    pub async fn event_stats(&self, trace: &str) -> Result<EventStats> {
+    pub async fn event_stats(&self) -> Result<EventStats> {
         let url = format!("{}/stats", self.event_consumer);
-        let response = self
-            .send(EVENT_CONSUMER, Method::GET, url, None::<&()>, trace)
-            .await?;
-        Self::ok(EVENT_CONSUMER, response).await
+        self.get_ok(EVENT_CONSUMER, url).await
     }
 
-    async fn ok<T: DeserializeOwned>(
-        service: &'static str,
-        response: reqwest::Response,
-    ) -> Result<T> {
+    /// `GET url` of `service`, which must answer 2xx with a `T`.
+    async fn get_ok<T: DeserializeOwned>(&self, service: &'static str, url: String) -> Result<T> {
+        let response = self.send(service, Method::GET, url, None::<&()>).await?;
         if !response.status().is_success() {
             return Err(Error::Status {
                 service,

@@ -223,6 +223,7 @@ pub fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
     #[serde(default)]

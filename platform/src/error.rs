@@ -102,19 +102,21 @@ pub fn body_for(error: &poem::Error) -> (StatusCode, ErrorBody) {
     (status, body)
 }
 
-/// Middleware: errors that escaped the handlers become the JSON error body; answers that
-/// already are JSON (a handler's documented error) pass unchanged.
+/// Middleware: errors that escaped the handlers become the JSON error body; a handler's
+/// documented error answer (JSON, built from a response) passes unchanged, and so does
+/// any other 4xx that already is JSON.
 pub async fn as_json<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response> {
     let error = match ep.call(req).await {
         Ok(response) => return Ok(response.into_response()),
         Err(error) => error,
     };
     let (status, body) = body_for(&error);
+    let documented = error.is_from_response();
     let response = error.into_response();
     let is_json = response
         .content_type()
         .is_some_and(|ct| ct.starts_with("application/json"));
-    if is_json && !response.status().is_server_error() {
+    if is_json && (documented || !response.status().is_server_error()) {
         return Ok(response);
     }
     Ok(body.response(status))

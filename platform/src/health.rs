@@ -183,15 +183,12 @@ enum Tag {
     Probes,
 }
 
+/// A required dependency is down (named in the body with `"down"`), or the first check
+/// has not finished yet (`"status": "starting"`).
 #[derive(Debug, ApiResponse)]
-pub enum ReadyResponse {
-    /// Every required dependency answered at the last check (the body lists each).
-    #[oai(status = 200)]
-    Ready(Json<Value>),
-    /// A required dependency is down (named in the body with `"down"`), or the first
-    /// check has not finished yet (`"status": "starting"`).
+pub enum NotReady {
     #[oai(status = 503)]
-    NotReady(Json<Value>),
+    Down(Json<Value>),
 }
 
 /// The probes as a poem-openapi API, for each service's `OpenApiService`.
@@ -201,10 +198,12 @@ pub struct HealthApi {
 }
 
 impl HealthApi {
-    fn ready_response(&self) -> ReadyResponse {
+    /// 200 when every required dependency answered at the last check (the body lists
+    /// each).
+    fn ready_response(&self) -> Result<Json<Value>, NotReady> {
         match self.readiness.snapshot() {
-            (true, body) => ReadyResponse::Ready(Json(body)),
-            (false, body) => ReadyResponse::NotReady(Json(body)),
+            (true, body) => Ok(Json(body)),
+            (false, body) => Err(NotReady::Down(Json(body))),
         }
     }
 }
@@ -219,13 +218,13 @@ impl HealthApi {
 
     /// Readiness: the cached result of the dependency checks (refreshed every second).
     #[oai(path = "/health/ready", method = "get")]
-    async fn ready(&self) -> ReadyResponse {
+    async fn ready(&self) -> Result<Json<Value>, NotReady> {
         self.ready_response()
     }
 
     /// The same as `/health/ready`.
     #[oai(path = "/health", method = "get")]
-    async fn health(&self) -> ReadyResponse {
+    async fn health(&self) -> Result<Json<Value>, NotReady> {
         self.ready_response()
     }
 }

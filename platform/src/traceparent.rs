@@ -65,6 +65,23 @@ impl TraceParent {
     }
 }
 
+tokio::task_local! {
+    static CURRENT: TraceParent;
+}
+
+impl TraceParent {
+    /// Runs `work` with `self` as the current request's trace context, which outgoing
+    /// calls made inside it carry on ([`TraceParent::current`]).
+    pub async fn scope<F: std::future::Future>(self, work: F) -> F::Output {
+        CURRENT.scope(self, work).await
+    }
+
+    /// The trace context of the request being served, if any.
+    pub fn current() -> Option<TraceParent> {
+        CURRENT.try_with(Clone::clone).ok()
+    }
+}
+
 impl std::fmt::Display for TraceParent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

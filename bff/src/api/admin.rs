@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use platform::telemetry::error_chain;
-use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
 
@@ -12,7 +11,6 @@ use super::errors::ApiError;
 use super::models::{Dashboard, ReplayRequest, ReplayResult};
 use super::Tag;
 use crate::state::AppState;
-use crate::traceparent::TraceParent;
 use crate::upstream::Answer;
 
 #[derive(Debug)]
@@ -26,17 +24,10 @@ impl AdminApi {
     /// events, duplicates and dead letters (event consumer): the figures of every source
     /// that answered; `missing` names the others.
     #[oai(path = "/api/v1/protected/admin/dashboard", method = "get")]
-    async fn dashboard(
-        &self,
-        auth: BearerAuth,
-        trace: Data<&TraceParent>,
-    ) -> Result<Json<Dashboard>, ApiError> {
+    async fn dashboard(&self, auth: BearerAuth) -> Result<Json<Dashboard>, ApiError> {
         authenticate_admin(&self.state, &auth).await?;
         let upstream = &self.state.upstream;
-        let (users, events) = tokio::join!(
-            upstream.user_stats(trace.0.as_str()),
-            upstream.event_stats(trace.0.as_str())
-        );
+        let (users, events) = tokio::join!(upstream.user_stats(), upstream.event_stats());
         let mut missing = Vec::new();
         let users = answered("user-service", users, &mut missing);
         let events = answered("event-consumer", events, &mut missing);
@@ -55,14 +46,9 @@ impl AdminApi {
         &self,
         auth: BearerAuth,
         body: Json<ReplayRequest>,
-        trace: Data<&TraceParent>,
     ) -> Result<Json<ReplayResult>, ApiError> {
         let admin = authenticate_admin(&self.state, &auth).await?;
-        let answer = self
-            .state
-            .upstream
-            .replay(&body.0, trace.0.as_str())
-            .await?;
+        let answer = self.state.upstream.replay(&body.0).await?;
         match answer {
             Answer::Ok(result) => {
                 tracing::info!(admin = %admin.sub, count = result.count, dry_run = result.dry_run, "outbox replay");

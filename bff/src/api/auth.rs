@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use poem::web::Data;
 use poem_openapi::auth::Bearer;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, SecurityScheme};
@@ -15,7 +14,6 @@ use super::Tag;
 use crate::sessions::{self, Rotation, Session};
 use crate::state::AppState;
 use crate::tokens::{Claims, Subject, TokenType};
-use crate::traceparent::TraceParent;
 
 /// A PASETO v4.public access token from `POST /api/v1/auth/login`.
 #[derive(Debug, SecurityScheme)]
@@ -102,16 +100,8 @@ impl AuthApi {
     ///
     /// Unknown email and wrong password get the same 401; an inactive account gets 403.
     #[oai(path = "/api/v1/auth/login", method = "post")]
-    async fn login(
-        &self,
-        body: Json<Credentials>,
-        trace: Data<&TraceParent>,
-    ) -> Result<Json<TokenPair>, ApiError> {
-        let verdict = self
-            .state
-            .upstream
-            .verify_credentials(&body.0, trace.0.as_str())
-            .await?;
+    async fn login(&self, body: Json<Credentials>) -> Result<Json<TokenPair>, ApiError> {
+        let verdict = self.state.upstream.verify_credentials(&body.0).await?;
         let (Some(user_id), true) = (verdict.user_id, verdict.valid) else {
             return Err(Self::invalid_credentials());
         };

@@ -4,8 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod errors;
 pub mod models;
-pub mod profile;
-pub mod register;
+pub mod users;
 
 use poem_openapi::Tags;
 

@@ -1,19 +1,20 @@
-//! Registration, forwarded to the user service, with `Idempotency-Key` support.
+//! Registration (forwarded to the user service, with `Idempotency-Key` support) and the
+//! signed-in user's own profile.
 
 use std::sync::Arc;
 
+use platform::error::Found;
 use platform::telemetry::error_chain;
-use poem::web::Data;
 use poem_openapi::param::Header;
 use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
 
+use super::auth::{authenticate, BearerAuth};
 use super::errors::ApiError;
 use super::models::{ErrorBody, RegisterResponse, Registration, User};
 use super::Tag;
 use crate::idempotency::{self, Claim, MAX_KEY_LEN};
 use crate::state::AppState;
-use crate::traceparent::TraceParent;
 use crate::upstream::Answer;
 
 /// An answer as the idempotency record keeps it: status and JSON body.
@@ -37,17 +38,13 @@ fn from_stored(status: u16, body: serde_json::Value) -> Result<RegisterResponse,
 }
 
 #[derive(Debug)]
-pub struct RegisterApi {
+pub struct UsersApi {
     pub state: Arc<AppState>,
 }
 
-impl RegisterApi {
-    async fn forward(
-        &self,
-        body: &Registration,
-        trace: &str,
-    ) -> Result<RegisterResponse, ApiError> {
-        let answer = self.state.upstream.register(body, trace).await?;
+impl UsersApi {
+    async fn forward(&self, body: &Registration) -> Result<RegisterResponse, ApiError> {
+        let answer = self.state.upstream.register(body).await?;
         match answer {
             Answer::Ok(user) => {
                 metrics::counter!("bff_registrations_total").increment(1);
@@ -64,7 +61,7 @@ impl RegisterApi {
 }
 
 #[OpenApi(tag = "Tag::Users")]
-impl RegisterApi {
+impl UsersApi {
     /// Register a new user.
     ///
     /// With an `Idempotency-Key`, a retry with the same key and body within 24 hours
@@ -76,11 +73,9 @@ impl RegisterApi {
         /// Any unique string (a UUID is good), at most 255 characters.
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
-        trace: Data<&TraceParent>,
     ) -> Result<RegisterResponse, ApiError> {
-        let trace = trace.0.as_str();
         let Some(key) = idempotency_key.0.filter(|k| !k.trim().is_empty()) else {
-            return self.forward(&body.0, trace).await;
+            return self.forward(&body.0).await;
         };
         if key.len() > MAX_KEY_LEN {
             return Err(ApiError::bad_request(
@@ -100,7 +95,7 @@ impl RegisterApi {
                 "Request in progress",
                 "A request with this Idempotency-Key is still being processed.",
             )))),
-            Claim::Fresh => match self.forward(&body.0, trace).await {
+            Claim::Fresh => match self.forward(&body.0).await {
                 Ok(answer) => {
                     let (status, stored) = into_stored(answer);
                     idempotency::finish(&client, &key, status, &stored).await?;
@@ -115,5 +110,13 @@ impl RegisterApi {
                 }
             },
         }
+    }
+
+    /// The signed-in user's profile.
+    #[oai(path = "/api/v1/protected/profile", method = "get")]
+    async fn profile(&self, auth: BearerAuth) -> Result<Found<User>, ApiError> {
+        let claims = authenticate(&self.state, &auth).await?;
+        let user = self.state.upstream.user(claims.sub).await?;
+        Ok(Found::or_not_found(user, "This user no longer exists."))
     }
 }
