@@ -121,7 +121,10 @@ impl TryFrom<RawKafka> for KafkaConfig {
                 config = config.with_property(name.trim(), value.trim());
             }
         }
-        let protocol = config.properties.iter().find(|(n, _)| n == "security.protocol");
+        let protocol = config
+            .properties
+            .iter()
+            .find(|(n, _)| n == "security.protocol");
         if let Some((_, protocol)) = protocol {
             if !PROTOCOLS.contains(&protocol.to_ascii_lowercase().as_str()) {
                 return Err(ConfigError::Refused(format!(

@@ -48,13 +48,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    const ALL: [Compression; 5] = [
-        Self::None,
-        Self::Gzip,
-        Self::Snappy,
-        Self::Lz4,
-        Self::Zstd,
-    ];
+    const ALL: [Compression; 5] = [Self::None, Self::Gzip, Self::Snappy, Self::Lz4, Self::Zstd];
 
     pub fn as_str(self) -> &'static str {
         match self {
