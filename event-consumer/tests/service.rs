@@ -13,7 +13,7 @@ use common::{
 use event_consumer::startup::App;
 use platform::internal_key::DEV_INTERNAL_API_KEY;
 use platform::service::Service as _;
-use platform::testing::TcpProxy;
+use platform::testing::{LogCount, TcpProxy};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -143,6 +143,7 @@ async fn a_database_outage_delays_records_but_skips_none() {
     };
     assert!(applied(20).await);
 
+    let retries = LogCount::start("batch failed, retrying it");
     proxy.cut();
     send_many(&producer, &scratch.topic, 30).await;
     let health = format!("{}/health", app.base);
@@ -152,8 +153,12 @@ async fn a_database_outage_delays_records_but_skips_none() {
     })
     .await;
     assert!(down, "/health reports the database down");
-    // Give the consumer time to fail and retry several times.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The consumer has the new records in hand and fails to apply them, again and again.
+    let retried = eventually(SETTLE, || async { retries.get() >= 3 }).await;
+    assert!(
+        retried,
+        "the consumer retried the batch while the database was down: {retries:?}"
+    );
     assert_eq!(scratch.count(WELCOME_NOTIFICATIONS).await, 20);
 
     proxy.restore();

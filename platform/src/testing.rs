@@ -5,7 +5,7 @@
 //! "down" for one test without stopping the shared server other tests use.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use std::path::PathBuf;
@@ -304,6 +304,73 @@ pub async fn send_raw_json(request: reqwest::RequestBuilder, body: &str) -> reqw
         .send()
         .await
         .expect("request")
+}
+
+/// Counts the tracing events whose message is exactly `message` (a service's "batch
+/// failed, retrying it", say) while it lives: a way to wait for something a service only
+/// reports in its log. It listens on the current thread, which under `#[tokio::test]`'s
+/// default current-thread runtime is where every task the test spawns runs.
+pub struct LogCount {
+    count: Arc<AtomicUsize>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl std::fmt::Debug for LogCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogCount")
+            .field("count", &self.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogCount {
+    pub fn start(message: &'static str) -> Self {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let count = Arc::new(AtomicUsize::new(0));
+        let layer = CountingLayer {
+            message,
+            count: count.clone(),
+        };
+        let guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+        Self {
+            count,
+            _guard: guard,
+        }
+    }
+
+    /// How many such events were logged so far.
+    pub fn get(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+struct CountingLayer {
+    message: &'static str,
+    count: Arc<AtomicUsize>,
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountingLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message<'a> {
+            wanted: &'a str,
+            found: bool,
+        }
+        impl tracing::field::Visit for Message<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" && format!("{value:?}") == self.wanted {
+                    self.found = true;
+                }
+            }
+        }
+        let mut visitor = Message {
+            wanted: self.message,
+            found: false,
+        };
+        event.record(&mut visitor);
+        if visitor.found {
+            self.count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Where cargo put the workspace's binary `name`: the test executable lives in

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use tests::bff_kit::{
     closed_port_url, registration, scratch_db, spawn_bff, spawn_fake, spawn_stack,
 };
+use tokio::sync::Notify;
 
 async fn register_with_key(stack: &tests::bff_kit::Stack, key: &str, body: &Value) -> (u16, Value) {
     let response = stack
@@ -58,8 +59,14 @@ struct Seen {
     traceparents: Vec<String>,
 }
 
+/// Holds every request until the test releases it (so a second request is sure to find
+/// the first still running).
 #[handler]
-async fn slow_register(req: &poem::Request, seen: Data<&Arc<Mutex<Seen>>>) -> Json<Value> {
+async fn slow_register(
+    req: &poem::Request,
+    seen: Data<&Arc<Mutex<Seen>>>,
+    release: Data<&Arc<Notify>>,
+) -> Json<Value> {
     if let Some(trace) = req
         .headers()
         .get("traceparent")
@@ -67,7 +74,7 @@ async fn slow_register(req: &poem::Request, seen: Data<&Arc<Mutex<Seen>>>) -> Js
     {
         seen.lock().unwrap().traceparents.push(trace.to_owned());
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    release.notified().await;
     Json(json!({
         "id": "0191f1a0-0000-7000-8000-000000000001",
         "email": "slow@example.com",
@@ -83,9 +90,11 @@ async fn slow_register(req: &poem::Request, seen: Data<&Arc<Mutex<Seen>>>) -> Js
 #[tokio::test]
 async fn a_key_still_running_gets_409_and_the_trace_reaches_the_user_service() {
     let seen = Arc::new(Mutex::new(Seen::default()));
+    let release = Arc::new(Notify::new());
     let fake = Route::new()
         .at("/api/v1/register", post(slow_register))
-        .data(seen.clone());
+        .data(seen.clone())
+        .data(release.clone());
     let (user_service, stop_fake) = spawn_fake(fake).await;
     let db = scratch_db().await;
     let (base, _stop) = spawn_bff(&db, &user_service, &[]).await;
@@ -103,15 +112,18 @@ async fn a_key_still_running_gets_409_and_the_trace_reaches_the_user_service() {
             .unwrap()
     };
     let first = tokio::spawn(send(http.clone(), base.clone()));
-    // The first request holds the key once the user service has it (it answers slowly).
+    // The first request holds the key once the user service has it (which answers only
+    // when released).
     let in_flight = platform::testing::eventually(Duration::from_secs(5), || {
         let seen = seen.clone();
         async move { !seen.lock().unwrap().traceparents.is_empty() }
     })
     .await;
     assert!(in_flight, "the first request reached the user service");
-    let second = send(http.clone(), base.clone()).await;
-    assert_eq!(second.status(), 409);
+    let second = send(http.clone(), base.clone()).await.status();
+    // The first request may finish now (a permit is stored if it is not waiting yet).
+    release.notify_one();
+    assert_eq!(second, 409);
     let first = first.await.unwrap();
     assert_eq!(first.status(), 201);
     let seen = seen.lock().unwrap().traceparents.clone();
@@ -144,8 +156,9 @@ async fn an_upstream_that_is_down_or_slow_answers_503_within_5_seconds() {
 
     let (slow, _stop_slow) = spawn_fake(Route::new().at(
         "/api/v1/register",
+        // Never answers: the BFF's own timeout must end the call.
         post(poem::endpoint::make(|_| async {
-            tokio::time::sleep(Duration::from_secs(30)).await;
+            std::future::pending::<()>().await;
             "too late"
         })),
     ))

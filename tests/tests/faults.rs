@@ -175,12 +175,26 @@ async fn kill_9_of_relay_and_consumer_loses_nothing_and_applies_nothing_twice() 
     const TOTAL: usize = 2_000;
     const PER_TX: usize = 10;
 
+    // The stream waits for the chaos rather than racing it: the chunks are split into
+    // KILLS + 1 parts, and part k is written only once k kills (and restarts) are done, so
+    // every kill lands while the stream goes on, however fast either side runs.
+    const KILLS: usize = 3;
+    const CHUNKS: usize = TOTAL / PER_TX;
+    let (killed, mut kills_seen) = tokio::sync::watch::channel(0usize);
+
     let writer_db = stack.db.clone();
     let topic = stack.topic.clone();
     let writer = tokio::spawn(async move {
         let pool = writer_db.pool();
         let mut client = pool.get().await?;
-        for chunk in 0..TOTAL / PER_TX {
+        for chunk in 0..CHUNKS {
+            let part = chunk * (KILLS + 1) / CHUNKS;
+            let due = kills_seen.wait_for(|kills| *kills >= part);
+            let ready = matches!(
+                tokio::time::timeout(Duration::from_secs(60), due).await,
+                Ok(Ok(_))
+            );
+            anyhow::ensure!(ready, "only {} kills within 60 s", *kills_seen.borrow());
             let tx = client.transaction().await?;
             for i in 0..PER_TX {
                 let n = chunk * PER_TX + i;
@@ -208,9 +222,10 @@ async fn kill_9_of_relay_and_consumer_loses_nothing_and_applies_nothing_twice() 
         kills += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
         stack.start(victim)?;
+        killed.send_replace(kills);
     }
     writer.await??;
-    assert!(kills >= 3, "the stream ended before the chaos began");
+    assert!(kills >= KILLS, "the stream ended before the chaos began");
 
     let all = all_effects(&stack, TOTAL, Duration::from_secs(120)).await;
     let processed = stack

@@ -8,6 +8,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use tests::{brokers, reader, scratch_db, scratch_topic};
+use uuid::Uuid;
 
 #[tokio::test]
 async fn migrations_create_the_schemas_constraints_index_and_trigger() -> anyhow::Result<()> {
@@ -63,7 +64,7 @@ async fn migrations_create_the_schemas_constraints_index_and_trigger() -> anyhow
     let stream = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
     tokio::spawn(stream.for_each(move |msg| {
         if let Ok(tokio_postgres::AsyncMessage::Notification(n)) = msg {
-            let _ = tx.send(n.channel().to_owned());
+            let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
         }
         futures::future::ready(())
     }));
@@ -76,11 +77,29 @@ async fn migrations_create_the_schemas_constraints_index_and_trigger() -> anyhow
              SELECT gen_random_uuid(), 'user', 'a', 'UserRegistered', 't', '{}' FROM generate_series(1, 3)",
         )
         .await?;
-    let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await?;
-    assert_eq!(first.as_deref(), Some(migrations::OUTBOX_CHANNEL));
+    // A marker notified by a later transaction comes after every notification of the
+    // insert (PostgreSQL delivers them in commit order), so what precedes it is all the
+    // insert sent.
+    let marker = format!("marker-{}", Uuid::new_v4().simple());
+    client
+        .execute(
+            "SELECT pg_notify($1, $2)",
+            &[&migrations::OUTBOX_CHANNEL, &marker],
+        )
+        .await?;
+    let mut before_marker = Vec::new();
+    loop {
+        let (channel, payload) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await?
+            .expect("the listener runs");
+        assert_eq!(channel, migrations::OUTBOX_CHANNEL);
+        if payload == marker {
+            break;
+        }
+        before_marker.push(payload);
+    }
     // One statement of three rows: one notification, not three.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(rx.try_recv().is_err());
+    assert_eq!(before_marker.len(), 1, "{before_marker:?}");
     Ok(())
 }
 

@@ -38,6 +38,31 @@ async fn drained(db: &DbConfig) -> bool {
     .await
 }
 
+/// Whether, within 10 s, the scratch database shows the relay's LISTEN connection and
+/// its pool connection both idle after their statements: `LISTEN` done, and a claim of
+/// unpublished rows finished.
+async fn idle(db: &DbConfig) -> bool {
+    let client = db.connect().await.expect("connect");
+    let listen = format!("LISTEN {}", outbox_relay::listen::CHANNEL);
+    eventually(Duration::from_secs(10), || {
+        let (client, listen) = (&client, &listen);
+        async move {
+            let row = client
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE query = $1), \
+                            count(*) FILTER (WHERE query LIKE 'SELECT id, aggregate_id, %FROM users.outbox%') \
+                     FROM pg_stat_activity \
+                     WHERE datname = current_database() AND state = 'idle' AND pid <> pg_backend_pid()",
+                    &[listen],
+                )
+                .await
+                .expect("pg_stat_activity");
+            row.get::<_, i64>(0) > 0 && row.get::<_, i64>(1) > 0
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn two_relays_exactly_one_publishes_and_the_standby_takes_over_when_it_dies() {
     let db = scratch_db().await;
@@ -119,8 +144,12 @@ async fn an_event_committed_while_idle_is_published_on_notify_not_at_the_next_po
     let (_stop, stopped) = stop_signal();
     tokio::spawn(relay.run(stopped));
     assert!(leads(&status).await);
-    // Let it go idle: the first (empty) batch is done and it waits on LISTEN or the poll.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // It is idle once its LISTEN is in place and its first (empty) claim has run: from
+    // then on only a notification (or the 10-minute poll) starts another batch.
+    assert!(
+        idle(&db).await,
+        "the relay listens and its first batch is done"
+    );
 
     let ids = write_events(&db, &topic, "UserRegistered", &interleaved(1, 1)).await;
     assert!(
