@@ -237,15 +237,25 @@ impl TokenKeys {
 
     /// Verifies a token and every claim, expecting type `typ`.
     pub fn verify(&self, token: &str, typ: TokenType) -> Result<Claims, TokenError> {
+        self.verify_at(token, typ, Utc::now())
+    }
+
+    /// [`TokenKeys::verify`] as of `now`.
+    fn verify_at(
+        &self,
+        token: &str,
+        typ: TokenType,
+        now: DateTime<Utc>,
+    ) -> Result<Claims, TokenError> {
         let digest: [u8; 32] = sha2::Sha256::digest(token.trim().as_bytes()).into();
         if let Some(claims) = self.verified.get(&digest) {
             // The same bytes, signature included, verified before: only the claims can
             // have become unacceptable since (expiry above all).
-            self.check(&claims, typ, Utc::now())?;
+            self.check(&claims, typ, now)?;
             return Ok(claims);
         }
         let claims = self.verify_signature(token)?;
-        self.check(&claims, typ, Utc::now())?;
+        self.check(&claims, typ, now)?;
         self.verified.insert(digest, claims.clone());
         Ok(claims)
     }
@@ -328,10 +338,7 @@ mod tests {
     #[test]
     fn a_remembered_token_is_still_checked_and_a_changed_one_is_verified_again() {
         let (keys, _) = keys();
-        let mut claims = access(&keys);
-        // Expires within the leeway window's reach once it is remembered.
-        claims.exp = Utc::now() + chrono::Duration::milliseconds(200)
-            - chrono::Duration::from_std(LEEWAY).unwrap();
+        let claims = access(&keys);
         let token = keys.sign(&claims).unwrap();
         assert_eq!(keys.verify(&token, TokenType::Access).unwrap(), claims);
         // Same bytes from the cache: the type and then the expiry are checked again.
@@ -339,9 +346,10 @@ mod tests {
             keys.verify(&token, TokenType::Refresh),
             Err(TokenError::Type)
         );
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        let after_expiry =
+            claims.exp + chrono::Duration::from_std(LEEWAY).unwrap() + chrono::Duration::seconds(1);
         assert_eq!(
-            keys.verify(&token, TokenType::Access),
+            keys.verify_at(&token, TokenType::Access, after_expiry),
             Err(TokenError::Expired)
         );
         // One character changed: not the remembered token, so verified again and refused.

@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use outbox_relay::envelope::Record;
-use outbox_relay::kafka::{client_config, owned_headers, KafkaContext};
+use outbox_relay::kafka::owned_headers;
 use platform::kafka::KafkaConfig;
+use platform::kafka::{client_config, KafkaContext};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// The dead-letter producer (its context shares the consumer's [`BrokerAccess`]).
 ///
-/// [`BrokerAccess`]: outbox_relay::kafka::BrokerAccess
+/// [`BrokerAccess`]: platform::kafka::BrokerAccess
 pub type Producer = FutureProducer<KafkaContext>;
 
 pub const H_ERROR: &str = "error";

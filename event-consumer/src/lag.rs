@@ -1,6 +1,6 @@
 //! Consumer lag per partition, from librdkafka's statistics (no extra broker round trips).
 
-use outbox_relay::kafka::KafkaContext;
+use platform::kafka::KafkaContext;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;

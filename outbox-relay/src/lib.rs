@@ -6,14 +6,15 @@
 //! - [`replay`]: re-queueing published rows for recovery; [`retention`]: purging old ones.
 //! - [`relay`] (feature `kafka`): the engine that moves rows into Kafka, with
 //!   [`leader`] (one active relay) and [`listen`] (LISTEN wake-ups).
-//! - [`kafka`] and [`service`] (feature `kafka`): the Kafka glue and the relay process.
+//! - [`kafka`] (feature `record`): the event as an rdkafka message, both ways.
+//! - [`service`] (feature `kafka`): the relay process.
 
 pub mod enqueue;
 pub mod envelope;
 pub mod replay;
 pub mod retention;
 
-#[cfg(feature = "kafka")]
+#[cfg(feature = "record")]
 pub mod kafka;
 #[cfg(feature = "kafka")]
 pub mod leader;

@@ -169,45 +169,16 @@ impl TlsFixture {
 
 /// A new topic of its own for one test.
 pub async fn scratch_topic(partitions: i32) -> String {
-    let name = format!("test-{}", Uuid::new_v4().simple());
-    create_topic(&brokers(), &name, partitions).await;
-    name
-}
-
-async fn create_topic(brokers: &str, name: &str, partitions: i32) {
-    create_topic_with(&KafkaConfig::plaintext(brokers), name, partitions).await;
+    scratch_topic_with(&KafkaConfig::plaintext(brokers()), partitions).await
 }
 
 /// A new topic of its own for one test, on the brokers `kafka` connects to.
 pub async fn scratch_topic_with(kafka: &KafkaConfig, partitions: i32) -> String {
     let name = format!("test-{}", Uuid::new_v4().simple());
-    create_topic_with(kafka, &name, partitions).await;
-    name
-}
-
-async fn create_topic_with(kafka: &KafkaConfig, name: &str, partitions: i32) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let mut config = ClientConfig::new();
-    for (property, value) in kafka.properties() {
-        config.set(property, value);
-    }
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        config.create().expect("a Kafka admin client");
-    let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin
-        .create_topics([&topic], &options)
+    crate::kafka::create_topic_with(kafka, &name, partitions)
         .await
-        .expect("create_topics")
-    {
-        if let Err((topic, code)) = result {
-            assert_eq!(
-                code,
-                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
-                "creating topic {topic}"
-            );
-        }
-    }
+        .unwrap_or_else(|error| panic!("creating topic {name}: {error}"));
+    name
 }
 
 /// A consumer in a new group reading `topic` from the beginning, as a real consumer

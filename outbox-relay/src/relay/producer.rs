@@ -4,7 +4,7 @@ use platform::kafka::KafkaConfig;
 use rdkafka::error::KafkaResult;
 use rdkafka::producer::FutureProducer;
 
-use crate::kafka::{client_config, KafkaContext};
+use platform::kafka::{client_config, KafkaContext};
 
 /// The relay's producer; its context tells a broker that refuses the client from one
 /// that is away.
@@ -53,7 +53,7 @@ pub fn create_producer(settings: &ProducerSettings) -> KafkaResult<Producer> {
     create_producer_with(settings, KafkaContext::default())
 }
 
-/// [`create_producer`] with a given context (to watch its [`crate::kafka::BrokerAccess`]).
+/// [`create_producer`] with a given context (to watch its [`platform::kafka::BrokerAccess`]).
 pub fn create_producer_with(
     settings: &ProducerSettings,
     context: KafkaContext,

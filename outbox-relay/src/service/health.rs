@@ -9,8 +9,8 @@ use poem::handler;
 use poem::web::Data;
 use rdkafka::producer::Producer as _;
 
-use crate::kafka::BrokerAccess;
 use crate::relay::{store, Producer, M_BACKLOG, M_OLDEST};
+use platform::kafka::BrokerAccess;
 use platform::metrics as platform_metrics;
 
 const BROKER_TIMEOUT: Duration = Duration::from_secs(1);

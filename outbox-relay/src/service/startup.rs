@@ -54,7 +54,7 @@ impl Service for App {
         // Installed before the relay records anything, so /metrics sees all of it.
         platform::metrics::handle();
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
-        let context = crate::kafka::KafkaContext::default();
+        let context = platform::kafka::KafkaContext::default();
         let access = context.access.clone();
         let producer = create_producer_with(&config.settings.producer(&config.kafka), context)?;
         let relay = Relay::new(config.db.clone(), producer.clone(), config.settings.relay());
