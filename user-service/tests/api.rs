@@ -2,8 +2,10 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{registration, spawn_app, KEY};
-use platform::testing::send_raw_json;
+use platform::testing::{eventually, send_raw_json};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -133,8 +135,14 @@ async fn a_missing_or_wrong_internal_key_is_401() {
     assert_eq!(stats.status(), 401);
     assert_eq!(app.count("SELECT count(*) FROM users.users").await, 0);
 
-    // The operational endpoints stay open.
-    for path in ["/health", "/metrics", "/openapi.json"] {
+    // The operational endpoints stay open (`/health` once its first check has run: until
+    // then it says "starting" with a 503).
+    let health = eventually(Duration::from_secs(10), || async {
+        app.get_without_key("/health").await.status() == 200
+    })
+    .await;
+    assert!(health, "/health never answered 200 without a key");
+    for path in ["/health/live", "/metrics", "/openapi.json"] {
         let response = app.get_without_key(path).await;
         assert_eq!(response.status(), 200, "{path}");
     }
