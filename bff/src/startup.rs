@@ -70,10 +70,6 @@ pub fn openapi(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
 }
 
 impl App {
-    pub fn port(&self) -> u16 {
-        self.listener.port()
-    }
-
     pub fn pool(&self) -> &Pool {
         &self.state.pool
     }
@@ -158,5 +154,9 @@ impl Service for App {
         let served = self.listener.serve(app, shutdown).await;
         evictor.abort();
         served
+    }
+
+    fn port(&self) -> u16 {
+        self.listener.port()
     }
 }

@@ -28,10 +28,6 @@ pub struct App {
 }
 
 impl App {
-    pub fn port(&self) -> u16 {
-        self.listener.port()
-    }
-
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
@@ -111,5 +107,9 @@ impl Service for App {
             tracing::error!(%error, "consumer task failed");
         }
         served
+    }
+
+    fn port(&self) -> u16 {
+        self.listener.port()
     }
 }

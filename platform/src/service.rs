@@ -57,7 +57,7 @@ impl<F: Future<Output = ()> + Send + 'static> Shutdown for F {}
 
 /// A service process: built from its configuration (bound, connected), then run until a
 /// shutdown future resolves.
-pub trait Service: Sized {
+pub trait Service: Sized + Send + 'static {
     /// The name in logs and telemetry (`bff`, `user-service`...).
     const NAME: &'static str;
     type Settings: ServiceSettings;
@@ -67,10 +67,13 @@ pub trait Service: Sized {
         config: ServiceConfig<Self::Settings>,
     ) -> impl Future<Output = Result<Self, Self::BuildError>>;
 
+    /// The port its HTTP listener was bound to (the one chosen, for `PORT=0`).
+    fn port(&self) -> u16;
+
     fn run_until_stopped(
         self,
         shutdown: impl Shutdown,
-    ) -> impl Future<Output = std::io::Result<()>>;
+    ) -> impl Future<Output = std::io::Result<()>> + Send + 'static;
 }
 
 /// Starts telemetry, checks the database, builds `S` and serves it until SIGINT or SIGTERM.

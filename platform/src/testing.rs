@@ -167,6 +167,22 @@ impl TlsFixture {
     }
 }
 
+/// Builds service `S` from `env` through its real configuration loader and serves it
+/// on a free port until the returned sender is fired or dropped; its base URL.
+pub async fn spawn_service<S: crate::service::Service>(
+    env: Vec<(String, String)>,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let config = crate::config::ServiceConfig::<S::Settings>::from_env(env)
+        .unwrap_or_else(|error| panic!("{} configuration: {error}", S::NAME));
+    let app = S::build(config)
+        .await
+        .unwrap_or_else(|error| panic!("starting {}: {error}", S::NAME));
+    let (stop, stopped) = stop_signal();
+    let base = local_url(app.port());
+    tokio::spawn(app.run_until_stopped(stopped));
+    (base, stop)
+}
+
 /// A new topic of its own for one test.
 pub async fn scratch_topic(partitions: i32) -> String {
     scratch_topic_with(&KafkaConfig::plaintext(brokers()), partitions).await

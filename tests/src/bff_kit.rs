@@ -3,12 +3,10 @@
 
 use std::time::Duration;
 
-use bff::config::Config;
 use bff::startup::App;
 use platform::db::DbConfig;
-use platform::service::Service as _;
 pub use platform::testing::scratch_db;
-use platform::testing::{local_url, stop_signal};
+use platform::testing::{local_url, spawn_service, stop_signal};
 use poem::listener::{Acceptor, Listener as _, TcpListener};
 use poem::{Endpoint, Server};
 use serde_json::{json, Value};
@@ -48,14 +46,7 @@ pub async fn spawn_user_service(db: &DbConfig) -> (String, oneshot::Sender<()>) 
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
-    let config = user_service::config::Config::from_env(env).expect("user-service config");
-    let app = user_service::startup::App::build(config)
-        .await
-        .expect("user-service");
-    let (stop, stopped) = stop_signal();
-    let base = local_url(app.port());
-    tokio::spawn(app.run_until_stopped(stopped));
-    (base, stop)
+    spawn_service::<user_service::startup::App>(env).await
 }
 
 /// Serves `endpoint` on a free port (fakes of the consumer, slow upstreams).
@@ -97,12 +88,7 @@ pub async fn spawn_bff(
         .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let config = Config::from_env(env).expect("bff config");
-    let app = App::build(config).await.expect("bff");
-    let (stop, stopped) = stop_signal();
-    let base = local_url(app.port());
-    tokio::spawn(app.run_until_stopped(stopped));
-    (base, stop)
+    spawn_service::<App>(env).await
 }
 
 /// A scratch database, the real user service, and a BFF with `extra` settings.

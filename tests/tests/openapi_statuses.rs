@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use outbox_relay::service::startup::App as RelayApp;
 use platform::internal_key::DEV_INTERNAL_API_KEY;
-use platform::service::Service as _;
-use platform::testing::{local_url, scratch_topic, send_raw_json, stop_signal};
+use platform::testing::{scratch_topic, send_raw_json, spawn_service};
 use serde_json::Value;
 use tests::bff_kit::{spawn_stack, KEY};
 use tests::{brokers, scratch_db};
@@ -178,50 +177,38 @@ async fn answer(response: reqwest::Response, label: &str) -> (u16, Value) {
     (status, response.json().await.expect("a JSON body"))
 }
 
-async fn spawn_consumer() -> (String, oneshot::Sender<()>) {
-    let db = scratch_db().await;
-    let mut env = db.to_env();
+/// The environment of a service on a scratch database and a free port, with `extra`.
+async fn scratch_env(extra: Vec<(&str, String)>) -> Vec<(String, String)> {
+    let mut env = scratch_db().await.to_env();
+    let common = [
+        ("PORT", "0".to_owned()),
+        ("LOG_LEVEL", "warn".to_owned()),
+        ("KAFKA_BROKERS", brokers()),
+    ];
     env.extend(
-        [
-            ("PORT", "0".to_owned()),
-            ("LOG_LEVEL", "warn".to_owned()),
-            ("KAFKA_BROKERS", brokers()),
-            ("CONSUMER_TOPIC", scratch_topic(1).await),
-            ("CONSUMER_DLQ_TOPIC", scratch_topic(1).await),
-            (
-                "CONSUMER_GROUP",
-                format!("test-{}", Uuid::new_v4().simple()),
-            ),
-        ]
-        .map(|(k, v)| (k.to_owned(), v)),
+        common
+            .into_iter()
+            .chain(extra)
+            .map(|(k, v)| (k.to_owned(), v)),
     );
-    let config = event_consumer::config::Config::from_env(env).expect("consumer config");
-    let app = event_consumer::startup::App::build(config)
-        .await
-        .expect("event-consumer");
-    let (stop, stopped) = stop_signal();
-    let base = local_url(app.port());
-    tokio::spawn(app.run_until_stopped(stopped));
-    (base, stop)
+    env
+}
+
+async fn spawn_consumer() -> (String, oneshot::Sender<()>) {
+    let env = scratch_env(vec![
+        ("CONSUMER_TOPIC", scratch_topic(1).await),
+        ("CONSUMER_DLQ_TOPIC", scratch_topic(1).await),
+        (
+            "CONSUMER_GROUP",
+            format!("test-{}", Uuid::new_v4().simple()),
+        ),
+    ])
+    .await;
+    spawn_service::<event_consumer::startup::App>(env).await
 }
 
 async fn spawn_relay() -> (String, oneshot::Sender<()>) {
-    let db = scratch_db().await;
-    let mut env = db.to_env();
-    env.extend(
-        [
-            ("PORT", "0".to_owned()),
-            ("LOG_LEVEL", "warn".to_owned()),
-            ("KAFKA_BROKERS", brokers()),
-        ]
-        .map(|(k, v)| (k.to_owned(), v)),
-    );
-    let config = outbox_relay::service::config::Config::from_env(env).expect("relay config");
-    let app = RelayApp::build(config).await.expect("outbox-relay");
-    let (stop, stopped) = stop_signal();
-    let base = local_url(app.port());
-    tokio::spawn(app.run_until_stopped(stopped));
-    (base, stop)
+    spawn_service::<RelayApp>(scratch_env(Vec::new()).await).await
 }
 
 #[tokio::test]

@@ -2,11 +2,9 @@
 
 use std::time::Duration;
 
-use outbox_relay::service::config::Config;
 use outbox_relay::service::startup::App;
 use platform::db::DbConfig;
-use platform::service::Service as _;
-use platform::testing::{local_url, stop_signal};
+use platform::testing::spawn_service;
 use tests::relay_kit::*;
 
 fn env_for(db: &DbConfig, brokers: &str) -> Vec<(String, String)> {
@@ -24,11 +22,7 @@ fn env_for(db: &DbConfig, brokers: &str) -> Vec<(String, String)> {
 }
 
 async fn spawn_app(env: Vec<(String, String)>) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let app = App::build(Config::from_env(env).unwrap()).await.unwrap();
-    let (stop, stopped) = stop_signal();
-    let base = local_url(app.port());
-    tokio::spawn(app.run_until_stopped(stopped));
-    (base, stop)
+    spawn_service::<App>(env).await
 }
 
 async fn health(base: &str) -> (u16, serde_json::Value) {

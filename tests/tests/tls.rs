@@ -7,14 +7,10 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use outbox_relay::service::config::Config as RelayConfig;
 use outbox_relay::service::startup::App as RelayApp;
 use platform::db::DbConfig;
 use platform::kafka::KafkaConfig;
-use platform::service::Service as _;
-use platform::testing::{
-    binary_path, free_port, local_url, scratch_db_on, stop_signal, tls_fixture,
-};
+use platform::testing::{binary_path, free_port, scratch_db_on, spawn_service, tls_fixture};
 use serde_json::{json, Value};
 use tests::eventually;
 use tests::stack::Stack;
@@ -219,12 +215,7 @@ async fn relay_with(db: &DbConfig, kafka: &KafkaConfig) -> Relay {
     env.extend(kafka.to_env());
     env.push(("PORT".into(), "0".into()));
     env.push(("RELAY_MESSAGE_TIMEOUT_MS".into(), "2000".into()));
-    let app = RelayApp::build(RelayConfig::from_env(env).expect("relay config"))
-        .await
-        .expect("relay");
-    let (stop, stopped) = stop_signal();
-    let base = local_url(app.port());
-    tokio::spawn(app.run_until_stopped(stopped));
+    let (base, stop) = spawn_service::<RelayApp>(env).await;
     Relay { base, _stop: stop }
 }
 

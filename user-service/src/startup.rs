@@ -32,10 +32,6 @@ pub struct App {
 }
 
 impl App {
-    pub fn port(&self) -> u16 {
-        self.listener.port()
-    }
-
     pub fn pool(&self) -> &Pool {
         &self.state.pool
     }
@@ -89,5 +85,9 @@ impl Service for App {
         let app = platform::http::internal(api, self.keys);
         tracing::info!(port = self.listener.port(), "user-service listening");
         self.listener.serve(app, shutdown).await
+    }
+
+    fn port(&self) -> u16 {
+        self.listener.port()
     }
 }

@@ -34,10 +34,6 @@ pub struct App {
 }
 
 impl App {
-    pub fn port(&self) -> u16 {
-        self.listener.port()
-    }
-
     pub fn status(&self) -> Arc<RelayStatus> {
         self.status.clone()
     }
@@ -124,5 +120,9 @@ impl Service for App {
             tracing::error!(%error, "relay task ended abnormally");
         }
         served
+    }
+
+    fn port(&self) -> u16 {
+        self.listener.port()
     }
 }
