@@ -17,9 +17,7 @@ use std::collections::BTreeMap;
 #[cfg(feature = "kafka")]
 mod client;
 #[cfg(feature = "kafka")]
-pub use client::{
-    client_config, create_topic, create_topic_with, log_librdkafka, BrokerAccess, KafkaContext,
-};
+pub use client::{client_config, create_topic_with, log_librdkafka, BrokerAccess, KafkaContext};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;

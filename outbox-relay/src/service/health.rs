@@ -5,8 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use poem::handler;
-use poem::web::Data;
 use rdkafka::producer::Producer as _;
 
 use crate::relay::{store, Producer, M_BACKLOG, M_OLDEST};
@@ -61,18 +59,23 @@ impl BrokerProbe {
     }
 }
 
-#[handler]
-pub(crate) async fn metrics(pool: Data<&Pool>) -> poem::Response {
-    if let Ok(client) = pool.get().await {
-        match store::backlog(&client).await {
-            Ok((count, oldest)) => {
-                ::metrics::gauge!(M_BACKLOG).set(count as f64);
-                ::metrics::gauge!(M_OLDEST).set(oldest);
+/// `/metrics`: the outbox backlog measured on `pool` at each scrape, then every family.
+pub(crate) fn metrics(pool: Pool) -> impl poem::Endpoint<Output = poem::Response> {
+    poem::endpoint::make(move |_| {
+        let pool = pool.clone();
+        async move {
+            if let Ok(client) = pool.get().await {
+                match store::backlog(&client).await {
+                    Ok((count, oldest)) => {
+                        ::metrics::gauge!(M_BACKLOG).set(count as f64);
+                        ::metrics::gauge!(M_OLDEST).set(oldest);
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot measure the outbox backlog"),
+                }
             }
-            Err(error) => tracing::warn!(%error, "cannot measure the outbox backlog"),
+            poem::Response::builder()
+                .content_type("text/plain; version=0.0.4")
+                .body(platform_metrics::render())
         }
-    }
-    poem::Response::builder()
-        .content_type("text/plain; version=0.0.4")
-        .body(platform_metrics::render())
+    })
 }

@@ -111,9 +111,8 @@ impl Service for App {
         )
         .description("The relay's probes; `/metrics` serves Prometheus text.");
         let app = platform::http::documented(api)
-            .at("/metrics", get(health::metrics))
-            .around(platform::error::as_json)
-            .data(self.pool);
+            .at("/metrics", get(health::metrics(self.pool)))
+            .around(platform::error::as_json);
         tracing::info!(port = self.listener.port(), "outbox-relay listening");
         let served = self.listener.serve(app, stop).await;
         if let Err(error) = relay.await {

@@ -159,16 +159,8 @@ pub fn log_librdkafka(level: RDKafkaLogLevel, fac: &str, message: &str) {
     }
 }
 
-/// Creates `name` with `partitions` partitions if it does not exist yet.
-pub async fn create_topic(
-    brokers: &str,
-    name: &str,
-    partitions: i32,
-) -> Result<(), rdkafka::error::KafkaError> {
-    create_topic_with(&KafkaConfig::plaintext(brokers), name, partitions).await
-}
-
-/// [`create_topic`] with every connection setting of `kafka`.
+/// Creates `name` with `partitions` partitions on the brokers `kafka` connects to, if it
+/// does not exist yet.
 pub async fn create_topic_with(
     kafka: &KafkaConfig,
     name: &str,
