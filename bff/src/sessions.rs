@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::GenericClient;
 use platform::wire::Role;
 use uuid::Uuid;
 
@@ -21,6 +21,7 @@ const USE_REFRESH: &str = "UPDATE auth.refresh_tokens r SET used_at = now() \
      RETURNING s.user_id, s.role, s.expires_at";
 const REVOKE: &str = "UPDATE auth.sessions SET revoked_at = now(), revoked_reason = $2 \
      WHERE id = $1 AND revoked_at IS NULL";
+const SET_ROLE: &str = "UPDATE auth.sessions SET role = $2 WHERE id = $1";
 const IS_LIVE: &str = "SELECT revoked_at IS NULL AND expires_at > now() \
      FROM auth.sessions WHERE id = $1";
 
@@ -66,15 +67,27 @@ pub async fn create(client: &impl GenericClient, session: &Session) -> Result<Uu
 
 /// Trades refresh token `jti` of session `sid` for the next one. Call inside a
 /// transaction: marking the old token used and issuing the new one go together.
-pub async fn rotate(client: &impl GenericClient, sid: Uuid, jti: Uuid) -> Result<Rotation> {
+///
+/// `role` is the user's current role: a session whose role changed carries the new one
+/// from here on.
+pub async fn rotate(
+    client: &impl GenericClient,
+    sid: Uuid,
+    jti: Uuid,
+    role: Role,
+) -> Result<Rotation> {
     let used = client.prepare_cached(USE_REFRESH).await?;
     if let Some(row) = client.query_opt(&used, &[&jti, &sid]).await? {
         let session = Session {
             id: sid,
             user_id: row.get(0),
-            role: Role::from_db(row.get(1)),
+            role,
             expires_at: row.get(2),
         };
+        if Role::from_db(row.get(1)) != role {
+            let update = client.prepare_cached(SET_ROLE).await?;
+            client.execute(&update, &[&sid, &role.as_str()]).await?;
+        }
         let new_jti = Uuid::now_v7();
         let insert = client.prepare_cached(INSERT_REFRESH).await?;
         client.execute(&insert, &[&new_jti, &sid]).await?;
@@ -111,12 +124,17 @@ pub async fn is_live(client: &impl GenericClient, sid: Uuid) -> Result<bool> {
         .is_some_and(|row| row.get::<_, bool>(0)))
 }
 
-/// Remembers, for a few seconds, whether each session is live, so that access-token
-/// checks cost no database round trip; a logout elsewhere shows within `ttl`. Bounded
-/// (moka evicts the least useful entries), so a flood of sessions cannot grow it.
+/// What an access token of a session may do now: `Some(role)` while the session is live
+/// and its user active (with the user's current role), `None` once it must be refused.
+pub type Standing = Option<Role>;
+
+/// Remembers, for a few seconds, each session's [`Standing`], so that access-token checks
+/// cost no round trip; a logout elsewhere, a role change or a deactivation shows within
+/// `ttl`. Bounded (moka evicts the least useful entries), so a flood of sessions cannot
+/// grow it.
 #[derive(Debug)]
 pub struct LivenessCache {
-    entries: moka::sync::Cache<Uuid, bool>,
+    entries: moka::sync::Cache<Uuid, Standing>,
 }
 
 /// Sessions remembered at most.
@@ -132,19 +150,18 @@ impl LivenessCache {
         }
     }
 
-    /// Whether session `sid` is live, from the cache or the database.
-    pub async fn is_live(&self, pool: &Pool, sid: Uuid) -> Result<bool> {
-        if let Some(live) = self.entries.get(&sid) {
-            return Ok(live);
-        }
-        let client = pool.get().await?;
-        let live = is_live(&client, sid).await?;
-        self.entries.insert(sid, live);
-        Ok(live)
+    /// The remembered standing of session `sid`, if it is fresh.
+    pub fn get(&self, sid: Uuid) -> Option<Standing> {
+        self.entries.get(&sid)
+    }
+
+    /// Remembers the standing of session `sid` for the cache's time to live.
+    pub fn remember(&self, sid: Uuid, standing: Standing) {
+        self.entries.insert(sid, standing);
     }
 
     /// Records a revocation made by this process, so it applies here at once.
     pub fn revoked(&self, sid: Uuid) {
-        self.entries.insert(sid, false);
+        self.entries.insert(sid, None);
     }
 }

@@ -202,8 +202,13 @@ impl Stack {
     }
 
     pub async fn make_admin(&self, email: &str) {
+        self.set_role(email, user_service::users::Role::Admin).await;
+    }
+
+    /// Gives the user `email` role `role`, as `user-service set-role` does.
+    pub async fn set_role(&self, email: &str, role: user_service::users::Role) {
         let client = self.pool.get().await.expect("db");
-        user_service::users::set_role(&client, email, user_service::users::Role::Admin)
+        user_service::users::set_role(&client, email, role)
             .await
             .expect("set role")
             .expect("user exists");

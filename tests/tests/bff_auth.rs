@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bff::tokens::{generate_paserk, TokenKeys, TokenType};
+use platform::testing::eventually;
 use tests::bff_kit::{spawn_bff, spawn_stack, PASSWORD};
 use uuid::Uuid;
 
@@ -177,4 +178,74 @@ async fn login_failures_are_uniform_and_inactive_accounts_get_403() {
         .unwrap();
     let (status, body) = stack.login_with("known@example.com", PASSWORD).await;
     assert_eq!(status, 403, "{body}");
+}
+
+/// The revocation window: a role change or a deactivation reaches access tokens within it.
+const REVOCATION_WINDOW: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn a_demoted_admin_is_refreshed_as_a_user_and_loses_admin_within_the_window() {
+    let stack = spawn_stack(&[]).await;
+    stack.register("demoted@example.com").await;
+    stack.make_admin("demoted@example.com").await;
+    let (access, refresh) = stack.login("demoted@example.com").await;
+    assert_eq!(stack.dashboard(&access).await.0, 200);
+
+    stack
+        .set_role("demoted@example.com", user_service::users::Role::User)
+        .await;
+
+    let (status, pair) = stack.refresh(&refresh).await;
+    assert_eq!(status, 200, "{pair}");
+    let fresh = pair["access_token"].as_str().unwrap();
+    assert_eq!(
+        stack.dashboard(fresh).await.0,
+        403,
+        "the new token carries the new role"
+    );
+    assert_eq!(stack.profile_status(fresh).await, 200);
+    // The access token issued while admin stops working as admin within the window.
+    assert!(
+        eventually(REVOCATION_WINDOW, || async {
+            stack.dashboard(&access).await.0 == 403
+        })
+        .await,
+        "the old access token is still admin after the revocation window"
+    );
+}
+
+#[tokio::test]
+async fn a_deactivated_users_refresh_is_refused_and_their_access_stops() {
+    let stack = spawn_stack(&[]).await;
+    stack.register("leaving@example.com").await;
+    let (access, refresh) = stack.login("leaving@example.com").await;
+    assert_eq!(stack.profile_status(&access).await, 200);
+
+    let client = stack.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE users.users SET is_active = false WHERE email = 'leaving@example.com'",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let (status, body) = stack.refresh(&refresh).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        eventually(REVOCATION_WINDOW, || async {
+            stack.profile_status(&access).await == 401
+        })
+        .await,
+        "the access token still works after the revocation window"
+    );
+    // Reactivating does not bring the revoked session back.
+    client
+        .execute(
+            "UPDATE users.users SET is_active = true WHERE email = 'leaving@example.com'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stack.refresh(&refresh).await.0, 401);
 }

@@ -20,13 +20,44 @@ use crate::tokens::{Claims, Subject, TokenType};
 #[oai(ty = "bearer", bearer_format = "PASETO v4.public")]
 pub struct BearerAuth(pub Bearer);
 
-/// Verifies an access token and that its session is still live.
+/// Verifies an access token, that its session is still live and its user still active;
+/// the claims answered carry the user's current role (a demotion applies within the
+/// revocation window, not at the token's expiry).
 pub async fn authenticate(state: &AppState, auth: &BearerAuth) -> Result<Claims, ApiError> {
-    let claims = state.keys.verify(&auth.0.token, TokenType::Access)?;
-    if !state.liveness.is_live(&state.pool, claims.sid).await? {
-        return Err(ApiError::unauthorized());
-    }
+    let mut claims = state.keys.verify(&auth.0.token, TokenType::Access)?;
+    let standing = match state.liveness.get(claims.sid) {
+        Some(standing) => standing,
+        None => {
+            let standing = standing(state, claims.sid, claims.sub).await?;
+            state.liveness.remember(claims.sid, standing);
+            standing
+        }
+    };
+    claims.role = standing.ok_or_else(ApiError::unauthorized)?;
     Ok(claims)
+}
+
+/// Asks the session store whether session `sid` is live, then user-service for the user's
+/// current role and status (no database connection is held across the upstream call).
+async fn standing(state: &AppState, sid: Uuid, user: Uuid) -> Result<sessions::Standing, ApiError> {
+    let live = {
+        let client = state.pool.get().await?;
+        sessions::is_live(&client, sid).await?
+    };
+    if !live {
+        return Ok(None);
+    }
+    Ok(current_role(state, user).await?)
+}
+
+/// The user's role if the account still exists and is active.
+async fn current_role(state: &AppState, user: Uuid) -> Result<Option<Role>, ApiError> {
+    Ok(state
+        .upstream
+        .user(user)
+        .await?
+        .filter(|user| user.is_active)
+        .map(|user| user.role))
 }
 
 /// Like [`authenticate`], and the role must be `admin`.
@@ -125,18 +156,36 @@ impl AuthApi {
 
     /// Trade a refresh token for a new pair. Each refresh token works once; presenting
     /// a used one revokes the whole session.
+    ///
+    /// The new access token carries the user's current role; a deactivated or erased
+    /// user's refresh is refused with 401 and their session revoked.
     #[oai(path = "/api/v1/auth/refresh", method = "post")]
     async fn refresh(&self, body: Json<RefreshRequest>) -> Result<Json<TokenPair>, ApiError> {
         let claims = self
             .state
             .keys
             .verify(&body.0.refresh_token, TokenType::Refresh)?;
+        // The role and status are read again: a demoted admin is refreshed as a user, a
+        // deactivated or erased user's session ends here.
+        let Some(role) = current_role(&self.state, claims.sub).await? else {
+            let client = self.state.pool.get().await?;
+            sessions::revoke(&client, claims.sid, "account inactive").await?;
+            self.state.liveness.revoked(claims.sid);
+            return Err(ApiError::Unauthorized(Json(ErrorBody::new(
+                "Unauthorized",
+                "This account is no longer active; the session has been revoked.",
+            ))));
+        };
         let mut client = self.state.pool.get().await?;
         let tx = client.transaction().await?;
-        let rotation = sessions::rotate(&tx, claims.sid, claims.jti).await?;
+        let rotation = sessions::rotate(&tx, claims.sid, claims.jti, role).await?;
         tx.commit().await?;
         match rotation {
-            Rotation::Rotated { session, new_jti } => Ok(Json(self.pair(&session, new_jti)?)),
+            Rotation::Rotated { session, new_jti } => {
+                // The standing just read applies at once to the session's other tokens here.
+                self.state.liveness.remember(session.id, Some(session.role));
+                Ok(Json(self.pair(&session, new_jti)?))
+            }
             Rotation::ReuseDetected => {
                 self.state.liveness.revoked(claims.sid);
                 tracing::warn!(sid = %claims.sid, user = %claims.sub, "refresh token reuse: session revoked");
