@@ -1,6 +1,8 @@
 //! The consumer engine: polls a batch, dead-letters its poison records, applies the rest
 //! through the inbox in ONE transaction, and stores the Kafka offsets only after the commit.
-//! A batch that fails transiently is kept and retried as it is, so no record is skipped.
+//! A batch that fails transiently is kept and retried as it is, so no record is skipped. A
+//! batch the database refuses for good (a permanent SQLSTATE) is applied record by record,
+//! and only the records it still refuses are dead-lettered.
 
 use platform::telemetry::error_chain;
 use std::future::Future;
@@ -24,6 +26,7 @@ use crate::dlq;
 use crate::event::{classify, Inbound, Poison};
 use crate::inbox::{self, Applied, Delivered};
 use crate::lag::LagContext;
+use crate::sqlstate::{self, Failure};
 use platform::backoff::Backoff;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,14 @@ pub enum Error {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database error")]
     Database(#[from] tokio_postgres::Error),
+}
+
+impl Error {
+    /// The database refused for good what was asked (see [`sqlstate`]); anything else may
+    /// succeed on a retry.
+    fn is_permanent(&self) -> bool {
+        matches!(self, Error::Database(error) if sqlstate::of(error) == Failure::Permanent)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -53,7 +64,17 @@ struct Received {
     offset: i64,
     record: Record,
     outcome: Result<Inbound, Poison>,
-    dead_lettered: bool,
+    state: State,
+}
+
+/// How far a received record got; a batch retried after a failure skips what is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Unsettled,
+    /// Acknowledged by the DLQ topic.
+    DeadLettered,
+    /// Committed on its own while the culprit of a refused batch was searched.
+    Applied,
 }
 
 /// What one `consume_once` did.
@@ -73,6 +94,8 @@ pub struct Consumer {
     batch_size: usize,
     retry: Backoff,
     pending: Vec<Received>,
+    /// What records of `pending` committed one by one have changed so far.
+    settled: Applied,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -170,6 +193,7 @@ impl Consumer {
                 Duration::from_millis(settings.consumer_retry_max_ms),
             ),
             pending: Vec::new(),
+            settled: Applied::default(),
         })
     }
 
@@ -289,8 +313,19 @@ impl Consumer {
         if self.pending.is_empty() {
             return Ok(BatchReport::default());
         }
-        let dead_lettered = self.dead_letter().await?;
-        let applied = self.apply(dead_lettered).await?;
+        self.dead_letter_poison().await?;
+        let applied = match self.apply_batch().await {
+            Err(error) if error.is_permanent() => {
+                tracing::warn!(
+                    error = %error_chain(&error),
+                    records = self.pending.len(),
+                    "the database refused the batch; applying its records one by one"
+                );
+                self.apply_one_by_one().await?
+            }
+            applied => applied?,
+        };
+        let applied = applied + std::mem::take(&mut self.settled);
         self.store_offsets();
         let records = self.pending.len();
         self.trace_settled();
@@ -324,45 +359,77 @@ impl Consumer {
     }
 
     /// Sends every poison record not yet sent to the DLQ and waits for the broker's
-    /// acknowledgements; returns how many poison records the batch holds.
-    async fn dead_letter(&mut self) -> Result<u64> {
+    /// acknowledgements.
+    async fn dead_letter_poison(&mut self) -> Result<()> {
         let (producer, dlq_topic) = (&self.producer, self.dlq_topic.as_str());
-        let sends = self.pending.iter_mut().filter_map(|r| {
-            let Err(poison) = &r.outcome else {
-                return None;
-            };
-            if r.dead_lettered {
-                return None;
-            }
-            let reason = poison.to_string();
-            Some(async move {
-                let origin = dlq::Origin {
-                    topic: &r.topic,
-                    partition: r.partition,
-                    offset: r.offset,
-                };
-                let sent = dlq::send(producer, dlq_topic, &r.record, origin, &reason).await;
-                if sent.is_ok() {
-                    tracing::warn!(
-                        topic = %r.topic, partition = r.partition, offset = r.offset, %reason,
-                        "poison record dead-lettered"
-                    );
-                    r.dead_lettered = true;
-                }
-                sent
-            })
-        });
+        let sends = self
+            .pending
+            .iter_mut()
+            .filter(|r| r.state == State::Unsettled)
+            .filter_map(|r| {
+                let reason = r.outcome.as_ref().err()?.to_string();
+                Some(async move { dead_letter(producer, dlq_topic, r, &reason).await })
+            });
         for sent in futures::future::join_all(sends).await {
-            sent.map_err(Error::DeadLetter)?;
+            sent?;
         }
-        Ok(self.pending.iter().filter(|r| r.outcome.is_err()).count() as u64)
+        Ok(())
     }
 
-    /// The inbox transaction for the batch's decodable events.
-    async fn apply(&self, dead_lettered: u64) -> Result<Applied> {
-        let delivered: Vec<Delivered<'_>> = self
+    /// The inbox transaction for the batch's decodable events not yet settled, counting
+    /// its dead letters.
+    async fn apply_batch(&self) -> Result<Applied> {
+        let unsettled = self.pending.iter().filter(|r| r.state == State::Unsettled);
+        self.apply(unsettled, self.dead_letters()).await
+    }
+
+    /// Finds what the database refuses in a batch it refused as a whole: each unsettled
+    /// event in its own transaction, in delivery order; those refused for good are
+    /// dead-lettered, the others commit. A transient failure stops the search, and the
+    /// retry goes on from the first record not yet settled.
+    async fn apply_one_by_one(&mut self) -> Result<Applied> {
+        for index in 0..self.pending.len() {
+            let r = &self.pending[index];
+            if r.state != State::Unsettled || r.outcome.is_err() {
+                continue;
+            }
+            // Dead letters are counted once, with the whole batch's, below.
+            let outcome = self.apply(std::iter::once(r), 0).await;
+            let record = &mut self.pending[index];
+            match outcome {
+                Ok(applied) => {
+                    record.state = State::Applied;
+                    self.settled = self.settled + applied;
+                }
+                Err(Error::Database(error)) if sqlstate::of(&error) == Failure::Permanent => {
+                    let reason = format!(
+                        "the database refused the event: {}",
+                        sqlstate::reason(&error)
+                    );
+                    dead_letter(&self.producer, &self.dlq_topic, record, &reason).await?;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        self.apply(std::iter::empty(), self.dead_letters()).await
+    }
+
+    /// How many records of the batch went to the DLQ.
+    fn dead_letters(&self) -> u64 {
+        let dead = self
             .pending
             .iter()
+            .filter(|r| r.state == State::DeadLettered);
+        dead.count() as u64
+    }
+
+    /// One inbox transaction for the decodable events among `records`.
+    async fn apply<'a>(
+        &'a self,
+        records: impl Iterator<Item = &'a Received>,
+        dead_lettered: u64,
+    ) -> Result<Applied> {
+        let delivered: Vec<Delivered<'_>> = records
             .filter_map(|r| {
                 r.outcome.as_ref().ok().map(|event| Delivered {
                     topic: &r.topic,
@@ -414,8 +481,32 @@ fn received<M: Message>(message: &M) -> Received {
         offset: message.offset(),
         record,
         outcome,
-        dead_lettered: false,
+        state: State::Unsettled,
     }
+}
+
+/// Produces `record` to the DLQ with `reason` and waits for the acknowledgement, after
+/// which the record counts as settled.
+async fn dead_letter(
+    producer: &dlq::Producer,
+    dlq_topic: &str,
+    record: &mut Received,
+    reason: &str,
+) -> Result<()> {
+    let origin = dlq::Origin {
+        topic: &record.topic,
+        partition: record.partition,
+        offset: record.offset,
+    };
+    dlq::send(producer, dlq_topic, &record.record, origin, reason)
+        .await
+        .map_err(Error::DeadLetter)?;
+    tracing::warn!(
+        topic = %record.topic, partition = record.partition, offset = record.offset, %reason,
+        "record dead-lettered"
+    );
+    record.state = State::DeadLettered;
+    Ok(())
 }
 
 /// Whether a Kafka error leaves the client unusable (as opposed to a broker that is away

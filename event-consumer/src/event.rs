@@ -46,10 +46,13 @@ pub enum Poison {
     Envelope(#[from] envelope::DecodeError),
     #[error("{event_type} data does not fit its schema: {reason}")]
     Data { event_type: String, reason: String },
+    #[error("header {name} {problem}")]
+    Header { name: String, problem: &'static str },
 }
 
 /// Classifies one record.
 pub fn classify(record: &Record) -> Result<Inbound, Poison> {
+    check_headers(record)?;
     let event = envelope::decode(record)?;
     let event_type = event.attributes.event_type;
     let kind = match event_type.as_str() {
@@ -70,6 +73,30 @@ pub fn classify(record: &Record) -> Result<Inbound, Poison> {
         traceparent: event.attributes.traceparent,
         kind,
     })
+}
+
+/// Every CloudEvents attribute (`ce_*`, extensions included), `content-type` and
+/// `traceparent` must be UTF-8 text without NUL: the inbox stores some of them in PostgreSQL
+/// text, which cannot hold NUL, so such a record would fail its batch forever. Other headers
+/// are the producer's business and travel to the DLQ untouched.
+fn check_headers(record: &Record) -> Result<(), Poison> {
+    let textual = |name: &str| {
+        name.starts_with("ce_")
+            || name == envelope::H_CONTENT_TYPE
+            || name == envelope::H_TRACEPARENT
+    };
+    for (name, value) in record.headers.iter().filter(|(name, _)| textual(name)) {
+        let problem = match std::str::from_utf8(value) {
+            Err(_) => "is not valid UTF-8",
+            Ok(text) if text.contains('\0') => "contains a NUL character",
+            Ok(_) => continue,
+        };
+        return Err(Poison::Header {
+            name: name.clone(),
+            problem,
+        });
+    }
+    Ok(())
 }
 
 /// PostgreSQL text cannot hold NUL; such a record would fail its transaction forever, so it
@@ -134,5 +161,33 @@ mod tests {
         let mut data = registered();
         data["first_name"] = "a\u{0}b".into();
         assert!(classify(&record(USER_REGISTERED, data)).is_err());
+    }
+
+    #[test]
+    fn a_nul_or_invalid_utf8_in_an_attribute_header_is_poison() {
+        let with = |name: &str, value: &[u8]| {
+            let mut record = record(USER_REGISTERED, registered());
+            record.headers.retain(|(k, _)| k != name);
+            record.headers.push((name.to_owned(), value.to_vec()));
+            classify(&record).map(|_| ()).map_err(|e| e.to_string())
+        };
+        let nul = with("ce_type", b"UserRegistered\0").unwrap_err();
+        assert_eq!(nul, "header ce_type contains a NUL character");
+        let utf8 = with("ce_userversion", b"\xff1").unwrap_err();
+        assert_eq!(utf8, "header ce_userversion is not valid UTF-8");
+        assert!(with("traceparent", b"00-\0").is_err());
+        assert!(with("content-type", b"application/json\xc3").is_err());
+        // A header outside the envelope is not the consumer's to judge.
+        assert_eq!(with("x-binary", b"\0\xff"), Ok(()));
+    }
+
+    #[test]
+    fn a_date_before_postgresql_s_range_still_decodes() {
+        // The database refuses it, not the decoder: the engine's test of a permanent SQL
+        // error relies on that.
+        let mut data = registered();
+        data["registered_at"] = "-5000-01-01T00:00:00Z".into();
+        let inbound = classify(&record(USER_REGISTERED, data)).unwrap();
+        assert!(matches!(inbound.kind, Kind::UserRegistered(_)));
     }
 }

@@ -31,6 +31,19 @@ pub struct Applied {
     pub dead_lettered: u64,
 }
 
+impl std::ops::Add for Applied {
+    type Output = Applied;
+
+    fn add(self, other: Applied) -> Applied {
+        Applied {
+            processed: self.processed + other.processed,
+            duplicates: self.duplicates + other.duplicates,
+            unknown_types: self.unknown_types + other.unknown_types,
+            dead_lettered: self.dead_lettered + other.dead_lettered,
+        }
+    }
+}
+
 const INSERT_PROCESSED: &str = "
     INSERT INTO consumer.processed_events (event_id, event_type, topic, partition, kafka_offset)
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::int8[])

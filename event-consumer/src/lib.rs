@@ -12,6 +12,7 @@ pub mod engine;
 pub mod event;
 pub mod inbox;
 pub mod lag;
+pub mod sqlstate;
 pub mod startup;
 pub mod stats;
 

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    eventually, producer, read_dlq, send, send_many, send_raw, Registration, Scratch,
+    eventually, producer, read_dlq, send, send_many, send_raw, with_header, Registration, Scratch,
     DEAD_LETTERED_TOTAL, DUPLICATES_TOTAL, PROCESSED_EVENTS, REGISTRATIONS, UNKNOWN_TYPE_TOTAL,
     WELCOME_NOTIFICATIONS,
 };
@@ -88,12 +88,7 @@ async fn poison_records_go_to_the_dlq_and_later_records_are_applied() {
     .await;
     // An unsupported CloudEvents version.
     let old = Registration::new();
-    let mut old_headers = old.headers("UserRegistered");
-    for (k, v) in &mut old_headers {
-        if k == "ce_specversion" {
-            *v = b"0.3".to_vec();
-        }
-    }
+    let old_headers = with_header(old.headers("UserRegistered"), "ce_specversion", b"0.3");
     send_raw(
         &producer,
         &scratch.topic,
@@ -140,6 +135,131 @@ async fn poison_records_go_to_the_dlq_and_later_records_are_applied() {
     assert_eq!(scratch.count(DEAD_LETTERED_TOTAL).await, 3);
     let applied = scratch.welcome_statuses(&good.user_id).await.len();
     assert_eq!(applied, 1, "the record after the poison ones is applied");
+}
+
+#[tokio::test]
+async fn a_nul_or_invalid_utf8_in_a_header_dead_letters_that_record_only() {
+    let scratch = Scratch::new().await;
+    let producer = producer();
+
+    // PostgreSQL text cannot hold NUL: such a ce_type used to fail its batch forever.
+    let nul = Registration::new();
+    let nul_headers = with_header(
+        nul.headers("UserRegistered"),
+        "ce_type",
+        b"User\0Registered",
+    );
+    let nul_value = nul.data().to_string();
+    send_raw(
+        &producer,
+        &scratch.topic,
+        &nul.user_id.to_string(),
+        nul_value.as_bytes(),
+        &nul_headers,
+    )
+    .await;
+    // A CloudEvents extension attribute that is not text.
+    let garbled = Registration::new();
+    let garbled_headers = with_header(
+        garbled.headers("UserRegistered"),
+        "ce_userversion",
+        b"\xff\xfe1",
+    );
+    send_raw(
+        &producer,
+        &scratch.topic,
+        &garbled.user_id.to_string(),
+        garbled.data().to_string().as_bytes(),
+        &garbled_headers,
+    )
+    .await;
+    let good = Registration::new();
+    send(&producer, &scratch.topic, &good).await;
+
+    let mut consumer = scratch.consumer();
+    drive_until_notified(&mut consumer, &scratch, 1).await;
+    drive_until(&mut consumer, &scratch, DEAD_LETTERED_TOTAL, 2).await;
+    drain(&mut consumer).await;
+
+    let letters = read_dlq(&scratch.dlq, 2).await;
+    let letter = |user: &Registration| {
+        letters
+            .iter()
+            .find(|l| l.key.as_deref() == Some(user.user_id.to_string().as_bytes()))
+            .expect("the record is dead-lettered")
+    };
+    let dead = letter(&nul);
+    assert_eq!(dead.value.as_deref(), Some(nul_value.as_bytes()));
+    assert_eq!(dead.headers[..nul_headers.len()], nul_headers[..]);
+    let reason = dead.header("error").unwrap();
+    assert!(
+        reason.contains("ce_type") && reason.contains("NUL"),
+        "{reason}"
+    );
+    assert!(!reason.contains('\0'));
+    assert!(chrono::DateTime::parse_from_rfc3339(&dead.header("failed_at").unwrap()).is_ok());
+
+    let reason = letter(&garbled).header("error").unwrap();
+    assert!(
+        reason.contains("ce_userversion") && reason.contains("UTF-8"),
+        "{reason}"
+    );
+
+    assert_eq!(scratch.count(DEAD_LETTERED_TOTAL).await, 2);
+    assert_eq!(scratch.count(WELCOME_NOTIFICATIONS).await, 1);
+    assert_eq!(scratch.welcome_statuses(&good.user_id).await, ["pending"]);
+}
+
+#[tokio::test]
+async fn a_record_the_database_refuses_is_dead_lettered_and_the_batch_applied() {
+    let scratch = Scratch::new().await;
+    let producer = producer();
+    // One key, so one partition and one batch: the culprit has to be found inside it.
+    let key = format!("k-{}", uuid::Uuid::now_v7());
+    let mut users = Vec::new();
+    for i in 0..9 {
+        let user = Registration::new();
+        let mut data = user.data();
+        if i == 4 {
+            // Decodes fine, but PostgreSQL's date cannot hold it (22008, a data exception).
+            data["registered_at"] = "-5000-01-01T00:00:00Z".into();
+        }
+        let headers = user.headers("UserRegistered");
+        send_raw(
+            &producer,
+            &scratch.topic,
+            &key,
+            data.to_string().as_bytes(),
+            &headers,
+        )
+        .await;
+        users.push(user);
+    }
+    let refused = users.remove(4);
+
+    let mut consumer = scratch.consumer();
+    drive_until(&mut consumer, &scratch, DEAD_LETTERED_TOTAL, 1).await;
+    drive_until_notified(&mut consumer, &scratch, 8).await;
+    // The consumer goes on with what comes next.
+    let later = Registration::new();
+    send(&producer, &scratch.topic, &later).await;
+    drive_until_notified(&mut consumer, &scratch, 9).await;
+    drain(&mut consumer).await;
+
+    let letters = read_dlq(&scratch.dlq, 1).await;
+    assert_eq!(
+        letters[0].header("ce_id"),
+        Some(refused.event_id.to_string())
+    );
+    let reason = letters[0].header("error").unwrap();
+    assert!(reason.contains("22008"), "{reason}");
+    assert!(scratch.welcome_statuses(&refused.user_id).await.is_empty());
+    for user in users.iter().chain([&later]) {
+        assert_eq!(scratch.welcome_statuses(&user.user_id).await, ["pending"]);
+    }
+    scratch.assert_each_applied_once(9).await;
+    assert_eq!(scratch.count(DEAD_LETTERED_TOTAL).await, 1);
+    assert_eq!(scratch.count(DUPLICATES_TOTAL).await, 0);
 }
 
 #[tokio::test]

@@ -168,6 +168,19 @@ impl Registration {
     }
 }
 
+/// `headers` with `name` set to `value` (added when absent).
+pub fn with_header(
+    mut headers: Vec<(String, Vec<u8>)>,
+    name: &str,
+    value: &[u8],
+) -> Vec<(String, Vec<u8>)> {
+    match headers.iter_mut().find(|(k, _)| k == name) {
+        Some((_, v)) => *v = value.to_vec(),
+        None => headers.push((name.to_owned(), value.to_vec())),
+    }
+    headers
+}
+
 pub async fn send_raw(
     producer: &FutureProducer,
     topic: &str,
