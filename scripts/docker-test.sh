@@ -193,8 +193,8 @@ expect() { # expect CODE WHAT
 
 RUN=$(date +%s)
 PW="correct horse battery staple"
-# user_body EMAIL N: phone numbers are unique too
-user_body() { printf '{"email":"%s","password":"%s","first_name":"Doc","last_name":"Ker","phone":"+1202%07d"}' "$1" "$PW" "$2"; }
+# user_body EMAIL N: phone numbers are unique too, and valid (+1 202 555 NNNN)
+user_body() { printf '{"email":"%s","password":"%s","first_name":"Doc","last_name":"Ker","phone":"+1202555%04d"}' "$1" "$PW" "$2"; }
 login_body() { printf '{"email":"%s","password":"%s"}' "$1" "$PW"; }
 registered=0
 

@@ -61,15 +61,23 @@ pub struct User {
 #[derive(Debug, Clone, Object, Serialize, Deserialize)]
 #[oai(example)]
 pub struct Registration {
-    /// Checked for syntax; unique case-insensitively.
+    /// A bare address, `name@example.com`, at most 254 characters: no display name
+    /// (`Ada <ada@example.com>`), comments, quoted local part, IP literal, spaces, control
+    /// characters (CR/LF) or invisible characters. Stored with the domain lower-cased and
+    /// the local part as typed; unique case-insensitively.
     pub email: String,
     /// 8 to 128 characters, any Unicode; very common passwords are refused.
     pub password: String,
-    /// 1 to 100 characters.
+    /// 1 to 100 characters (not bytes), any script; no control, format, bidi or
+    /// zero-width characters.
     pub first_name: String,
-    /// 1 to 100 characters.
+    /// 1 to 100 characters (not bytes), any script; no control, format, bidi or
+    /// zero-width characters.
     pub last_name: String,
-    /// 7 to 20 digits with an optional leading `+`; unique.
+    /// Optional. International form: `+`, the country code, then the number (spaces,
+    /// dots, dashes and parentheses allowed; no extension), valid for that country's
+    /// numbering plan, e.g. `+44 20 7946 0958`. Stored in E.164 (`+442079460958`);
+    /// unique in that form.
     #[oai(skip_serializing_if_is_none)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
@@ -82,7 +90,7 @@ impl poem_openapi::types::Example for Registration {
             password: "correct horse battery staple".into(),
             first_name: "Ada".into(),
             last_name: "Lovelace".into(),
-            phone: Some("+15551234567".into()),
+            phone: Some("+12025550123".into()),
         }
     }
 }

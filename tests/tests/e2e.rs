@@ -19,7 +19,8 @@ fn new_user() -> Value {
         "password": PASSWORD,
         "first_name": "Ada",
         "last_name": "Lovelace",
-        "phone": format!("+44{}", &tag.chars().filter(char::is_ascii_digit).chain("0123456789".chars()).take(9).collect::<String>()),
+        // A valid UK mobile number (phones are stored in E.164 and must fit the plan).
+        "phone": format!("+447400{}", &tag.chars().filter(char::is_ascii_digit).chain("0123456789".chars()).take(6).collect::<String>()),
     })
 }
 

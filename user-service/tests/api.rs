@@ -15,7 +15,7 @@ async fn register_returns_the_user_without_any_password_field() {
     body["phone"] = json!("+441234567890");
     let (status, user) = app.register(&body).await;
     assert_eq!(status, 201, "{user}");
-    assert_eq!(user["email"], "Ada@Example.com");
+    assert_eq!(user["email"], "Ada@example.com");
     assert_eq!(user["phone"], "+441234567890");
     assert_eq!(user["role"], "user");
     assert_eq!(user["is_active"], true);
@@ -58,13 +58,116 @@ async fn emails_conflict_case_insensitively() {
 async fn phones_conflict() {
     let app = spawn_app().await;
     let mut first = registration("one@example.com");
-    first["phone"] = json!("1234567890");
+    first["phone"] = json!("+442079460958");
     let mut second = registration("two@example.com");
-    second["phone"] = json!("1234567890");
+    second["phone"] = json!("+442079460958");
     assert_eq!(app.register(&first).await.0, 201);
     let (status, body) = app.register(&second).await;
     assert_eq!(status, 409);
     assert_eq!(body["details"]["field"], "phone");
+}
+
+/// The unique constraint is on the stored E.164 form, so spacing and punctuation cannot
+/// register one number twice.
+#[tokio::test]
+async fn phones_are_stored_in_e164_and_conflict_in_any_spelling() {
+    let app = spawn_app().await;
+    let mut first = registration("spaced@example.com");
+    first["phone"] = json!("+1 202 555 0123");
+    let (status, user) = app.register(&first).await;
+    assert_eq!(status, 201, "{user}");
+    assert_eq!(user["phone"], "+12025550123");
+
+    for (n, spelling) in ["+12025550123", "+1 (202) 555-0123"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut again = registration(&format!("again{n}@example.com"));
+        again["phone"] = json!(spelling);
+        let (status, body) = app.register(&again).await;
+        assert_eq!(status, 409, "{spelling}: {body}");
+        assert_eq!(body["details"], json!({"field": "phone"}));
+    }
+    let stored: Vec<String> = app
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query("SELECT phone FROM users.users", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(stored, ["+12025550123"]);
+    assert_eq!(app.count("SELECT count(*) FROM users.outbox").await, 1);
+}
+
+#[tokio::test]
+async fn national_or_impossible_phones_are_422() {
+    let app = spawn_app().await;
+    for (n, phone) in ["2025550123", "+1 202 555 01", "+15551234567"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut body = registration(&format!("phone{n}@example.com"));
+        body["phone"] = json!(phone);
+        let (status, body) = app.register(&body).await;
+        assert_eq!(status, 422, "{phone}: {body}");
+        assert_eq!(body["details"][0]["field"], "phone", "{body}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM users.users").await, 0);
+}
+
+/// A stored address ends up in mail headers: display text or a CR/LF there would let a
+/// registration add recipients or headers to every mail sent to the user.
+#[tokio::test]
+async fn hostile_emails_and_names_are_422_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    for email in [
+        "Ada <ada@example.com>",
+        "Ada\r\nBcc: eve@example.com <ada@example.com>",
+        "ada@example.com\r\nBcc: eve@example.com",
+        "ada(comment)@example.com",
+        "\"ada lovelace\"@example.com",
+        "ada@[127.0.0.1]",
+    ] {
+        let (status, body) = app.register(&registration(email)).await;
+        assert_eq!(status, 422, "{email:?}: {body}");
+        assert_eq!(body["error"], "Validation failed");
+        assert_eq!(body["details"][0]["field"], "email", "{email:?}: {body}");
+        let message = body["details"][0]["message"].as_str().unwrap();
+        assert!(message.starts_with("must "), "{message}");
+    }
+    let mut body = registration("Ada <ada@example.com>");
+    body["first_name"] = json!("Ada\u{202e}");
+    body["last_name"] = json!("Love\u{200b}lace");
+    let (status, body) = app.register(&body).await;
+    assert_eq!(status, 422, "{body}");
+    let fields: Vec<&str> = body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["email", "first_name", "last_name"]);
+    assert_eq!(app.count("SELECT count(*) FROM users.users").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM users.outbox").await, 0);
+}
+
+#[tokio::test]
+async fn the_stored_email_has_its_domain_lower_cased_and_logs_in_either_way() {
+    let app = spawn_app().await;
+    let (status, user) = app.register(&registration("Ada.L@Example.COM")).await;
+    assert_eq!(status, 201, "{user}");
+    assert_eq!(user["email"], "Ada.L@example.com");
+    let response = app
+        .post(
+            "/api/v1/verify-credentials",
+            &json!({"email": "Ada.L@Example.COM", "password": "correct horse battery staple"}),
+        )
+        .await;
+    assert_eq!(response.json::<Value>().await.unwrap()["valid"], true);
 }
 
 #[tokio::test]

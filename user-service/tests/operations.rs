@@ -45,7 +45,7 @@ async fn the_outbox_row_carries_the_event_and_the_trace() {
         payload,
         json!({
             "user_id": id,
-            "email": "Ada@Example.com",
+            "email": "Ada@example.com", // stored with its domain lower-cased
             "first_name": "Ada",
             "last_name": "Lovelace",
             "phone": null,
