@@ -225,6 +225,10 @@ impl<E: Endpoint> Middleware<E> for RateLimit {
     }
 }
 
+/// The client address the limits were applied to, as a request extension.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub std::net::IpAddr);
+
 #[derive(Debug)]
 pub struct RateLimitEndpoint<E> {
     inner: E,
@@ -234,12 +238,14 @@ pub struct RateLimitEndpoint<E> {
 impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
     type Output = Response;
 
-    async fn call(&self, req: Request) -> poem::Result<Self::Output> {
+    async fn call(&self, mut req: Request) -> poem::Result<Self::Output> {
         if let Some(client) = self.limits.proxies.client_of(&req) {
             if let Err(seconds) = self.limits.check(req.method(), req.uri().path(), client) {
                 metrics::counter!("bff_rate_limited_total").increment(1);
                 return Ok(too_many(seconds));
             }
+            // Handlers that pass the client on (the login's account throttle) read it here.
+            req.extensions_mut().insert(ClientIp(client));
         }
         self.inner.call(req).await.map(IntoResponse::into_response)
     }

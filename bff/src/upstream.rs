@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use std::net::IpAddr;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -38,7 +40,25 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether the service is away or overloaded (worth retrying), rather than broken.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Unavailable { .. } => true,
+            Self::Status { status, .. } => *status == StatusCode::SERVICE_UNAVAILABLE,
+            Self::Contract { .. } => false,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The verdict of a credential check, or how long the account's throttle still holds.
+#[derive(Debug)]
+pub enum Checked {
+    Verdict(Verification),
+    Throttled { retry_after: u64 },
+}
 
 /// An upstream answer the BFF passes on: a success or the service's error body.
 #[derive(Debug)]
@@ -81,6 +101,23 @@ impl Upstream {
         })
     }
 
+    /// A request to `service` with its key and the caller's trace.
+    fn request(&self, service: &'static str, method: Method, url: String) -> RequestBuilder {
+        let key = if service == EVENT_CONSUMER {
+            &self.event_consumer_key
+        } else {
+            &self.user_service_key
+        };
+        let request = self
+            .http
+            .request(method, url)
+            .bearer_auth(key.expose_secret());
+        match TraceParent::current() {
+            Some(trace) => request.header("traceparent", trace.as_str()),
+            None => request,
+        }
+    }
+
     async fn send(
         &self,
         service: &'static str,
@@ -88,21 +125,15 @@ impl Upstream {
         url: String,
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<reqwest::Response> {
-        let key = if service == EVENT_CONSUMER {
-            &self.event_consumer_key
-        } else {
-            &self.user_service_key
-        };
-        let mut request = self
-            .http
-            .request(method, url)
-            .bearer_auth(key.expose_secret());
-        if let Some(trace) = TraceParent::current() {
-            request = request.header("traceparent", trace.as_str());
-        }
+        let mut request = self.request(service, method, url);
         if let Some(body) = body {
             request = request.json(body);
         }
+        Self::sent(service, request).await
+    }
+
+    /// Sends `request`; a server error is an [`Error::Status`].
+    async fn sent(service: &'static str, request: RequestBuilder) -> Result<reqwest::Response> {
         let response = request
             .send()
             .await
@@ -157,11 +188,29 @@ impl Upstream {
         Self::answer(USER_SERVICE, response, &refusals).await
     }
 
-    pub async fn verify_credentials(&self, credentials: &Credentials) -> Result<Verification> {
+    /// Checks credentials; `client` is the end client's address (good clients of an
+    /// account pass its throttle).
+    pub async fn verify_credentials(
+        &self,
+        credentials: &Credentials,
+        client: Option<IpAddr>,
+    ) -> Result<Checked> {
         let url = format!("{}/api/v1/verify-credentials", self.user_service);
-        let response = self
-            .send(USER_SERVICE, Method::POST, url, Some(credentials))
-            .await?;
+        let mut request = self
+            .request(USER_SERVICE, Method::POST, url)
+            .json(credentials);
+        if let Some(client) = client {
+            request = request.header("X-Client-Ip", client.to_string());
+        }
+        let response = Self::sent(USER_SERVICE, request).await?;
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok()?.parse().ok())
+                .unwrap_or(1);
+            return Ok(Checked::Throttled { retry_after });
+        }
         match Self::answer::<Verification>(
             USER_SERVICE,
             response,
@@ -169,9 +218,9 @@ impl Upstream {
         )
         .await?
         {
-            Answer::Ok(verification) => Ok(verification),
+            Answer::Ok(verification) => Ok(Checked::Verdict(verification)),
             // A malformed email or empty password cannot be valid credentials.
-            Answer::Refused(..) => Ok(Verification::invalid()),
+            Answer::Refused(..) => Ok(Checked::Verdict(Verification::invalid())),
         }
     }
 

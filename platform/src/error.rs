@@ -175,10 +175,14 @@ pub enum Failure {
     /// Unexpected failure (the cause is in the server log only).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// The database is unavailable; retry later.
+    /// A dependency (the database, the hashing queue) is unavailable; retry after the
+    /// given seconds.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
+
+/// The `Retry-After` of a 503, in seconds: dependencies are expected back soon.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// The answer of a look-up by id: the thing, or 404.
 #[derive(Debug, ApiResponse)]
@@ -203,7 +207,7 @@ impl Failure {
     /// A dependency is away for now: logs `cause` and answers 503.
     pub fn unavailable(cause: &(dyn std::error::Error + 'static)) -> Self {
         tracing::warn!(error = %error_chain(cause), "503: a dependency is unavailable");
-        Self::Unavailable(Json(ErrorBody::unavailable()))
+        Self::Unavailable(Json(ErrorBody::unavailable()), RETRY_AFTER_SECS)
     }
 
     /// A bug or an unexpected state: logs `cause` and answers 500.

@@ -11,6 +11,25 @@ pub struct Settings {
     pub scrypt_log_n: u8,
     /// The topic `UserRegistered` events are written for.
     pub events_topic: String,
+    /// Password hashes running or waiting at most (`HASH_QUEUE`); beyond it a request is
+    /// answered 503 with `Retry-After`. 0: four per core.
+    pub hash_queue: usize,
+    /// Failed credential checks of one email that cost nothing (`LOGIN_FREE_FAILURES`).
+    pub login_free_failures: u32,
+    /// The window those failures are counted in, seconds (`LOGIN_WINDOW_SECS`).
+    pub login_window_secs: u64,
+    /// The longest wait a throttled email is made to keep, seconds (`LOGIN_MAX_DELAY_SECS`).
+    pub login_max_delay_secs: u64,
+}
+
+impl Settings {
+    pub fn login_policy(&self) -> crate::throttle::Policy {
+        crate::throttle::Policy {
+            free_failures: self.login_free_failures,
+            window: std::time::Duration::from_secs(self.login_window_secs),
+            max_delay: std::time::Duration::from_secs(self.login_max_delay_secs),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -19,6 +38,10 @@ impl Default for Settings {
             port: 8081,
             scrypt_log_n: 17,
             events_topic: "user-events".into(),
+            hash_queue: 0,
+            login_free_failures: 5,
+            login_window_secs: 15 * 60,
+            login_max_delay_secs: 15 * 60,
         }
     }
 }

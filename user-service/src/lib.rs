@@ -11,6 +11,7 @@ pub mod register;
 pub mod startup;
 pub mod state;
 pub mod stats;
+pub mod throttle;
 pub mod users;
 pub mod validation;
 

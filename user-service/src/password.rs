@@ -26,10 +26,17 @@ pub enum HashError {
     Params(#[from] scrypt::errors::InvalidParams),
     #[error("password hashing failed: {0}")]
     Hash(scrypt::password_hash::Error),
+    #[error("the password hashing queue is full")]
+    QueueFull,
     #[error("every hashing slot stayed busy for {0:?}")]
     Busy(Duration),
     #[error("the hashing task did not finish")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// Hashes running or waiting by default: four per core.
+pub fn default_queue(cores: usize) -> usize {
+    4 * cores.max(1)
 }
 
 /// Bytes one scrypt evaluation allocates: 128 * r * 2^log_n.
@@ -48,6 +55,9 @@ pub fn concurrency_cap(log_n: u8, cores: usize) -> usize {
 #[derive(Debug, Clone)]
 pub struct Hasher {
     params: Params,
+    /// Hashes running or waiting, at most the queue size: a request beyond it is told to
+    /// come back later at once, so a flood cannot pile up requests (and passwords) in memory.
+    queue: Arc<Semaphore>,
     slots: Arc<Semaphore>,
     cap: usize,
     /// A hash of a random secret, verified against when the email is unknown, so that
@@ -57,19 +67,26 @@ pub struct Hasher {
 
 impl Hasher {
     /// Builds the hasher and computes the dummy hash (one full hash: ~0.3 s at log_n 17).
-    pub async fn new(log_n: u8) -> Result<Self, HashError> {
+    /// `queue` bounds the hashes running or waiting; 0 means [`default_queue`].
+    pub async fn new(log_n: u8, queue: usize) -> Result<Self, HashError> {
         let params = Params::new(log_n, R, P, OUTPUT_LEN)?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let cap = concurrency_cap(log_n, cores);
+        let queue = if queue == 0 {
+            default_queue(cores)
+        } else {
+            queue
+        };
         let mut hasher = Self {
             params,
+            queue: Arc::new(Semaphore::new(queue.max(1))),
             slots: Arc::new(Semaphore::new(cap)),
             cap,
             dummy: Arc::from(""),
         };
         let secret = hex(&rand::random::<[u8; 32]>());
         hasher.dummy = Arc::from(hasher.hash(secret).await?);
-        tracing::info!(log_n, cap, "password hasher ready");
+        tracing::info!(log_n, cap, queue, "password hasher ready");
         Ok(hasher)
     }
 
@@ -113,6 +130,11 @@ impl Hasher {
         &self,
         work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
+        let _place = self
+            .queue
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HashError::QueueFull)?;
         let _slot = tokio::time::timeout(QUEUE_TIMEOUT, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| HashError::Busy(QUEUE_TIMEOUT))?
@@ -143,7 +165,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_are_phc_strings_that_verify() {
-        let hasher = Hasher::new(10).await.unwrap();
+        let hasher = Hasher::new(10, 0).await.unwrap();
         let hash = hasher.hash("a long passphrase".into()).await.unwrap();
         assert!(hash.starts_with("$scrypt$ln=10,r=8,p=1$"), "{hash}");
         assert!(hasher
@@ -157,8 +179,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_full_queue_refuses_at_once_instead_of_piling_up() {
+        let hasher = Hasher::new(10, 1).await.unwrap();
+        let _taken = hasher.queue.clone().try_acquire_owned().unwrap();
+        let refused = hasher.hash("a long passphrase".into()).await;
+        assert!(matches!(refused, Err(HashError::QueueFull)), "{refused:?}");
+        drop(_taken);
+        assert!(hasher.hash("a long passphrase".into()).await.is_ok());
+        assert_eq!(default_queue(2), 8);
+    }
+
+    #[tokio::test]
     async fn an_unknown_account_never_verifies() {
-        let hasher = Hasher::new(10).await.unwrap();
+        let hasher = Hasher::new(10, 0).await.unwrap();
         assert!(!hasher.verify("anything".into(), None).await.unwrap());
     }
 }

@@ -15,6 +15,7 @@ use crate::api::users::UsersApi;
 use crate::config::Config;
 use crate::password::{HashError, Hasher};
 use crate::state::AppState;
+use crate::throttle::LoginThrottle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -50,9 +51,10 @@ impl Service for App {
         // Install the recorder before the first counter is touched, or early counts are lost.
         metrics::handle();
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
-        let hasher = Hasher::new(config.settings.scrypt_log_n).await?;
+        let hasher = Hasher::new(config.settings.scrypt_log_n, config.settings.hash_queue).await?;
         let keys = config.internal_keys.clone();
         let state = AppState {
+            throttle: Arc::new(LoginThrottle::new(config.settings.login_policy())),
             pool: config.db.pool(),
             settings: Arc::new(config.settings),
             hasher,

@@ -7,6 +7,7 @@ use platform::error::Failure;
 
 use crate::config::Settings;
 use crate::password::{HashError, Hasher};
+use crate::throttle::LoginThrottle;
 
 /// The application context, held by each API struct.
 #[derive(Debug, Clone)]
@@ -14,13 +15,14 @@ pub struct AppState {
     pub pool: Pool,
     pub settings: Arc<Settings>,
     pub hasher: Hasher,
+    pub throttle: Arc<LoginThrottle>,
 }
 
 impl From<HashError> for Failure {
     fn from(error: HashError) -> Self {
         match error {
             // No hashing capacity left for now: retry later.
-            HashError::Busy(_) => Failure::unavailable(&error),
+            HashError::Busy(_) | HashError::QueueFull => Failure::unavailable(&error),
             other => Failure::internal(&other),
         }
     }

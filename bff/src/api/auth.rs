@@ -11,9 +11,11 @@ use uuid::Uuid;
 use super::errors::ApiError;
 use super::models::{Credentials, ErrorBody, LogoutRequest, RefreshRequest, Role, TokenPair};
 use super::Tag;
+use crate::rate_limit::{ClientIp, RateLimited};
 use crate::sessions::{self, Rotation, Session};
 use crate::state::AppState;
 use crate::tokens::{Claims, Subject, TokenType};
+use crate::upstream::Checked;
 
 /// A PASETO v4.public access token from `POST /api/v1/auth/login`.
 #[derive(Debug, SecurityScheme)]
@@ -47,7 +49,7 @@ async fn standing(state: &AppState, sid: Uuid, user: Uuid) -> Result<sessions::S
     if !live {
         return Ok(None);
     }
-    Ok(current_role(state, user).await?)
+    current_role(state, user).await
 }
 
 /// The user's role if the account still exists and is active.
@@ -130,9 +132,32 @@ impl AuthApi {
     /// Log in with email and password; answers an access and a refresh token.
     ///
     /// Unknown email and wrong password get the same 401; an inactive account gets 403.
+    /// Besides the per-IP limit, each email (known or not) is throttled: after 5 failures
+    /// in 15 minutes each further attempt must wait a doubling delay (1 s, 2 s, ... at
+    /// most 15 minutes); one made sooner gets 429 with `Retry-After`. A success resets it,
+    /// and a client that logged in to the account recently is not made to wait.
     #[oai(path = "/api/v1/auth/login", method = "post")]
-    async fn login(&self, body: Json<Credentials>) -> Result<Json<TokenPair>, ApiError> {
-        let verdict = self.state.upstream.verify_credentials(&body.0).await?;
+    async fn login(
+        &self,
+        request: &poem::Request,
+        body: Json<Credentials>,
+    ) -> Result<Json<TokenPair>, ApiError> {
+        let client = request.extensions().get::<ClientIp>().map(|ip| ip.0);
+        let verdict = match self
+            .state
+            .upstream
+            .verify_credentials(&body.0, client)
+            .await?
+        {
+            Checked::Verdict(verdict) => verdict,
+            Checked::Throttled { retry_after } => {
+                metrics::counter!("bff_login_throttled_total").increment(1);
+                return Err(ApiError::TooManyRequests(
+                    Json(RateLimited::new(retry_after)),
+                    retry_after.to_string(),
+                ));
+            }
+        };
         let (Some(user_id), true) = (verdict.user_id, verdict.valid) else {
             return Err(Self::invalid_credentials());
         };

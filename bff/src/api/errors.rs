@@ -36,9 +36,10 @@ pub enum ApiError {
     /// Unexpected failure (details are in the server log only).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// An upstream service or the database is down or too slow.
+    /// An upstream service, the database or the password hashing queue is unavailable
+    /// or too slow; retry after the given seconds.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 impl ApiError {
@@ -74,7 +75,7 @@ impl From<Failure> for ApiError {
             Failure::PayloadTooLarge(body) => Self::PayloadTooLarge(body),
             Failure::UnsupportedMediaType(body) => Self::UnsupportedMediaType(body),
             Failure::Internal(body) => Self::Internal(body),
-            Failure::Unavailable(body) => Self::Unavailable(body),
+            Failure::Unavailable(body, retry_after) => Self::Unavailable(body, retry_after),
         }
     }
 }
@@ -105,10 +106,16 @@ impl From<crate::tokens::TokenError> for ApiError {
     }
 }
 
-/// An upstream service that is down, too slow or off the contract: 503.
+/// An upstream service that is down, too slow or itself unavailable: 503. One that
+/// failed unexpectedly (a 500) or answered off the contract: 500, since retrying will not
+/// help.
 impl From<crate::upstream::Error> for ApiError {
     fn from(error: crate::upstream::Error) -> Self {
-        Failure::unavailable(&error).into()
+        if error.is_unavailable() {
+            Failure::unavailable(&error).into()
+        } else {
+            Failure::internal(&error).into()
+        }
     }
 }
 

@@ -6,7 +6,8 @@ use platform::traceparent::TraceParent;
 use platform::wire::{Credentials, RegisterResponse, Registration, User, Verification};
 use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
-use poem_openapi::OpenApi;
+use poem_openapi::{ApiResponse, OpenApi};
+use std::time::Instant;
 use uuid::Uuid;
 
 use super::Tag;
@@ -14,6 +15,17 @@ use crate::register::{register, RegisterError};
 use crate::state::AppState;
 use crate::users;
 use crate::validation;
+
+/// The answer of a credential check.
+#[derive(Debug, ApiResponse)]
+pub enum VerifyResponse {
+    /// The verdict.
+    #[oai(status = 200)]
+    Checked(Json<Verification>),
+    /// Too many failed checks of this email lately: retry after the given seconds.
+    #[oai(status = 429)]
+    Throttled(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+}
 
 #[derive(Debug)]
 pub struct UsersApi {
@@ -72,12 +84,33 @@ impl UsersApi {
 
     /// Checks an email and password: whether the password is right; unknown emails cost
     /// the same work as wrong ones.
+    ///
+    /// Throttled per email, known or not: after 5 failures in 15 minutes each further
+    /// check must wait a doubling delay (1 s, 2 s, ... at most 15 minutes), and one made
+    /// sooner is answered 429 with `Retry-After`, without checking the password. A success
+    /// resets the count; a client that passed the check recently is never made to wait.
     #[oai(path = "/verify-credentials", method = "post")]
     async fn verify_credentials(
         &self,
         _key: InternalKey,
+        /// The end client's address as the caller saw it; lets an account's recent good
+        /// clients through a throttle.
+        #[oai(name = "X-Client-Ip")]
+        client: Header<Option<String>>,
         body: Json<Credentials>,
-    ) -> Result<Json<Verification>, Failure> {
+    ) -> Result<VerifyResponse, Failure> {
+        let throttle = &self.state.throttle;
+        let client = client.0.as_deref();
+        if let Err(wait) = throttle.check(&body.0.email, client, Instant::now()) {
+            metrics::counter!("login_throttled_total").increment(1);
+            return Ok(VerifyResponse::Throttled(
+                Json(ErrorBody::new(
+                    "Too many requests",
+                    "Too many failed attempts for this account. Please try again later.",
+                )),
+                wait.as_secs_f64().ceil() as u64,
+            ));
+        }
         let credentials = {
             let client = self.state.pool.get().await?;
             users::find_credentials(&client, &body.0.email).await?
@@ -93,7 +126,12 @@ impl UsersApi {
             },
             _ => Verification::invalid(),
         };
-        Ok(Json(verification))
+        if verification.valid {
+            throttle.succeeded(&body.0.email, client);
+        } else {
+            throttle.failed(&body.0.email, Instant::now());
+        }
+        Ok(VerifyResponse::Checked(Json(verification)))
     }
 
     /// Looks a user up by id.
