@@ -1,7 +1,14 @@
 //! The event consumer's configuration, loaded once in `main` and passed down.
 
+use std::time::Duration;
+
+use outbox_relay::retention::parse_retention;
 use platform::config::{ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+/// The shortest `INBOX_RETENTION` accepted: below a day it cannot cover any sensible
+/// outbox, topic and DLQ retention.
+pub const MIN_INBOX_RETENTION: Duration = Duration::from_secs(86_400);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -23,6 +30,14 @@ pub struct Settings {
     pub consumer_retry_max_ms: u64,
     /// How often librdkafka reports statistics, which refresh `consumer_lag`.
     pub consumer_stats_interval_ms: u64,
+    /// How long processed event ids are kept for deduplication (`INBOX_RETENTION`, `30d`;
+    /// `0` keeps them forever). It must be at least `OUTBOX_RETENTION` + the topic's
+    /// retention + the DLQ topic's retention, so that every replay or redrive still finds
+    /// its ids.
+    #[serde(deserialize_with = "retention")]
+    pub inbox_retention: Option<Duration>,
+    /// How often the purge runs (`INBOX_PURGE_INTERVAL_MS`).
+    pub inbox_purge_interval_ms: u64,
 }
 
 impl Default for Settings {
@@ -37,8 +52,19 @@ impl Default for Settings {
             consumer_retry_min_ms: 100,
             consumer_retry_max_ms: 5_000,
             consumer_stats_interval_ms: 5_000,
+            inbox_retention: Some(Duration::from_secs(30 * 86_400)),
+            inbox_purge_interval_ms: 60_000,
         }
     }
+}
+
+/// `INBOX_RETENTION`: `30d`, `6weeks`, ... or `0` (a YAML number) to keep forever.
+fn retention<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::String(text) => text,
+        other => other.to_string(),
+    };
+    parse_retention(&text).map_err(|e| serde::de::Error::custom(format!("INBOX_RETENTION: {e}")))
 }
 
 /// The service's whole configuration (see [`ServiceConfig`]).
@@ -52,6 +78,21 @@ impl ServiceSettings for Settings {
         if self.consumer_batch_size == 0 {
             return Err(ConfigError::Refused(
                 "CONSUMER_BATCH_SIZE must be at least 1".into(),
+            ));
+        }
+        if self
+            .inbox_retention
+            .is_some_and(|kept| kept < MIN_INBOX_RETENTION)
+        {
+            return Err(ConfigError::Refused(
+                "INBOX_RETENTION must be at least 1d, and at least OUTBOX_RETENTION + the \
+                 topic's retention + the DLQ's retention (or 0 to keep forever)"
+                    .into(),
+            ));
+        }
+        if self.inbox_purge_interval_ms == 0 {
+            return Err(ConfigError::Refused(
+                "INBOX_PURGE_INTERVAL_MS must be at least 1".into(),
             ));
         }
         Ok(())
@@ -92,5 +133,22 @@ mod tests {
         assert!(Config::from_env(env(&[("ENV", "production"), key, password])).is_ok());
         assert!(Config::from_env(env(&[("ENV", "docker"), password])).is_err());
         assert!(Config::from_env(env(&[("CONSUMER_BATCH_SIZE", "0")])).is_err());
+    }
+
+    #[test]
+    fn inbox_retention_defaults_to_30_days_and_refuses_less_than_a_day() {
+        let retention = |value: Option<&str>| {
+            let pairs: Vec<_> = value.map(|v| ("INBOX_RETENTION", v)).into_iter().collect();
+            Config::from_env(env(&pairs)).map(|c| c.settings.inbox_retention)
+        };
+        let days = |n: u64| Some(Duration::from_secs(n * 86_400));
+        assert_eq!(retention(None).unwrap(), days(30));
+        assert_eq!(retention(Some("6weeks")).unwrap(), days(42));
+        assert_eq!(retention(Some("1d")).unwrap(), days(1));
+        assert_eq!(retention(Some("0")).unwrap(), None);
+        for refused in ["23h", "90m", "a month"] {
+            let error = retention(Some(refused)).unwrap_err().to_string();
+            assert!(error.contains("INBOX_RETENTION"), "{refused}: {error}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`engine::Consumer`]: the Kafka side (`consume_once`, `run`).
 //! - [`inbox`]: the transactional inbox and the effects of `UserRegistered`.
+//! - [`retention`]: purging inbox rows no redelivery can need any more.
 //! - [`stats`]: the figures `GET /stats` serves.
 
 pub mod api;
@@ -12,6 +13,7 @@ pub mod engine;
 pub mod event;
 pub mod inbox;
 pub mod lag;
+pub mod retention;
 pub mod sqlstate;
 pub mod startup;
 pub mod stats;

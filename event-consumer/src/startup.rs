@@ -10,6 +10,7 @@ use poem_openapi::OpenApiService;
 use crate::api::stats::StatsApi;
 use crate::config::Config;
 use crate::engine::{self, Consumer};
+use crate::retention;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,6 +26,9 @@ pub struct App {
     pool: Pool,
     keys: platform::internal_key::ServerKeys,
     consumer: Consumer,
+    /// Purge processed events older than this (`None`: keep them), every `purge_every`.
+    retention: Option<std::time::Duration>,
+    purge_every: std::time::Duration,
 }
 
 impl App {
@@ -44,6 +48,8 @@ impl Service for App {
         let consumer = Consumer::new(&config.settings, &config.kafka, pool.clone())?;
         let keys = config.internal_keys.clone();
         Ok(Self {
+            retention: config.settings.inbox_retention,
+            purge_every: std::time::Duration::from_millis(config.settings.inbox_purge_interval_ms),
             keys,
             listener,
             pool,
@@ -91,6 +97,16 @@ impl Service for App {
         let app = platform::http::internal(api, self.keys);
         tracing::info!(port = self.listener.port(), "event-consumer listening");
         let consumer = tokio::spawn(self.consumer.run(wait(stopped.clone())));
+        let purge = self.retention.map(|older_than| {
+            let purge = retention::purge_every(self.pool.clone(), older_than, self.purge_every);
+            let stopped = wait(stopped.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = purge => {}
+                    () = stopped => {}
+                }
+            })
+        });
         let serve = self.listener.serve(app, wait(stopped.clone()));
         tokio::pin!(serve, shutdown);
         // The server stops gracefully on the same signal as the consumer; if it fails on
@@ -105,6 +121,9 @@ impl Service for App {
         let _ = stop.send(true);
         if let Err(error) = consumer.await {
             tracing::error!(%error, "consumer task failed");
+        }
+        if let Some(Err(error)) = futures::future::OptionFuture::from(purge).await {
+            tracing::error!(%error, "inbox purge task failed");
         }
         served
     }

@@ -171,6 +171,27 @@ async fn a_database_outage_delays_records_but_skips_none() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn the_service_purges_processed_events_past_inbox_retention() {
+    let scratch = Scratch::new().await;
+    let old = scratch.processed_days_ago(5, 3).await;
+    let mut kept = scratch.processed_days_ago(4, 1).await;
+    kept.sort();
+    let mut env = scratch.env();
+    env.push(("INBOX_RETENTION".into(), "2d".into()));
+    env.push(("INBOX_PURGE_INTERVAL_MS".into(), "200".into()));
+    let app = spawn_app(env).await;
+
+    let purged = eventually(SETTLE, || async {
+        scratch.count(PROCESSED_EVENTS).await == kept.len() as i64
+    })
+    .await;
+    assert!(purged, "the rows older than 2 days are purged");
+    assert_eq!(scratch.processed_ids().await, kept);
+    assert!(old.iter().all(|id| !kept.contains(id)));
+    app.stop().await;
+}
+
 /// The real binary with the test's environment.
 fn start_binary(scratch: &Scratch, batch_size: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_event-consumer"))

@@ -1,6 +1,6 @@
 //! Test support: a scratch database, fresh topics and group per test, and a producer of
 //! records in the contract's CloudEvents form.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::time::Duration;
 
@@ -106,6 +106,37 @@ impl Scratch {
             )
             .await
             .expect("welcome notifications query");
+        rows.iter().map(|row| row.get(0)).collect()
+    }
+
+    /// Records `n` new event ids in the inbox as processed `days` ago; returns them.
+    pub async fn processed_days_ago(&self, n: usize, days: i32) -> Vec<Uuid> {
+        let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+        self.client()
+            .await
+            .execute(
+                "INSERT INTO consumer.processed_events \
+                 (event_id, event_type, topic, partition, kafka_offset, processed_at) \
+                 SELECT id, 'UserRegistered', 'user-events', 0, 0, \
+                 now() - make_interval(days => $2) FROM unnest($1::uuid[]) AS id",
+                &[&ids, &days],
+            )
+            .await
+            .expect("insert processed events");
+        ids
+    }
+
+    /// The event ids in the inbox, sorted.
+    pub async fn processed_ids(&self) -> Vec<Uuid> {
+        let rows = self
+            .client()
+            .await
+            .query(
+                "SELECT event_id FROM consumer.processed_events ORDER BY event_id",
+                &[],
+            )
+            .await
+            .expect("processed events query");
         rows.iter().map(|row| row.get(0)).collect()
     }
 
