@@ -58,6 +58,8 @@ pub struct Settings {
     /// Most clients remembered per route; beyond it the least recently seen one is forgotten
     /// (its bucket comes back full).
     pub rate_limit_max_clients: usize,
+    /// How often ended sessions and expired idempotency keys are purged.
+    pub auth_purge_interval_ms: u64,
     /// Built once as the configuration loads (see [`Settings::token_keys`]).
     #[serde(skip)]
     pub(crate) token_keys: Option<Arc<TokenKeys>>,
@@ -92,6 +94,7 @@ impl Default for Settings {
             rate_limit_profile_per_min: 100,
             rate_limit_admin_per_min: 100,
             rate_limit_max_clients: 100_000,
+            auth_purge_interval_ms: 60_000,
             token_keys: None,
             upstream_keys: None,
         }
@@ -105,6 +108,10 @@ impl Settings {
 
     pub fn refresh_ttl(&self) -> Duration {
         Duration::from_secs(self.refresh_token_ttl_secs)
+    }
+
+    pub fn auth_purge_interval(&self) -> Duration {
+        Duration::from_millis(self.auth_purge_interval_ms.max(1))
     }
 
     pub fn upstream_timeout(&self) -> Duration {

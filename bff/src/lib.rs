@@ -7,6 +7,7 @@ pub mod client_ip;
 pub mod config;
 pub mod idempotency;
 pub mod rate_limit;
+pub mod retention;
 mod same_origin;
 pub mod security_headers;
 pub mod sessions;

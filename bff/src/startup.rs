@@ -148,11 +148,16 @@ impl Service for App {
                 limits.evict_idle();
             }
         });
+        let purge = tokio::spawn(crate::retention::run(
+            self.state.pool.clone(),
+            self.state.settings.auth_purge_interval(),
+        ));
         let _refresh = self.state.readiness.spawn_refresh(REFRESH);
         let app = self.endpoint();
         tracing::info!(port = self.listener.port(), "bff listening");
         let served = self.listener.serve(app, shutdown).await;
         evictor.abort();
+        purge.abort();
         served
     }
 

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use outbox_relay::retention::parse_retention;
 use platform::config::{ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings};
 use serde::{Deserialize, Deserializer};
 
@@ -60,11 +59,7 @@ impl Default for Settings {
 
 /// `INBOX_RETENTION`: `30d`, `6weeks`, ... or `0` (a YAML number) to keep forever.
 fn retention<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    let text = match serde_json::Value::deserialize(deserializer)? {
-        serde_json::Value::String(text) => text,
-        other => other.to_string(),
-    };
-    parse_retention(&text).map_err(|e| serde::de::Error::custom(format!("INBOX_RETENTION: {e}")))
+    platform::retention::deserialize(deserializer, "INBOX_RETENTION")
 }
 
 /// The service's whole configuration (see [`ServiceConfig`]).

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Pool};
+use platform::retention::{delete_in_batches, purge_every};
 
 /// Rows deleted per statement.
 pub const PURGE_BATCH: i64 = 5000;
@@ -17,44 +18,20 @@ const PURGE: &str = "DELETE FROM consumer.processed_events WHERE event_id IN ( \
     ORDER BY processed_at LIMIT $2 FOR UPDATE SKIP LOCKED)";
 
 /// Deletes the rows processed longer than `older_than` ago, `batch` per statement, until
-/// none is left; returns how many went. Run it outside a transaction, so that each
-/// statement commits on its own.
+/// none is left; returns how many went.
 #[tracing::instrument(skip(client), err)]
-pub async fn purge(
-    client: &impl GenericClient,
+pub async fn purge<C: GenericClient + Sync>(
+    client: &C,
     older_than: Duration,
     batch: i64,
 ) -> Result<u64, tokio_postgres::Error> {
-    let statement = client.prepare_cached(PURGE).await?;
-    let (secs, batch) = (older_than.as_secs_f64(), batch.max(1));
-    let mut total = 0;
-    while let deleted @ 1.. = client.execute(&statement, &[&secs, &batch]).await? {
-        total += deleted;
-        if deleted < batch as u64 {
-            break;
-        }
-    }
-    Ok(total)
+    delete_in_batches(client, PURGE, &[&older_than.as_secs_f64()], batch).await
 }
 
-/// Purges now and then every `every`, for as long as the task runs; a failure is logged
-/// and tried again at the next round.
-pub async fn purge_every(pool: Pool, older_than: Duration, every: Duration) {
-    let mut rounds = tokio::time::interval(every);
-    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        rounds.tick().await;
-        let purged = match pool.get().await {
-            Ok(client) => purge(&client, older_than, PURGE_BATCH).await,
-            Err(error) => {
-                tracing::warn!(%error, "inbox purge skipped: no database connection");
-                continue;
-            }
-        };
-        match purged {
-            Ok(0) => {}
-            Ok(total) => tracing::info!(total, "purged processed events past INBOX_RETENTION"),
-            Err(error) => tracing::warn!(%error, "inbox purge failed; trying again later"),
-        }
-    }
+/// Purges now and then every `every`, for as long as the task runs.
+pub async fn run(pool: Pool, older_than: Duration, every: Duration) {
+    let purge = move |client: deadpool_postgres::Object| async move {
+        purge(&client, older_than, PURGE_BATCH).await
+    };
+    purge_every(pool, every, "processed events past INBOX_RETENTION", purge).await;
 }

@@ -98,7 +98,7 @@ impl Service for App {
         tracing::info!(port = self.listener.port(), "event-consumer listening");
         let consumer = tokio::spawn(self.consumer.run(wait(stopped.clone())));
         let purge = self.retention.map(|older_than| {
-            let purge = retention::purge_every(self.pool.clone(), older_than, self.purge_every);
+            let purge = retention::run(self.pool.clone(), older_than, self.purge_every);
             let stopped = wait(stopped.clone());
             tokio::spawn(async move {
                 tokio::select! {

@@ -14,6 +14,7 @@ pub mod http;
 pub mod internal_key;
 pub mod kafka;
 pub mod metrics;
+pub mod retention;
 pub mod service;
 pub mod setting;
 pub mod shutdown;

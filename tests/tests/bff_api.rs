@@ -13,14 +13,25 @@ use tests::bff_kit::{
 use tokio::sync::Notify;
 
 async fn register_with_key(stack: &tests::bff_kit::Stack, key: &str, body: &Value) -> (u16, Value) {
-    let response = stack
+    register_from(stack, None, key, body).await
+}
+
+/// Registers with `key`, as the client `from` when given (the stack trusts 127.0.0.1's
+/// `X-Forwarded-For`).
+async fn register_from(
+    stack: &tests::bff_kit::Stack,
+    from: Option<&str>,
+    key: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let mut request = stack
         .http
         .post(format!("{}/api/v1/register", stack.base))
-        .header("Idempotency-Key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+        .header("Idempotency-Key", key);
+    if let Some(from) = from {
+        request = request.header("X-Forwarded-For", from);
+    }
+    let response = request.json(body).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -52,6 +63,97 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body() 
         .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["details"]["field"], "email");
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_per_client_so_nobody_can_block_or_replay_anothers() {
+    let stack = spawn_stack(&[("TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    let (alice, mallory) = (Some("203.0.113.1"), Some("198.51.100.7"));
+    // Mallory takes the key first, with her own body.
+    let (status, squatted) = register_from(
+        &stack,
+        mallory,
+        "my-key",
+        &registration("mallory@example.com"),
+    )
+    .await;
+    assert_eq!(status, 201, "{squatted}");
+
+    // Alice's request with the same key is her own: it runs (a global key gave 422 here).
+    let body = registration("alice@example.com");
+    let (status, first) = register_from(&stack, alice, "my-key", &body).await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["email"], "alice@example.com");
+    let (status, again) = register_from(&stack, alice, "my-key", &body).await;
+    assert_eq!(
+        (status, &again),
+        (201, &first),
+        "Alice's retry replays her answer"
+    );
+
+    // Mallory sending Alice's body under the key gets her own key's verdict, never
+    // Alice's stored answer.
+    let (status, refused) = register_from(&stack, mallory, "my-key", &body).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_ne!(refused["id"], first["id"]);
+}
+
+#[tokio::test]
+async fn ended_sessions_and_expired_idempotency_keys_are_purged_and_live_ones_stay() {
+    let stack = spawn_stack(&[("AUTH_PURGE_INTERVAL_MS", "100")]).await;
+    stack.register("live@example.com").await;
+    let (_, live_refresh) = stack.login("live@example.com").await;
+    let client = stack.pool.get().await.unwrap();
+    // Two sessions that ended over a day ago (one expired, one revoked), one revoked an
+    // hour ago, each with a refresh token; one key past its window and one fresh.
+    client
+        .batch_execute(
+            "INSERT INTO auth.sessions (id, user_id, role, expires_at, revoked_at) VALUES \
+               ('00000000-0000-7000-8000-000000000001', gen_random_uuid(), 'user', \
+                now() - interval '2 days', NULL), \
+               ('00000000-0000-7000-8000-000000000002', gen_random_uuid(), 'user', \
+                now() + interval '3 days', now() - interval '25 hours'), \
+               ('00000000-0000-7000-8000-000000000003', gen_random_uuid(), 'user', \
+                now() + interval '3 days', now() - interval '1 hour'); \
+             INSERT INTO auth.refresh_tokens (jti, session_id) \
+               SELECT gen_random_uuid(), id FROM auth.sessions \
+               WHERE id::text LIKE '00000000-0000-7000-8000-%'; \
+             INSERT INTO auth.idempotency_keys (client, key, request_hash, created_at) VALUES \
+               ('203.0.113.1', 'old', '\\x00', now() - interval '25 hours'), \
+               ('203.0.113.1', 'new', '\\x00', now() - interval '23 hours');",
+        )
+        .await
+        .unwrap();
+    let remaining = || async {
+        let count = |sql: &'static str| {
+            let client = &client;
+            async move { client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+        };
+        (
+            count("SELECT count(*) FROM auth.sessions").await,
+            count("SELECT count(*) FROM auth.refresh_tokens").await,
+            count("SELECT count(*) FROM auth.idempotency_keys").await,
+        )
+    };
+    let purged = platform::testing::eventually(Duration::from_secs(10), || async {
+        remaining().await == (2, 2, 1)
+    })
+    .await;
+    assert!(
+        purged,
+        "sessions, tokens, keys left: {:?}",
+        remaining().await
+    );
+    let kept: Vec<String> = client
+        .query("SELECT key FROM auth.idempotency_keys", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(kept, ["new"]);
+    let (status, _) = stack.refresh(&live_refresh).await;
+    assert_eq!(status, 200, "the live session still refreshes");
 }
 
 #[derive(Default)]

@@ -13,7 +13,8 @@ use super::auth::{authenticate, BearerAuth};
 use super::errors::ApiError;
 use super::models::{ErrorBody, RegisterResponse, Registration, User};
 use super::Tag;
-use crate::idempotency::{self, Claim, MAX_KEY_LEN};
+use crate::idempotency::{self, Claim, Scoped, MAX_KEY_LEN};
+use crate::rate_limit::ClientIp;
 use crate::state::AppState;
 use crate::upstream::Answer;
 
@@ -69,8 +70,10 @@ impl UsersApi {
     #[oai(path = "/api/v1/register", method = "post")]
     async fn register(
         &self,
+        request: &poem::Request,
         body: Json<Registration>,
-        /// Any unique string (a UUID is good), at most 255 characters.
+        /// Any unique string (a UUID is good), at most 255 characters. Keys are per
+        /// client: the same key sent from another address is another request.
         #[oai(name = "Idempotency-Key")]
         idempotency_key: Header<Option<String>>,
     ) -> Result<RegisterResponse, ApiError> {
@@ -82,10 +85,20 @@ impl UsersApi {
                 "Idempotency-Key is longer than 255 characters.",
             ));
         }
+        let who = request
+            .extensions()
+            .get::<ClientIp>()
+            .map(|ip| ip.0.to_string())
+            .unwrap_or_default();
+        let key = Scoped {
+            client: &who,
+            key: &key,
+        };
         let canonical = serde_json::to_vec(&body.0).unwrap_or_default();
         let hash = idempotency::fingerprint(&self.state.fingerprint_key, &canonical);
-        let client = self.state.pool.get().await?;
-        match idempotency::begin(&client, &key, &hash).await? {
+        // A connection for each step, none held across the upstream call.
+        let claim = idempotency::begin(&self.state.pool.get().await?, key, &hash).await?;
+        match claim {
             Claim::Replay { status, body } => from_stored(status, body),
             Claim::Mismatch => Ok(RegisterResponse::Invalid(Json(ErrorBody::new(
                 "Idempotency key reused",
@@ -98,13 +111,20 @@ impl UsersApi {
             Claim::Fresh => match self.forward(&body.0).await {
                 Ok(answer) => {
                     let (status, stored) = into_stored(answer);
-                    idempotency::finish(&client, &key, status, &stored).await?;
+                    let client = self.state.pool.get().await?;
+                    idempotency::finish(&client, key, status, &stored).await?;
                     from_stored(status, stored)
                 }
                 Err(error) => {
                     // Nothing was decided: let a retry with the same key run again.
-                    if let Err(db) = idempotency::abandon(&client, &key).await {
-                        tracing::warn!(error = %error_chain(&db), "releasing an idempotency key failed");
+                    let released = match self.state.pool.get().await {
+                        Ok(client) => idempotency::abandon(&client, key)
+                            .await
+                            .map_err(|e| error_chain(&e)),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if let Err(db) = released {
+                        tracing::warn!(error = %db, "releasing an idempotency key failed");
                     }
                     Err(error)
                 }

@@ -5,8 +5,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
-
 use futures::future::{FutureExt, Shared};
 use rdkafka::producer::{Producer, PurgeConfig};
 
@@ -74,11 +72,15 @@ impl Relay {
         // Retention runs beside publishing (its own pool connection, short transactions),
         // only while this relay leads.
         let _retention = self.config.retention.map(|older_than| {
-            AbortOnDrop(tokio::spawn(retention_loop(
+            let batch = self.config.purge_batch;
+            let purge = move |client: deadpool_postgres::Object| async move {
+                retention::purge(&client, older_than, batch).await
+            };
+            AbortOnDrop(tokio::spawn(platform::retention::purge_every(
                 self.pool.clone(),
-                older_than,
-                self.config.purge_batch,
                 self.config.retention_interval,
+                "published outbox rows",
+                purge,
             )))
         });
         let mut errors =
@@ -134,20 +136,6 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-async fn retention_loop(pool: Pool, older_than: Duration, batch: i64, every: Duration) {
-    loop {
-        match pool.get().await {
-            Ok(client) => {
-                if let Err(error) = retention::purge(&client, older_than, batch).await {
-                    tracing::warn!(%error, "retention purge failed; retrying later");
-                }
-            }
-            Err(error) => tracing::warn!(%error, "retention skipped: no database connection"),
-        }
-        tokio::time::sleep(every).await;
     }
 }
 

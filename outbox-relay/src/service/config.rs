@@ -1,7 +1,6 @@
 //! The outbox relay's configuration, loaded once in `main` and passed down.
 
 use crate::relay::{ProducerSettings, RelayConfig};
-use crate::retention::parse_retention;
 use platform::config::{ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings};
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
@@ -80,18 +79,7 @@ impl<'de> Deserialize<'de> for Compression {
 
 /// `OUTBOX_RETENTION`: `7d`, `12h`, ... or `0` (keep forever).
 fn retention<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    /// YAML's `0` is a number.
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Text {
-        Text(String),
-        Number(u64),
-    }
-    let text = match Text::deserialize(deserializer)? {
-        Text::Text(text) => text,
-        Text::Number(n) => n.to_string(),
-    };
-    parse_retention(&text).map_err(|e| serde::de::Error::custom(format!("OUTBOX_RETENTION: {e}")))
+    platform::retention::deserialize(deserializer, "OUTBOX_RETENTION")
 }
 
 /// The service's whole configuration (see [`ServiceConfig`]).
