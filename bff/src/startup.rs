@@ -7,7 +7,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use platform::config::ConfigError;
 use platform::health::{HealthApi, REFRESH};
-use platform::http::Listener;
+use platform::http::{Listener, MetricsAt};
 use platform::metrics;
 use platform::service::{Service, Shutdown};
 use poem::middleware::Cors;
@@ -38,6 +38,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct App {
     listener: Listener,
+    metrics: MetricsAt,
     state: Arc<AppState>,
     limits: Arc<RateLimits>,
     cors_origins: Vec<String>,
@@ -77,8 +78,9 @@ impl App {
     /// The whole HTTP application with its middleware.
     pub fn endpoint(&self) -> impl Endpoint + 'static {
         let api = openapi(self.state.clone());
-        let routes = platform::http::documented(api)
-            .at("/metrics", get(metrics::endpoint))
+        let routes = self
+            .metrics
+            .mount(platform::http::documented(api), get(metrics::endpoint))
             // Inside CORS, which turns errors into plain responses before the outer one.
             .around(crate::api::errors::as_json)
             .around(traceparent::apply)
@@ -127,12 +129,14 @@ impl Service for App {
             settings.upstream_timeout(),
         )?;
         let listener = Listener::bind(&config.common.host, settings.port).await?;
+        let metrics = MetricsAt::bind(&config.common, config.profile).await?;
         let pool = config.db.pool();
         let limits = Arc::new(RateLimits::new(&settings, proxies));
         let cors_origins = settings.cors_origins.clone();
         let state = Arc::new(AppState::new(pool, keys, upstream, settings));
         Ok(Self {
             listener,
+            metrics,
             state,
             limits,
             cors_origins,
@@ -154,6 +158,7 @@ impl Service for App {
         ));
         let _refresh = self.state.readiness.spawn_refresh(REFRESH);
         let app = self.endpoint();
+        let _metrics = self.metrics.spawn(get(metrics::endpoint));
         tracing::info!(port = self.listener.port(), "bff listening");
         let served = self.listener.serve(app, shutdown).await;
         evictor.abort();

@@ -25,6 +25,7 @@ pub struct App {
     listener: Listener,
     pool: Pool,
     keys: platform::internal_key::ServerKeys,
+    metrics: platform::http::MetricsAt,
     consumer: Consumer,
     /// Purge processed events older than this (`None`: keep them), every `purge_every`.
     retention: Option<std::time::Duration>,
@@ -44,6 +45,7 @@ impl Service for App {
 
     async fn build(config: Config) -> Result<Self, Error> {
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
+        let metrics = platform::http::MetricsAt::bind(&config.common, config.profile).await?;
         let pool = config.db.pool();
         let consumer = Consumer::new(&config.settings, &config.kafka, pool.clone())?;
         let keys = config.internal_keys.clone();
@@ -52,6 +54,7 @@ impl Service for App {
             purge_every: std::time::Duration::from_millis(config.settings.inbox_purge_interval_ms),
             keys,
             listener,
+            metrics,
             pool,
             consumer,
         })
@@ -94,7 +97,8 @@ impl Service for App {
             env!("CARGO_PKG_VERSION"),
         )
         .server(format!("http://127.0.0.1:{}", self.port()));
-        let app = platform::http::internal(api, self.keys);
+        let app = platform::http::internal(api, self.keys, &self.metrics);
+        let _metrics = self.metrics.spawn(poem::get(platform::metrics::endpoint));
         tracing::info!(port = self.listener.port(), "event-consumer listening");
         let consumer = tokio::spawn(self.consumer.run(wait(stopped.clone())));
         let purge = self.retention.map(|older_than| {

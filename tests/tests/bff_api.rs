@@ -156,6 +156,31 @@ async fn ended_sessions_and_expired_idempotency_keys_are_purged_and_live_ones_st
     assert_eq!(status, 200, "the live session still refreshes");
 }
 
+#[tokio::test]
+async fn with_metrics_addr_the_metrics_leave_the_public_listener() {
+    let port = platform::testing::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let stack = spawn_stack(&[("METRICS_ADDR", &addr)]).await;
+    stack.register("counted@example.com").await;
+
+    let public = stack.fetch("/metrics").await;
+    assert_eq!(public.status(), 404, "no /metrics on the public listener");
+    let own = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    let text = own.text().await.unwrap();
+    assert!(text.contains("bff_registrations_total"), "{text}");
+    let api = reqwest::get(format!("http://{addr}/api/v1/protected/profile"))
+        .await
+        .unwrap();
+    assert_eq!(
+        api.status(),
+        404,
+        "the metrics listener serves nothing else"
+    );
+}
+
 #[derive(Default)]
 struct Seen {
     traceparents: Vec<String>,

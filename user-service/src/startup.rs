@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use platform::health::{HealthApi, Readiness, REFRESH};
-use platform::http::Listener;
+use platform::http::{Listener, MetricsAt};
 use platform::metrics;
 use platform::service::{Service, Shutdown};
 use poem_openapi::OpenApiService;
@@ -28,6 +28,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct App {
     listener: Listener,
+    metrics: MetricsAt,
     state: AppState,
     keys: platform::internal_key::ServerKeys,
 }
@@ -51,6 +52,7 @@ impl Service for App {
         // Install the recorder before the first counter is touched, or early counts are lost.
         metrics::handle();
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
+        let metrics = MetricsAt::bind(&config.common, config.profile).await?;
         let hasher = Hasher::new(config.settings.scrypt_log_n, config.settings.hash_queue).await?;
         let keys = config.internal_keys.clone();
         let state = AppState {
@@ -61,6 +63,7 @@ impl Service for App {
         };
         Ok(Self {
             listener,
+            metrics,
             state,
             keys,
         })
@@ -84,7 +87,8 @@ impl Service for App {
         )
         .description("Internal API: users and the transactional outbox write path.")
         .server(format!("http://127.0.0.1:{}", self.port()));
-        let app = platform::http::internal(api, self.keys);
+        let app = platform::http::internal(api, self.keys, &self.metrics);
+        let _metrics = self.metrics.spawn(poem::get(metrics::endpoint));
         tracing::info!(port = self.listener.port(), "user-service listening");
         self.listener.serve(app, shutdown).await
     }

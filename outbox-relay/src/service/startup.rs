@@ -27,6 +27,7 @@ pub enum BuildError {
 #[derive(Debug)]
 pub struct App {
     listener: Listener,
+    metrics: platform::http::MetricsAt,
     pool: Pool,
     status: Arc<RelayStatus>,
     readiness: Readiness,
@@ -50,6 +51,7 @@ impl Service for App {
         // Installed before the relay records anything, so /metrics sees all of it.
         platform::metrics::handle();
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
+        let metrics = platform::http::MetricsAt::bind(&config.common, config.profile).await?;
         let context = platform::kafka::KafkaContext::default();
         let access = context.access.clone();
         let producer = create_producer_with(&config.settings.producer(&config.kafka), context)?;
@@ -89,6 +91,7 @@ impl Service for App {
             });
         Ok(Self {
             listener,
+            metrics,
             pool,
             status,
             readiness,
@@ -110,9 +113,14 @@ impl Service for App {
             env!("CARGO_PKG_VERSION"),
         )
         .description("The relay's probes; `/metrics` serves Prometheus text.");
-        let app = platform::http::documented(api)
-            .at("/metrics", get(health::metrics(self.pool)))
+        let app = self
+            .metrics
+            .mount(
+                platform::http::documented(api),
+                get(health::metrics(self.pool.clone())),
+            )
             .around(platform::error::as_json);
+        let _metrics = self.metrics.spawn(get(health::metrics(self.pool)));
         tracing::info!(port = self.listener.port(), "outbox-relay listening");
         let served = self.listener.serve(app, stop).await;
         if let Err(error) = relay.await {
