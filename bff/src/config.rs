@@ -240,6 +240,21 @@ mod tests {
     use platform::config::pairs as env;
 
     #[test]
+    fn debug_of_the_configuration_shows_no_secret() {
+        let (secret, public, _) = crate::tokens::generate_paserk().unwrap();
+        let mut settings = platform::config::SECRET_SETTINGS.to_vec();
+        settings.extend([
+            ("TOKEN_SECRET_KEY", &*secret),
+            ("TOKEN_PUBLIC_KEYS", &*public),
+        ]);
+        let config = Config::from_env(env(&settings)).unwrap();
+        let shown = platform::config::secrets_shown(&config, &[&secret]);
+        assert!(shown.is_empty(), "Debug shows {shown:?}");
+        let shown = platform::config::secrets_shown(&config.settings.token_keys(), &[&secret]);
+        assert!(shown.is_empty(), "the token keys' Debug shows {shown:?}");
+    }
+
+    #[test]
     fn cors_origins_null_wildcard_and_non_origins_are_refused() {
         for bad in [
             "null",

@@ -101,6 +101,13 @@ mod tests {
     use platform::config::pairs as env;
 
     #[test]
+    fn debug_of_the_configuration_shows_no_secret() {
+        let config = Config::from_env(env(platform::config::SECRET_SETTINGS)).unwrap();
+        let shown = platform::config::secrets_shown(&config, &[]);
+        assert!(shown.is_empty(), "Debug shows {shown:?}");
+    }
+
+    #[test]
     fn defaults_follow_the_contract_and_env_overrides_them() {
         let config = Config::from_env(env(&[])).unwrap();
         let s = &config.settings;

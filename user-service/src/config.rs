@@ -67,3 +67,17 @@ impl ServiceSettings for Settings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use platform::config::pairs as env;
+
+    #[test]
+    fn debug_of_the_configuration_shows_no_secret() {
+        let config = Config::from_env(env(platform::config::SECRET_SETTINGS)).unwrap();
+        let shown = platform::config::secrets_shown(&config, &[]);
+        assert!(shown.is_empty(), "Debug shows {shown:?}");
+    }
+}

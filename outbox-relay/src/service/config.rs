@@ -136,6 +136,13 @@ mod tests {
     use platform::config::pairs as env;
 
     #[test]
+    fn debug_of_the_configuration_shows_no_secret() {
+        let config = Config::from_env(env(platform::config::SECRET_SETTINGS)).unwrap();
+        let shown = platform::config::secrets_shown(&config, &[]);
+        assert!(shown.is_empty(), "Debug shows {shown:?}");
+    }
+
+    #[test]
     fn relay_settings_come_from_the_environment() {
         let config = Config::from_env(env(&[
             ("RELAY_BATCH_SIZE", "250"),

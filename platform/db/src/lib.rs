@@ -361,6 +361,18 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_neither_the_password_nor_the_url() {
+        let url = "postgresql://app:leak-url-password-0011@db.example:5432/app";
+        for config in [
+            env(&[("DATABASE_URL", url)]).unwrap(),
+            env(&[("DB_PASSWORD", "leak-db-password-0012")]).unwrap(),
+        ] {
+            let shown = format!("{config:?} {config:#?}");
+            assert!(!shown.contains("leak-"), "{shown}");
+        }
+    }
+
+    #[test]
     fn development_prefers_tls_and_other_profiles_verify_fully() {
         assert_eq!(env(&[]).unwrap().tls.mode, SslMode::Prefer);
         let production = env(&[("ENV", "production"), ("DB_SSLROOTCERT", "system")]);
