@@ -220,6 +220,42 @@ pub fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Every secret setting a service may take, each with a value a leak is easy to spot by,
+/// for the test each configuration type has that its `Debug` shows none of them (see
+/// [`secrets_shown`]).
+pub const SECRET_SETTINGS: &[(&str, &str)] = &[
+    ("DB_PASSWORD", "leak-db-password-0001"),
+    ("INTERNAL_API_KEY", "leak-internal-api-key-0002"),
+    (
+        "INTERNAL_API_KEYS",
+        "bff:leak-bff-caller-key-0003,event-consumer:leak-consumer-caller-key-0004,ops:leak-ops-caller-key-0005",
+    ),
+    ("USER_SERVICE_API_KEY", "leak-user-service-key-0006"),
+    ("EVENT_CONSUMER_API_KEY", "leak-event-consumer-key-0007"),
+    ("KAFKA_SASL_PASSWORD", "leak-sasl-password-0008"),
+    ("KAFKA_SSL_KEY_PASSWORD", "leak-ssl-key-password-0009"),
+    (
+        "KAFKA_PROPERTIES",
+        "sasl.oauthbearer.client.secret=leak-oauth-secret-0010",
+    ),
+];
+
+/// The secret values of [`SECRET_SETTINGS`] and `extra` that `value`'s `Debug` output
+/// (plain or pretty) contains: empty when nothing leaks.
+pub fn secrets_shown(value: &impl std::fmt::Debug, extra: &[&str]) -> Vec<String> {
+    let shown = format!("{value:?}\n{value:#?}");
+    let values = SECRET_SETTINGS.iter().flat_map(|(_, v)| {
+        v.split([',', '='])
+            .map(|part| part.rsplit(':').next().unwrap_or(part))
+    });
+    values
+        .chain(extra.iter().copied())
+        .filter(|secret| secret.contains("leak-") || extra.contains(secret))
+        .filter(|secret| shown.contains(secret))
+        .map(str::to_owned)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,7 +292,10 @@ mod tests {
         #[derive(Debug)]
         #[allow(dead_code)]
         struct Leaky(&'static str, String);
-        let leaky = Leaky("leak-consumer-caller-key-0004", "token k4.secret.abc".into());
+        let leaky = Leaky(
+            "leak-consumer-caller-key-0004",
+            "token k4.secret.abc".into(),
+        );
         let shown = secrets_shown(&leaky, &["k4.secret.abc", "never-there"]);
         assert_eq!(shown, ["leak-consumer-caller-key-0004", "k4.secret.abc"]);
         assert!(secrets_shown(&"nothing to see", &[]).is_empty());
@@ -328,40 +367,4 @@ mod tests {
     fn comma_lists_ignore_blanks() {
         assert_eq!(comma_list(" a, ,b ,"), vec!["a", "b"]);
     }
-}
-
-/// Every secret setting a service may take, each with a value a leak is easy to spot by,
-/// for the test each configuration type has that its `Debug` shows none of them (see
-/// [`secrets_shown`]).
-pub const SECRET_SETTINGS: &[(&str, &str)] = &[
-    ("DB_PASSWORD", "leak-db-password-0001"),
-    ("INTERNAL_API_KEY", "leak-internal-api-key-0002"),
-    (
-        "INTERNAL_API_KEYS",
-        "bff:leak-bff-caller-key-0003,event-consumer:leak-consumer-caller-key-0004,ops:leak-ops-caller-key-0005",
-    ),
-    ("USER_SERVICE_API_KEY", "leak-user-service-key-0006"),
-    ("EVENT_CONSUMER_API_KEY", "leak-event-consumer-key-0007"),
-    ("KAFKA_SASL_PASSWORD", "leak-sasl-password-0008"),
-    ("KAFKA_SSL_KEY_PASSWORD", "leak-ssl-key-password-0009"),
-    (
-        "KAFKA_PROPERTIES",
-        "sasl.oauthbearer.client.secret=leak-oauth-secret-0010",
-    ),
-];
-
-/// The secret values of [`SECRET_SETTINGS`] and `extra` that `value`'s `Debug` output
-/// (plain or pretty) contains: empty when nothing leaks.
-pub fn secrets_shown(value: &impl std::fmt::Debug, extra: &[&str]) -> Vec<String> {
-    let shown = format!("{value:?}\n{value:#?}");
-    let values = SECRET_SETTINGS.iter().flat_map(|(_, v)| {
-        v.split([',', '='])
-            .map(|part| part.rsplit(':').next().unwrap_or(part))
-    });
-    values
-        .chain(extra.iter().copied())
-        .filter(|secret| secret.contains("leak-") || extra.contains(secret))
-        .filter(|secret| shown.contains(secret))
-        .map(str::to_owned)
-        .collect()
 }
