@@ -172,6 +172,29 @@ async fn a_database_outage_delays_records_but_skips_none() {
 }
 
 #[tokio::test]
+async fn stats_take_the_bff_and_ops_keys_but_not_the_consumers_own() {
+    let scratch = Scratch::new().await;
+    let (bff, consumer, ops) = (
+        "bff-caller-key-0123456789abcdef",
+        "consumer-caller-key-0123456789ab",
+        "ops-caller-key-0123456789abcdef",
+    );
+    let mut env = scratch.env();
+    env.push((
+        "INTERNAL_API_KEYS".into(),
+        format!("bff:{bff},event-consumer:{consumer},ops:{ops}"),
+    ));
+    let app = spawn_app(env).await;
+    let stats_url = format!("{}/stats", app.base);
+    assert_eq!(get(&stats_url, Some(bff)).await.0, 200);
+    assert_eq!(get(&stats_url, Some(ops)).await.0, 200);
+    let (status, body) = get(&stats_url, Some(consumer)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(get(&stats_url, Some(DEV_INTERNAL_API_KEY)).await.0, 401);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_service_purges_processed_events_past_inbox_retention() {
     let scratch = Scratch::new().await;
     let old = scratch.processed_days_ago(5, 3).await;

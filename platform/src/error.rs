@@ -166,6 +166,9 @@ pub enum Failure {
     /// Missing or wrong internal API key.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
+    /// A valid internal key whose caller may not use this route.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// The body exceeds the limit.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),

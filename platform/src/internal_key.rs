@@ -190,6 +190,26 @@ impl ServerKeys {
 #[oai(ty = "bearer", checker = "caller_of_request")]
 pub struct InternalKey(pub Caller);
 
+impl InternalKey {
+    /// The caller, if it is one of `allowed`; any other caller's key, valid though it is,
+    /// gets 403, so a leaked key opens only the routes its caller needs.
+    pub fn permit(&self, allowed: &[Caller]) -> Result<Caller, crate::error::Failure> {
+        if allowed.contains(&self.0) {
+            return Ok(self.0);
+        }
+        tracing::warn!(
+            caller = self.0.name(),
+            "403: this caller's internal key is not accepted on this route"
+        );
+        Err(crate::error::Failure::Forbidden(
+            poem_openapi::payload::Json(crate::error::ErrorBody::new(
+                "Forbidden",
+                format!("The {} key is not accepted on this route.", self.0.name()),
+            )),
+        ))
+    }
+}
+
 async fn caller_of_request(request: &Request, bearer: Bearer) -> Option<Caller> {
     request.data::<ServerKeys>()?.caller_of(&bearer.token)
 }

@@ -72,6 +72,7 @@ impl From<Failure> for ApiError {
         match failure {
             Failure::BadRequest(body) => Self::BadRequest(body),
             Failure::Unauthorized(body) => Self::Unauthorized(body),
+            Failure::Forbidden(body) => Self::Forbidden(body),
             Failure::PayloadTooLarge(body) => Self::PayloadTooLarge(body),
             Failure::UnsupportedMediaType(body) => Self::UnsupportedMediaType(body),
             Failure::Internal(body) => Self::Internal(body),

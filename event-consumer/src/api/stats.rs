@@ -1,6 +1,6 @@
 use deadpool_postgres::Pool;
 use platform::error::Failure;
-use platform::internal_key::InternalKey;
+use platform::internal_key::{Caller, InternalKey};
 use poem_openapi::payload::Json;
 use poem_openapi::{OpenApi, Tags};
 
@@ -23,7 +23,8 @@ impl StatsApi {
     /// Processed, duplicate, dead-lettered and unknown-type counts, the welcome
     /// notification queue and registrations per day for the last 7 days.
     #[oai(path = "/stats", method = "get")]
-    async fn stats(&self, _key: InternalKey) -> Result<Json<Stats>, Failure> {
+    async fn stats(&self, key: InternalKey) -> Result<Json<Stats>, Failure> {
+        key.permit(&[Caller::Bff, Caller::Ops])?;
         let client = self.pool.get().await?;
         Ok(Json(stats::read(&client).await?))
     }

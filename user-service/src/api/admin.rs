@@ -3,7 +3,7 @@
 use outbox_relay::replay::ReplayError;
 use outbox_relay::ReplayFilter;
 use platform::error::{ErrorBody, Failure};
-use platform::internal_key::InternalKey;
+use platform::internal_key::{Caller, InternalKey};
 use platform::wire::{ReplayRequest, ReplayResult, UserStats};
 use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
@@ -21,7 +21,8 @@ pub struct AdminApi {
 impl AdminApi {
     /// Users and outbox health for the admin dashboard.
     #[oai(path = "/stats", method = "get")]
-    async fn stats(&self, _key: InternalKey) -> Result<Json<UserStats>, Failure> {
+    async fn stats(&self, key: InternalKey) -> Result<Json<UserStats>, Failure> {
+        key.permit(&[Caller::Bff, Caller::Ops])?;
         let client = self.state.pool.get().await?;
         Ok(Json(stats::load(&client).await?))
     }
@@ -31,9 +32,10 @@ impl AdminApi {
     #[oai(path = "/outbox/replay", method = "post")]
     async fn replay(
         &self,
-        _key: InternalKey,
+        key: InternalKey,
         body: Json<ReplayRequest>,
     ) -> Result<Json<ReplayResult>, Failure> {
+        key.permit(&[Caller::Bff, Caller::Ops])?;
         let body = body.0;
         let filter = ReplayFilter {
             since: body.since,

@@ -1,7 +1,7 @@
 //! Registration, credential checks and look-up.
 
 use platform::error::{ErrorBody, Failure, Found};
-use platform::internal_key::InternalKey;
+use platform::internal_key::{Caller, InternalKey};
 use platform::traceparent::TraceParent;
 use platform::wire::{Credentials, RegisterResponse, Registration, User, Verification};
 use poem_openapi::param::{Header, Path};
@@ -38,11 +38,12 @@ impl UsersApi {
     #[oai(path = "/register", method = "post")]
     async fn register(
         &self,
-        _key: InternalKey,
+        key: InternalKey,
         /// W3C trace context, stored with the event and carried to Kafka.
         traceparent: Header<Option<String>>,
         body: Json<Registration>,
     ) -> Result<RegisterResponse, Failure> {
+        key.permit(&[Caller::Bff])?;
         let new_user = match validation::validate(&body.0) {
             Ok(user) => user,
             Err(errors) => {
@@ -92,13 +93,14 @@ impl UsersApi {
     #[oai(path = "/verify-credentials", method = "post")]
     async fn verify_credentials(
         &self,
-        _key: InternalKey,
+        key: InternalKey,
         /// The end client's address as the caller saw it; lets an account's recent good
         /// clients through a throttle.
         #[oai(name = "X-Client-Ip")]
         client: Header<Option<String>>,
         body: Json<Credentials>,
     ) -> Result<VerifyResponse, Failure> {
+        key.permit(&[Caller::Bff])?;
         let throttle = &self.state.throttle;
         let client = client.0.as_deref();
         if let Err(wait) = throttle.check(&body.0.email, client, Instant::now()) {
@@ -136,7 +138,8 @@ impl UsersApi {
 
     /// Looks a user up by id.
     #[oai(path = "/users/:id", method = "get")]
-    async fn get_user(&self, _key: InternalKey, id: Path<Uuid>) -> Result<Found<User>, Failure> {
+    async fn get_user(&self, key: InternalKey, id: Path<Uuid>) -> Result<Found<User>, Failure> {
+        key.permit(&[Caller::Bff, Caller::EventConsumer, Caller::Ops])?;
         let client = self.state.pool.get().await?;
         let user = users::find_by_id(&client, id.0).await?;
         Ok(Found::or_not_found(user, "No user has this id."))
