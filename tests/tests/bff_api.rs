@@ -460,3 +460,51 @@ async fn same_origin_posts_pass_with_no_cors_origins_configured() {
         "a cross-origin call is refused before the endpoint"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_500_or_an_off_contract_answer_is_a_500_with_the_generic_body() {
+    let (broken, _stop_broken) = spawn_fake(
+        Route::new()
+            .at(
+                "/api/v1/register",
+                post(poem::endpoint::make(|_| async {
+                    poem::Response::builder()
+                        .status(poem::http::StatusCode::INTERNAL_SERVER_ERROR)
+                        .body("relation \"users.users\" does not exist")
+                })),
+            )
+            .at(
+                "/api/v1/verify-credentials",
+                // 200, but not the documented body.
+                post(poem::endpoint::make(|_| async { "surprise" })),
+            ),
+    )
+    .await;
+    let db = scratch_db().await;
+    let (base, _stop) = spawn_bff(&db, &broken, &[]).await;
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        ("/api/v1/register", registration("broken@example.com")),
+        (
+            "/api/v1/auth/login",
+            json!({"email": "broken@example.com", "password": "whatever it is"}),
+        ),
+    ] {
+        let response = http
+            .post(format!("{base}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert!(response.headers().get("retry-after").is_none(), "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 500, "{path}: {body}");
+        assert_eq!(body["error"], "Internal server error", "{path}");
+        let text = body.to_string();
+        assert!(
+            !text.contains("relation") && !text.contains("surprise"),
+            "{text}"
+        );
+    }
+}
