@@ -2,7 +2,11 @@
 # secrets-init: the compose stack's one-shot first step. Writes every secret the services
 # read (as NAME_FILE) into the `secrets` volume, mounted at /run/secrets:
 #
-#   db_password                      PostgreSQL's password (postgres and every service)
+#   db_password                      PostgreSQL's superuser password (postgres; migrate)
+#   db_password.user_service         the password of each service's own database role
+#   db_password.outbox_relay         (set on the roles by `migrate passwords`)
+#   db_password.event_consumer
+#   db_password.bff
 #   token_secret_key                 bff's PASETO signing key (k4.secret...)
 #   token_public_keys                its verification keys (k4.public..., comma-separated)
 #   user_service_api_key.bff         the key bff presents to user-service
@@ -63,6 +67,10 @@ else
   put token_secret_key "$secret" "generated (bff keygen)"
   put token_public_keys "$public" "generated (bff keygen)"
 fi
+
+for role in user_service outbox_relay event_consumer bff; do
+  ensure "db_password.$role"
+done
 
 for name in user_service_api_key.bff user_service_api_key.event_consumer user_service_api_key.ops \
   event_consumer_api_key.bff event_consumer_api_key.ops; do

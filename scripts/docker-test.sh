@@ -223,6 +223,13 @@ req POST /api/v1/auth/logout "" "$ACCESS2"; expect 204 "logout"
 req POST /api/v1/auth/refresh "{\"refresh_token\":\"$REFRESH1\"}"; expect 401 "old refresh token refused"
 req POST /api/v1/auth/refresh "{\"refresh_token\":\"$REFRESH2\"}"; expect 401 "refresh token of the logged-out session refused"
 
+# Each service is connected as its own database role, none as the superuser.
+DBQ="SELECT coalesce(string_agg(DISTINCT usename::text, ',' ORDER BY usename::text), '') FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+db_users=$(compose exec -T postgres sh -c "psql -U \"\$POSTGRES_USER\" -d \"\$POSTGRES_DB\" -tAc \"$DBQ\"" | tr -d '\r')
+[ "$db_users" = "bff,event_consumer,outbox_relay,user_service" ] \
+  || die "the services' database users are '$db_users', not their four roles alone"
+log "ok: database sessions by role: $db_users (none as the superuser)"
+
 # An admin: promoted on the command line, as the README says.
 ADMIN="admin-$RUN@example.com"
 req POST /api/v1/register "$(user_body "$ADMIN" 2)"; expect 201 "register $ADMIN"; registered=$((registered + 1))

@@ -15,6 +15,7 @@ use tokio_postgres::Client;
 
 mod create;
 mod down;
+pub mod roles;
 
 pub use create::{create, next_version, validate_name, CreateError, Created};
 pub use down::{down, undo_problems, DownError};

@@ -48,9 +48,10 @@ async fn schema(client: &Client) -> Vec<String> {
     const USER_NAMESPACES: &str =
         "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'";
     let queries = [
-        format!("SELECT 'schema ' || nspname || ' ' || coalesce(nspacl::text, '') FROM pg_namespace n WHERE {USER_NAMESPACES}"),
+        format!("SELECT 'schema ' || nspname || ' ' || coalesce(nspacl, acldefault('n', nspowner))::text FROM pg_namespace n WHERE {USER_NAMESPACES}"),
         format!(
-            "SELECT 'relation ' || n.nspname || '.' || c.relname || ' ' || c.relkind::text || ' ' || coalesce(c.relacl::text, '')
+            "SELECT 'relation ' || n.nspname || '.' || c.relname || ' ' || c.relkind::text || ' '
+                    || coalesce(c.relacl, acldefault((CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END)::\"char\", c.relowner))::text
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE {USER_NAMESPACES} AND c.relname <> 'refinery_schema_history'"
         ),
@@ -73,6 +74,9 @@ async fn schema(client: &Client) -> Vec<String> {
              FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER_NAMESPACES}"
         ),
         "SELECT 'trigger ' || pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal".to_owned(),
+        "SELECT 'default privileges ' || defaclnamespace::regnamespace::text || ' ' || defaclobjtype::text
+                || ' ' || defaclacl::text FROM pg_default_acl"
+            .to_owned(),
         format!(
             "SELECT 'type ' || n.nspname || '.' || t.typname || ' ' || t.typtype::text
              FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace

@@ -15,6 +15,10 @@ use crate::{brokers, eventually, scratch_db};
 
 pub const INTERNAL_KEY: &str = "e2e-internal-key-0123456789";
 
+/// The password every service role gets in the test clusters (roles belong to a whole
+/// cluster, so every test sets the same one).
+pub const ROLE_PASSWORD: &str = "service-role-password-for-tests";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Service {
     UserService,
@@ -31,6 +35,16 @@ impl Service {
         Service::Bff,
     ];
 
+    /// The database role the service logs in as (made by the migrations).
+    pub fn db_role(self) -> &'static str {
+        match self {
+            Service::UserService => "user_service",
+            Service::Relay => "outbox_relay",
+            Service::Consumer => "event_consumer",
+            Service::Bff => "bff",
+        }
+    }
+
     fn binary(self) -> &'static str {
         match self {
             Service::UserService => "user-service",
@@ -42,6 +56,23 @@ impl Service {
 }
 
 pub use platform::testing::{binary_path, free_port};
+
+/// Sets [`ROLE_PASSWORD`] on the service roles of `db`'s cluster, once per cluster and
+/// process: two ALTER ROLEs of one role at once fail ("tuple concurrently updated").
+async fn set_role_passwords(db: &DbConfig) -> anyhow::Result<()> {
+    static DONE: tokio::sync::Mutex<Vec<(String, u16)>> = tokio::sync::Mutex::const_new(Vec::new());
+    let mut done = DONE.lock().await;
+    let cluster = (db.db_host.clone(), db.db_port);
+    if done.contains(&cluster) {
+        return Ok(());
+    }
+    let admin = db.connect().await?;
+    for (role, _) in migrations::roles::SERVICE_ROLES {
+        migrations::roles::set_password(&admin, role, ROLE_PASSWORD).await?;
+    }
+    done.push(cluster);
+    Ok(())
+}
 
 #[derive(Debug)]
 pub struct Stack {
@@ -66,6 +97,9 @@ impl Stack {
     /// The stack on a migrated database `db` and the brokers `kafka` connects to (the TLS
     /// fixture's, say), with scratch topics there; nothing started yet.
     pub async fn on(db: DbConfig, kafka: KafkaConfig) -> anyhow::Result<Self> {
+        // Each service logs in as its own role, as in docker and production, so every
+        // stack test also proves the grants suffice.
+        set_role_passwords(&db).await?;
         let topic = scratch_topic_with(&kafka, 3).await;
         let dlq_topic = scratch_topic_with(&kafka, 1).await;
         let ports = Service::ALL.iter().map(|s| (*s, free_port())).collect();
@@ -150,6 +184,8 @@ impl Stack {
         let mut env: Vec<(String, String)> =
             env.drain(..).map(|(k, v)| (k.to_owned(), v)).collect();
         env.extend(self.db.to_env());
+        env.push(("DB_USER".into(), service.db_role().to_owned()));
+        env.push(("DB_PASSWORD".into(), ROLE_PASSWORD.to_owned()));
         env.extend(self.kafka.to_env());
         env.extend(self.extra_env.iter().cloned());
         env

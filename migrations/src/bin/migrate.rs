@@ -39,6 +39,20 @@ fn db_config() -> anyhow::Result<platform_db::DbConfig> {
     platform_db::DbConfig::from_env_vars(env).map_err(anyhow::Error::msg)
 }
 
+/// `name` from the environment, else from the file `name_FILE` names (trailing newline
+/// dropped); `None` when neither is set.
+fn secret_setting(name: &str) -> anyhow::Result<Option<String>> {
+    if let Ok(value) = std::env::var(name) {
+        return Ok(Some(value));
+    }
+    let Ok(path) = std::env::var(format!("{name}_FILE")) else {
+        return Ok(None);
+    };
+    let value = std::fs::read_to_string(&path)
+        .with_context(|| format!("{name}_FILE: cannot read {path}"))?;
+    Ok(Some(value.trim_end_matches(['\r', '\n']).to_owned()))
+}
+
 async fn connect(db: &platform_db::DbConfig) -> anyhow::Result<tokio_postgres::Client> {
     Ok(db.connect_explained().await?)
 }
@@ -57,6 +71,10 @@ enum Command {
     },
     /// List the migrations and whether each is applied.
     Status,
+    /// Set the services' database roles' passwords from USER_SERVICE_DB_PASSWORD,
+    /// OUTBOX_RELAY_DB_PASSWORD, EVENT_CONSUMER_DB_PASSWORD and BFF_DB_PASSWORD (or their
+    /// `_FILE`s); a role whose setting is absent is left as it is.
+    Passwords,
     /// Write the next migration, sql/V{next}__NAME.sql, and its undo file.
     Create {
         /// lower-case snake_case, e.g. add_users_locale
@@ -122,6 +140,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("reverting on {}", db.db_name))?;
             for (version, name) in reverted {
                 println!("reverted V{version} {name}");
+            }
+        }
+        Command::Passwords => {
+            let db = db_config()?;
+            let client = connect(&db).await?;
+            for (role, setting) in migrations::roles::SERVICE_ROLES {
+                let Some(password) = secret_setting(setting)? else {
+                    println!("{role}: {setting} not given, left as it is");
+                    continue;
+                };
+                if password.chars().count() < 16 {
+                    anyhow::bail!(
+                        "{setting} is shorter than 16 characters (try `openssl rand -hex 32`)"
+                    );
+                }
+                migrations::roles::set_password(&client, role, &password)
+                    .await
+                    .with_context(|| format!("setting the password of {role}"))?;
+                println!("{role}: password set");
             }
         }
         Command::Status => {

@@ -1,0 +1,25 @@
+-- Reverts V42__service_roles.sql in this database. The roles themselves stay: they belong
+-- to the cluster, and other databases of it may still grant them (drop them by hand with
+-- DROP ROLE once no database does).
+ALTER DEFAULT PRIVILEGES IN SCHEMA auth REVOKE USAGE, SELECT ON SEQUENCES FROM bff;
+ALTER DEFAULT PRIVILEGES IN SCHEMA auth REVOKE SELECT, INSERT, UPDATE, DELETE ON TABLES FROM bff;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA auth FROM bff;
+REVOKE ALL ON ALL TABLES IN SCHEMA auth FROM bff;
+REVOKE USAGE ON SCHEMA auth FROM bff;
+
+ALTER DEFAULT PRIVILEGES IN SCHEMA consumer REVOKE USAGE, SELECT ON SEQUENCES FROM event_consumer;
+ALTER DEFAULT PRIVILEGES IN SCHEMA consumer
+    REVOKE SELECT, INSERT, UPDATE, DELETE ON TABLES FROM event_consumer;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA consumer FROM event_consumer;
+REVOKE ALL ON ALL TABLES IN SCHEMA consumer FROM event_consumer;
+REVOKE USAGE ON SCHEMA consumer FROM event_consumer;
+
+REVOKE ALL ON users.outbox FROM outbox_relay;
+REVOKE USAGE ON SCHEMA users FROM outbox_relay;
+
+ALTER DEFAULT PRIVILEGES IN SCHEMA users REVOKE USAGE, SELECT ON SEQUENCES FROM user_service;
+ALTER DEFAULT PRIVILEGES IN SCHEMA users
+    REVOKE SELECT, INSERT, UPDATE, DELETE ON TABLES FROM user_service;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA users FROM user_service;
+REVOKE ALL ON ALL TABLES IN SCHEMA users FROM user_service;
+REVOKE USAGE ON SCHEMA users FROM user_service;
