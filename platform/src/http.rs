@@ -77,7 +77,10 @@ pub enum MetricsAt {
 
 impl MetricsAt {
     /// Decides from `METRICS_ADDR` and the profile, binding the metrics listener if any.
+    /// Installs the process's recorder first, so nothing counted before the first scrape
+    /// is lost.
     pub async fn bind(common: &Common, profile: crate::config::Profile) -> std::io::Result<Self> {
+        crate::metrics::handle();
         let addr = common.metrics_addr.as_deref().map(str::trim);
         match addr.filter(|addr| !addr.is_empty()) {
             Some(addr) => Ok(Self::Own(Listener::bind_addr(addr).await?)),

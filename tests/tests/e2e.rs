@@ -79,6 +79,15 @@ async fn a_registration_reaches_kafka_in_the_contract_form_and_has_exactly_one_e
     let user_id = created["id"].as_str().unwrap_or_default().to_owned();
     assert_eq!(created["email"], user["email"]);
     assert!(created.get("password").is_none() && created.get("password_hash").is_none());
+    // Counted although nothing had scraped the BFF's /metrics before.
+    let metrics = stack
+        .http
+        .get(stack.url(Service::Bff, "/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(metrics.contains("bff_registrations_total 1"), "{metrics}");
 
     // The record on the topic, as the contract describes it.
     let consumer = reader(&stack.topic);

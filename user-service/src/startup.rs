@@ -49,8 +49,6 @@ impl Service for App {
     type BuildError = StartError;
 
     async fn build(config: Config) -> Result<Self, StartError> {
-        // Install the recorder before the first counter is touched, or early counts are lost.
-        metrics::handle();
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
         let metrics = MetricsAt::bind(&config.common, config.profile).await?;
         let hasher = Hasher::new(config.settings.scrypt_log_n, config.settings.hash_queue).await?;

@@ -143,18 +143,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Passwords => {
+            // Every given password is checked before any is set.
+            let mut given = Vec::new();
+            for (role, setting) in migrations::roles::SERVICE_ROLES {
+                match secret_setting(setting)? {
+                    Some(password) if password.chars().count() < 16 => anyhow::bail!(
+                        "{setting} is shorter than 16 characters (try `openssl rand -hex 32`); \
+                         no password was changed"
+                    ),
+                    Some(password) => given.push((role, password)),
+                    None => println!("{role}: {setting} not given, left as it is"),
+                }
+            }
             let db = db_config()?;
             let client = connect(&db).await?;
-            for (role, setting) in migrations::roles::SERVICE_ROLES {
-                let Some(password) = secret_setting(setting)? else {
-                    println!("{role}: {setting} not given, left as it is");
-                    continue;
-                };
-                if password.chars().count() < 16 {
-                    anyhow::bail!(
-                        "{setting} is shorter than 16 characters (try `openssl rand -hex 32`)"
-                    );
-                }
+            for (role, password) in given {
                 migrations::roles::set_password(&client, role, &password)
                     .await
                     .with_context(|| format!("setting the password of {role}"))?;

@@ -48,8 +48,6 @@ impl Service for App {
     /// Binds the port and creates the producer; neither the database nor Kafka has to be
     /// up yet (the relay waits and retries).
     async fn build(config: Config) -> Result<Self, BuildError> {
-        // Installed before the relay records anything, so /metrics sees all of it.
-        platform::metrics::handle();
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
         let metrics = platform::http::MetricsAt::bind(&config.common, config.profile).await?;
         let context = platform::kafka::KafkaContext::default();
