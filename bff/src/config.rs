@@ -242,14 +242,12 @@ mod tests {
     #[test]
     fn debug_of_the_configuration_shows_no_secret() {
         let (secret, public, _) = crate::tokens::generate_paserk().unwrap();
-        let mut settings = platform::config::SECRET_SETTINGS.to_vec();
-        settings.extend([
+        let keys = [
             ("TOKEN_SECRET_KEY", &*secret),
             ("TOKEN_PUBLIC_KEYS", &*public),
-        ]);
-        let config = Config::from_env(env(&settings)).unwrap();
-        let shown = platform::config::secrets_shown(&config, &[&secret]);
-        assert!(shown.is_empty(), "Debug shows {shown:?}");
+        ];
+        platform::config::assert_debug_hides_secrets::<Settings>(&keys, &[&secret]);
+        let config = Config::from_env(env(&keys)).unwrap();
         let shown = platform::config::secrets_shown(&config.settings.token_keys(), &[&secret]);
         assert!(shown.is_empty(), "the token keys' Debug shows {shown:?}");
     }

@@ -240,6 +240,20 @@ pub const SECRET_SETTINGS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Loads `ServiceConfig<S>` from every [`SECRET_SETTINGS`] entry plus `env`, and panics
+/// naming what leaks if its `Debug` shows one of their values or of `secrets`: the test
+/// each service has on its configuration type.
+pub fn assert_debug_hides_secrets<S: ServiceSettings + std::fmt::Debug>(
+    env: &[(&str, &str)],
+    secrets: &[&str],
+) {
+    let mut all = SECRET_SETTINGS.to_vec();
+    all.extend_from_slice(env);
+    let config = ServiceConfig::<S>::from_env(pairs(&all)).expect("the configuration loads");
+    let shown = secrets_shown(&config, secrets);
+    assert!(shown.is_empty(), "Debug shows {shown:?}");
+}
+
 /// The secret values of [`SECRET_SETTINGS`] and `extra` that `value`'s `Debug` output
 /// (plain or pretty) contains: empty when nothing leaks.
 pub fn secrets_shown(value: &impl std::fmt::Debug, extra: &[&str]) -> Vec<String> {

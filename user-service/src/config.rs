@@ -72,12 +72,8 @@ impl ServiceSettings for Settings {
 mod tests {
     use super::*;
 
-    use platform::config::pairs as env;
-
     #[test]
     fn debug_of_the_configuration_shows_no_secret() {
-        let config = Config::from_env(env(platform::config::SECRET_SETTINGS)).unwrap();
-        let shown = platform::config::secrets_shown(&config, &[]);
-        assert!(shown.is_empty(), "Debug shows {shown:?}");
+        platform::config::assert_debug_hides_secrets::<Settings>(&[], &[]);
     }
 }
