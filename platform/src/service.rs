@@ -80,7 +80,10 @@ pub trait Service: Sized + Send + 'static {
 pub async fn serve<S: Service>(config: ServiceConfig<S::Settings>) -> anyhow::Result<()> {
     telemetry::init(S::NAME, &config.common.log_level, config.common.log_format);
     config.warn_if_development();
-    config.db.check_at_start().await?;
+    config
+        .db
+        .check_at_start(!config.profile.is_development())
+        .await?;
     let service = S::build(config)
         .await
         .with_context(|| format!("starting {}", S::NAME))?;

@@ -59,7 +59,7 @@ pub use platform::testing::{binary_path, free_port};
 
 /// Sets [`ROLE_PASSWORD`] on the service roles of `db`'s cluster, once per cluster and
 /// process: two ALTER ROLEs of one role at once fail ("tuple concurrently updated").
-async fn set_role_passwords(db: &DbConfig) -> anyhow::Result<()> {
+pub async fn set_role_passwords(db: &DbConfig) -> anyhow::Result<()> {
     static DONE: tokio::sync::Mutex<Vec<(String, u16)>> = tokio::sync::Mutex::const_new(Vec::new());
     let mut done = DONE.lock().await;
     let cluster = (db.db_host.clone(), db.db_port);

@@ -137,3 +137,29 @@ async fn a_record_goes_through_the_real_broker() -> anyhow::Result<()> {
     assert_eq!((message.partition(), message.offset()), (partition, offset));
     Ok(())
 }
+
+#[tokio::test]
+async fn outside_development_a_superuser_db_user_is_refused_and_a_service_role_is_not(
+) -> anyhow::Result<()> {
+    let db = scratch_db().await;
+    // The suite's server user is the superuser `postgres`.
+    let refused = db
+        .check_at_start(true)
+        .await
+        .expect_err("a superuser is refused");
+    assert!(refused.fatal);
+    let message = refused.to_string();
+    assert!(
+        message.contains("DB_USER=postgres is a superuser")
+            && message.contains("migrate passwords"),
+        "{message}"
+    );
+    db.check_at_start(false).await?; // development allows it
+
+    tests::stack::set_role_passwords(&db).await?;
+    let mut role = db.clone();
+    role.db_user = "bff".into();
+    role.db_password = secrecy::SecretString::from(tests::stack::ROLE_PASSWORD);
+    role.check_at_start(true).await?;
+    Ok(())
+}

@@ -16,6 +16,14 @@ pub struct StartError {
 }
 
 impl StartError {
+    /// A setting the service refuses to start with.
+    pub(crate) fn refused(message: String) -> Self {
+        Self {
+            message,
+            fatal: true,
+        }
+    }
+
     /// `Some` when the failure is one of the settings: TLS or credentials.
     pub(crate) fn classify(config: &DbConfig, error: &tokio_postgres::Error) -> Option<Self> {
         let explained = Self::explain(config, error);

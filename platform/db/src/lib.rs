@@ -314,8 +314,31 @@ impl DbConfig {
     /// Called once at start: a connection refused for TLS or credentials is a setting to
     /// fix, so it is an error naming that setting; a database that is merely away is not
     /// (the service starts unready and connects when it comes).
-    pub async fn check_at_start(&self) -> Result<(), StartError> {
+    ///
+    /// With `refuse_superuser` (every profile but development), a `DB_USER` that is a
+    /// superuser is refused too: a service logs in as its own role.
+    pub async fn check_at_start(&self, refuse_superuser: bool) -> Result<(), StartError> {
         match self.connect().await {
+            Ok(client) if refuse_superuser => {
+                let superuser: Option<bool> = client
+                    .query_opt(
+                        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                        &[],
+                    )
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|row| row.get(0));
+                if superuser == Some(true) {
+                    return Err(StartError::refused(format!(
+                        "DB_USER={} is a superuser: outside development each service logs in \
+                         as its own role (user_service, outbox_relay, event_consumer, bff; see \
+                         `migrate passwords`)",
+                        self.db_user
+                    )));
+                }
+                Ok(())
+            }
             Ok(_) => Ok(()),
             Err(error) => match StartError::classify(self, &error) {
                 Some(fatal) => Err(fatal),
