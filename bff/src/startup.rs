@@ -10,6 +10,7 @@ use platform::health::{HealthApi, REFRESH};
 use platform::http::{Listener, MetricsAt};
 use platform::metrics;
 use platform::service::{Service, Shutdown};
+use platform::task::Background;
 use poem::middleware::Cors;
 use poem::{get, Endpoint, EndpointExt};
 use poem_openapi::OpenApiService;
@@ -145,14 +146,14 @@ impl Service for App {
 
     async fn run_until_stopped(self, shutdown: impl Shutdown) -> std::io::Result<()> {
         let limits = self.limits.clone();
-        let evictor = tokio::spawn(async move {
+        let _evictor = Background::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             loop {
                 tick.tick().await;
                 limits.evict_idle();
             }
         });
-        let purge = tokio::spawn(crate::retention::run(
+        let _purge = Background::spawn(crate::retention::run(
             self.state.pool.clone(),
             self.state.settings.auth_purge_interval(),
         ));
@@ -161,8 +162,6 @@ impl Service for App {
         let _metrics = self.metrics.spawn(get(metrics::endpoint));
         tracing::info!(port = self.listener.port(), "bff listening");
         let served = self.listener.serve(app, shutdown).await;
-        evictor.abort();
-        purge.abort();
         served
     }
 

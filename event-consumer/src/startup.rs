@@ -101,15 +101,12 @@ impl Service for App {
         let _metrics = self.metrics.spawn(poem::get(platform::metrics::endpoint));
         tracing::info!(port = self.listener.port(), "event-consumer listening");
         let consumer = tokio::spawn(self.consumer.run(wait(stopped.clone())));
-        let purge = self.retention.map(|older_than| {
-            let purge = retention::run(self.pool.clone(), older_than, self.purge_every);
-            let stopped = wait(stopped.clone());
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = purge => {}
-                    () = stopped => {}
-                }
-            })
+        let _purge = self.retention.map(|older_than| {
+            platform::task::Background::spawn(retention::run(
+                self.pool.clone(),
+                older_than,
+                self.purge_every,
+            ))
         });
         let serve = self.listener.serve(app, wait(stopped.clone()));
         tokio::pin!(serve, shutdown);
@@ -125,9 +122,6 @@ impl Service for App {
         let _ = stop.send(true);
         if let Err(error) = consumer.await {
             tracing::error!(%error, "consumer task failed");
-        }
-        if let Some(Err(error)) = futures::future::OptionFuture::from(purge).await {
-            tracing::error!(%error, "inbox purge task failed");
         }
         served
     }

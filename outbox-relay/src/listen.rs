@@ -12,6 +12,7 @@ use tokio_postgres::AsyncMessage;
 
 use platform::backoff::Backoff;
 use platform::db::DbConfig;
+use platform::task::Background;
 
 /// The channel `users.outbox_notify()` notifies.
 pub const CHANNEL: &str = "outbox_events";
@@ -23,26 +24,23 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Wakeups {
     notify: Arc<Notify>,
-    task: tokio::task::JoinHandle<()>,
+    _task: Background,
 }
 
 impl Wakeups {
     /// Starts listening (and reconnecting with backoff whenever the connection is lost).
     pub fn spawn(db: DbConfig) -> Self {
         let notify = Arc::new(Notify::new());
-        let task = tokio::spawn(listen_forever(db, notify.clone()));
-        Self { notify, task }
+        let task = Background::spawn(listen_forever(db, notify.clone()));
+        Self {
+            notify,
+            _task: task,
+        }
     }
 
     /// Resolves at the next notification (or at once if one came since the last call).
     pub async fn notified(&self) {
         self.notify.notified().await;
-    }
-}
-
-impl Drop for Wakeups {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

@@ -124,14 +124,15 @@ impl Readiness {
     }
 
     /// Refreshes every `every` until dropped (the returned handle aborts on drop).
-    pub fn spawn_refresh(&self, every: Duration) -> RefreshTask {
+    /// Refreshes every `every` until the returned guard drops.
+    pub fn spawn_refresh(&self, every: Duration) -> crate::task::Background {
         let readiness = self.clone();
-        RefreshTask(tokio::spawn(async move {
+        crate::task::Background::spawn(async move {
             loop {
                 readiness.refresh().await;
                 tokio::time::sleep(every).await;
             }
-        }))
+        })
     }
 
     /// Whether every required check passed at the last refresh, and the report.
@@ -164,16 +165,6 @@ impl Readiness {
             }
         }
         (ready, Value::Object(body))
-    }
-}
-
-/// Aborts the background refresh when dropped.
-#[derive(Debug)]
-pub struct RefreshTask(tokio::task::JoinHandle<()>);
-
-impl Drop for RefreshTask {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -116,7 +116,7 @@ impl MetricsAt {
     }
 
     /// Serves `/metrics` on its own listener (if it has one) until the guard drops.
-    pub fn spawn<E>(self, metrics: E) -> Option<Background>
+    pub fn spawn<E>(self, metrics: E) -> Option<crate::task::Background>
     where
         E: IntoEndpoint,
         E::Endpoint: 'static,
@@ -126,21 +126,11 @@ impl MetricsAt {
         };
         tracing::info!(port = listener.port(), "metrics listening");
         let app = poem::Route::new().at("/metrics", metrics);
-        Some(Background(tokio::spawn(async move {
+        Some(crate::task::Background::spawn(async move {
             if let Err(error) = listener.serve(app, std::future::pending()).await {
                 tracing::error!(%error, "the metrics listener failed");
             }
-        })))
-    }
-}
-
-/// A background task that ends when this guard drops.
-#[derive(Debug)]
-pub struct Background(pub tokio::task::JoinHandle<()>);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.0.abort();
+        }))
     }
 }
 

@@ -18,6 +18,7 @@ pub mod retention;
 pub mod service;
 pub mod setting;
 pub mod shutdown;
+pub mod task;
 pub mod telemetry;
 pub mod traceparent;
 pub mod wire;

@@ -18,22 +18,14 @@ struct Cli {
     command: Command,
 }
 
-/// The Docker secrets convention for the two settings that hold a password.
+/// The two settings that hold a password may come as files (the Docker secrets convention).
 const SECRET_FILES: [&str; 2] = ["DB_PASSWORD", "DATABASE_URL"];
 
 fn db_config() -> anyhow::Result<platform_db::DbConfig> {
     let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
     for name in SECRET_FILES {
-        if env.contains_key(name) {
-            continue;
-        }
-        if let Some(path) = env.get(&format!("{name}_FILE")).cloned() {
-            let value = std::fs::read_to_string(&path)
-                .with_context(|| format!("{name}_FILE: cannot read {path}"))?;
-            env.insert(
-                name.to_owned(),
-                value.trim_end_matches(['\r', '\n']).to_owned(),
-            );
+        if let Some(value) = secret_setting(name)? {
+            env.insert(name.to_owned(), value);
         }
     }
     platform_db::DbConfig::from_env_vars(env).map_err(anyhow::Error::msg)

@@ -76,12 +76,12 @@ impl Relay {
             let purge = move |client: deadpool_postgres::Object| async move {
                 retention::purge(&client, older_than, batch).await
             };
-            AbortOnDrop(tokio::spawn(platform::retention::purge_every(
+            platform::task::Background::spawn(platform::retention::purge_every(
                 self.pool.clone(),
                 self.config.retention_interval,
                 "published outbox rows",
                 purge,
-            )))
+            ))
         });
         let mut errors =
             platform::backoff::Backoff::new(self.config.backoff_min, self.config.backoff_max);
@@ -128,14 +128,6 @@ impl Relay {
                 () = tokio::time::sleep(wait) => {}
             }
         }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
