@@ -5,10 +5,14 @@
 //! - [`inbox`]: the transactional inbox and the effects of `UserRegistered`.
 //! - [`retention`]: purging inbox rows no redelivery can need any more.
 //! - [`stats`]: the figures `GET /stats` serves.
+//! - [`dead_letters`]: listing, showing and redriving dead letters (`dlq` commands and
+//!   `/dlq` routes).
 
 pub mod api;
 pub mod config;
+pub mod dead_letters;
 pub mod dlq;
+pub mod dlq_cli;
 pub mod engine;
 pub mod event;
 pub mod inbox;

@@ -7,8 +7,10 @@ use platform::http::Listener;
 use platform::service::{Service, Shutdown};
 use poem_openapi::OpenApiService;
 
+use crate::api::dlq::DlqApi;
 use crate::api::stats::StatsApi;
 use crate::config::Config;
+use crate::dead_letters::DeadLetters;
 use crate::engine::{self, Consumer};
 use crate::retention;
 
@@ -27,6 +29,7 @@ pub struct App {
     keys: platform::internal_key::ServerKeys,
     metrics: platform::http::MetricsAt,
     consumer: Consumer,
+    dead_letters: DeadLetters,
     /// Purge processed events older than this (`None`: keep them), every `purge_every`.
     retention: Option<std::time::Duration>,
     purge_every: std::time::Duration,
@@ -49,7 +52,14 @@ impl Service for App {
         let pool = config.db.pool();
         let consumer = Consumer::new(&config.settings, &config.kafka, pool.clone())?;
         let keys = config.internal_keys.clone();
+        let dead_letters = DeadLetters::new(
+            config.kafka.clone(),
+            pool.clone(),
+            &config.settings.consumer_dlq_topic,
+            &config.settings.consumer_topic,
+        );
         Ok(Self {
+            dead_letters,
             retention: config.settings.inbox_retention,
             purge_every: std::time::Duration::from_millis(config.settings.inbox_purge_interval_ms),
             keys,
@@ -91,6 +101,9 @@ impl Service for App {
                 HealthApi { readiness },
                 StatsApi {
                     pool: self.pool.clone(),
+                },
+                DlqApi {
+                    dead_letters: self.dead_letters.clone(),
                 },
             ),
             "event-consumer",

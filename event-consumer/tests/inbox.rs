@@ -3,44 +3,11 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{
-    eventually, producer, read_dlq, send, send_many, send_raw, with_header, Registration, Scratch,
-    DEAD_LETTERED_TOTAL, DUPLICATES_TOTAL, PROCESSED_EVENTS, REGISTRATIONS, UNKNOWN_TYPE_TOTAL,
-    WELCOME_NOTIFICATIONS,
+    drain, drive_until, drive_until_notified, eventually, producer, read_dlq, send, send_many,
+    send_raw, with_header, Registration, Scratch, DEAD_LETTERED_TOTAL, DUPLICATES_TOTAL,
+    PROCESSED_EVENTS, REGISTRATIONS, SETTLE, UNKNOWN_TYPE_TOTAL, WELCOME_NOTIFICATIONS,
 };
-use event_consumer::Consumer;
-
-const SETTLE: Duration = Duration::from_secs(60);
-
-/// Drives `consume_once` until `sql` counts `n` in the scratch database.
-async fn drive_until(consumer: &mut Consumer, scratch: &Scratch, sql: &str, n: i64) {
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    loop {
-        consumer.consume_once().await.expect("consume_once");
-        let have = scratch.count(sql).await;
-        if have >= n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{sql}: only {have} of {n}"
-        );
-    }
-}
-
-/// Drives `consume_once` until the scratch database holds `n` welcome notifications.
-async fn drive_until_notified(consumer: &mut Consumer, scratch: &Scratch, n: i64) {
-    drive_until(consumer, scratch, WELCOME_NOTIFICATIONS, n).await;
-}
-
-/// Drives `consume_once` for a while longer, for redeliveries to show up if any would.
-async fn drain(consumer: &mut Consumer) {
-    for _ in 0..4 {
-        consumer.consume_once().await.expect("consume_once");
-    }
-}
 
 #[tokio::test]
 async fn duplicate_delivery_has_one_effect() {

@@ -2,4 +2,5 @@
 //! internal key; the answers any endpoint may give besides its own are
 //! [`platform::error::Failure`].
 
+pub mod dlq;
 pub mod stats;

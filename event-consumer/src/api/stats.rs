@@ -10,6 +10,8 @@ use crate::stats::{self, Stats};
 pub(crate) enum Tag {
     /// What the consumer has done (for the admin dashboard).
     Stats,
+    /// The dead-letter topic: list, show, redrive.
+    DeadLetters,
 }
 
 /// The consumer's API; its context is the pool of its own tables.

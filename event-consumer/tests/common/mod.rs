@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use event_consumer::config::Config;
 use event_consumer::Consumer;
+
 use outbox_relay::envelope::Attributes;
 use outbox_relay::kafka::owned_headers;
 use platform::db::DbConfig;
@@ -306,4 +307,35 @@ pub async fn read_dlq(topic: &str, n: usize) -> Vec<DeadLetter> {
         });
     }
     out
+}
+
+/// How long a test waits for the consumer to get somewhere.
+pub const SETTLE: Duration = Duration::from_secs(60);
+
+/// Drives `consume_once` until `sql` counts `n` in the scratch database.
+pub async fn drive_until(consumer: &mut Consumer, scratch: &Scratch, sql: &str, n: i64) {
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        consumer.consume_once().await.expect("consume_once");
+        let have = scratch.count(sql).await;
+        if have >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sql}: only {have} of {n}"
+        );
+    }
+}
+
+/// Drives `consume_once` until the scratch database holds `n` welcome notifications.
+pub async fn drive_until_notified(consumer: &mut Consumer, scratch: &Scratch, n: i64) {
+    drive_until(consumer, scratch, WELCOME_NOTIFICATIONS, n).await;
+}
+
+/// Drives `consume_once` for a while longer, for redeliveries to show up if any would.
+pub async fn drain(consumer: &mut Consumer) {
+    for _ in 0..4 {
+        consumer.consume_once().await.expect("consume_once");
+    }
 }
