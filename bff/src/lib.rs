@@ -3,6 +3,7 @@
 //! OpenAPI with Swagger UI. It holds no domain logic and never touches Kafka.
 
 pub mod api;
+pub mod audit;
 pub mod client_ip;
 pub mod config;
 pub mod idempotency;

@@ -76,7 +76,22 @@ impl RouteLimit {
         } else {
             method
         };
-        self.method == method && self.path == path.trim_end_matches('/')
+        self.method == method && same_route(self.path, path.trim_end_matches('/'))
+    }
+}
+
+/// Whether `path` is an instance of the route template `route`, where a `{name}` segment
+/// stands for any one non-empty segment.
+fn same_route(route: &str, path: &str) -> bool {
+    let mut route = route.split('/');
+    let mut path = path.split('/');
+    loop {
+        match (route.next(), path.next()) {
+            (None, None) => return true,
+            (Some(r), Some(p)) if r == p => {}
+            (Some(r), Some(p)) if r.starts_with('{') && r.ends_with('}') && !p.is_empty() => {}
+            _ => return false,
+        }
     }
 }
 
@@ -132,6 +147,26 @@ impl RateLimits {
             (
                 Method::POST,
                 "/api/v1/protected/admin/outbox/replay",
+                settings.rate_limit_admin_per_min,
+            ),
+            (
+                Method::GET,
+                "/api/v1/protected/admin/dlq",
+                settings.rate_limit_admin_per_min,
+            ),
+            (
+                Method::GET,
+                "/api/v1/protected/admin/dlq/{id}",
+                settings.rate_limit_admin_per_min,
+            ),
+            (
+                Method::POST,
+                "/api/v1/protected/admin/dlq/redrive",
+                settings.rate_limit_admin_per_min,
+            ),
+            (
+                Method::GET,
+                "/api/v1/protected/admin/audit",
                 settings.rate_limit_admin_per_min,
             ),
         ];
@@ -302,6 +337,26 @@ mod tests {
         assert!(limits.check(&Method::POST, login, ip(101)).is_ok());
         // ...and their own limit.
         assert!(limits.check(&Method::POST, login, ip(101)).is_err());
+    }
+
+    #[test]
+    fn a_route_with_a_parameter_limits_every_instance_together() {
+        let settings = Settings {
+            rate_limit_admin_per_min: 2,
+            ..Settings::default()
+        };
+        let limits = RateLimits::new(&settings, TrustedProxies::default());
+        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        let letter = |id: &str| format!("/api/v1/protected/admin/dlq/{id}");
+        assert!(limits.check(&Method::GET, &letter("0-1"), a).is_ok());
+        assert!(limits.check(&Method::GET, &letter("0-2/"), a).is_ok());
+        assert!(limits.check(&Method::GET, &letter("0-3"), a).is_err());
+        // Neither the list nor a deeper path is that route.
+        assert!(same_route("/a/{id}", "/a/x"));
+        assert!(!same_route("/a/{id}", "/a"));
+        assert!(!same_route("/a/{id}", "/a/"));
+        assert!(!same_route("/a/{id}", "/a/x/y"));
+        assert!(!same_route("/a/b", "/a/b/c"));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use uuid::Uuid;
 use platform::error::ErrorBody;
 use platform::traceparent::TraceParent;
 use platform::wire::{
-    Credentials, EventStats, Registration, ReplayRequest, ReplayResult, User, UserStats,
-    Verification,
+    Credentials, DeadLetterDetail, DeadLetterFilter, DeadLetterList, EventStats, RedriveReport,
+    RedriveRequest, Registration, ReplayRequest, ReplayResult, User, UserStats, Verification,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,8 @@ pub enum Error {
         service: &'static str,
         status: StatusCode,
     },
+    #[error("the event consumer's URL cannot take a path or query")]
+    BadBase,
     #[error("{service} answered a body that does not match the contract")]
     Contract {
         service: &'static str,
@@ -46,7 +48,7 @@ impl Error {
         match self {
             Self::Unavailable { .. } => true,
             Self::Status { status, .. } => *status == StatusCode::SERVICE_UNAVAILABLE,
-            Self::Contract { .. } => false,
+            Self::Contract { .. } | Self::BadBase => false,
         }
     }
 }
@@ -258,6 +260,59 @@ impl Upstream {
     pub async fn event_stats(&self) -> Result<EventStats> {
         let url = format!("{}/stats", self.event_consumer);
         self.get_ok(EVENT_CONSUMER, url).await
+    }
+
+    /// Dead letters matching `filter`, at most `limit`.
+    pub async fn dead_letters(
+        &self,
+        filter: &DeadLetterFilter,
+        limit: Option<usize>,
+    ) -> Result<DeadLetterList> {
+        let url = format!("{}/dlq", self.event_consumer);
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(since) = filter.since {
+            query.push(("since", since.to_rfc3339()));
+        }
+        if let Some(event_type) = &filter.event_type {
+            query.push(("event_type", event_type.clone()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        let url = reqwest::Url::parse_with_params(&url, &query).map_err(|_| Error::BadBase)?;
+        let request = self.request(EVENT_CONSUMER, Method::GET, url.to_string());
+        let response = Self::sent(EVENT_CONSUMER, request).await?;
+        match Self::answer(EVENT_CONSUMER, response, &[]).await? {
+            Answer::Ok(list) => Ok(list),
+            Answer::Refused(status, _) => Err(Error::Status {
+                service: EVENT_CONSUMER,
+                status,
+            }),
+        }
+    }
+
+    /// One dead letter; a malformed or unknown id is the consumer's refusal (422, 404).
+    pub async fn dead_letter(&self, id: &str) -> Result<Answer<DeadLetterDetail>> {
+        // The id goes in as one path segment, escaped, whatever the client sent.
+        let mut url = reqwest::Url::parse(&format!("{}/dlq/", self.event_consumer))
+            .map_err(|_| Error::BadBase)?;
+        url.path_segments_mut()
+            .map_err(|()| Error::BadBase)?
+            .pop_if_empty()
+            .push(id);
+        let request = self.request(EVENT_CONSUMER, Method::GET, url.to_string());
+        let response = Self::sent(EVENT_CONSUMER, request).await?;
+        let refusals = [StatusCode::NOT_FOUND, StatusCode::UNPROCESSABLE_ENTITY];
+        Self::answer(EVENT_CONSUMER, response, &refusals).await
+    }
+
+    pub async fn redrive(&self, selection: &RedriveRequest) -> Result<Answer<RedriveReport>> {
+        let url = format!("{}/dlq/redrive", self.event_consumer);
+        let response = self
+            .send(EVENT_CONSUMER, Method::POST, url, Some(selection))
+            .await?;
+        let refusals = [StatusCode::BAD_REQUEST, StatusCode::UNPROCESSABLE_ENTITY];
+        Self::answer(EVENT_CONSUMER, response, &refusals).await
     }
 
     /// `GET url` of `service`, which must answer 2xx with a `T`.

@@ -8,7 +8,7 @@
 //! acknowledged the record. A crash between the two can send a record twice, which the
 //! consumer's inbox turns into a counted duplicate.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -17,13 +17,16 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use outbox_relay::kafka::owned_headers;
 use platform::kafka::{client_config, KafkaConfig, KafkaContext};
-use poem_openapi::Object;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
-use serde::{Deserialize, Serialize};
+
+pub use platform::wire::{
+    DeadLetter, DeadLetterDetail, DeadLetterFilter as Filter, RedriveFailure, RedriveReport,
+    RedriveRequest as Selection,
+};
 
 use crate::dlq;
 
@@ -91,43 +94,6 @@ impl FromStr for LetterId {
         }
         Ok(Self { partition, offset })
     }
-}
-
-/// One dead letter: where it is, what it was and why it failed.
-#[derive(Debug, Clone, Serialize, Deserialize, Object)]
-pub struct DeadLetter {
-    /// `PARTITION-OFFSET` on the DLQ topic.
-    pub id: String,
-    /// The CloudEvents id (`ce_id`), when the record had one.
-    pub event_id: Option<String>,
-    /// The CloudEvents type (`ce_type`), when the record had one.
-    pub event_type: Option<String>,
-    /// The record's key (the user id), as text.
-    pub key: Option<String>,
-    /// Why it was dead-lettered.
-    pub error: Option<String>,
-    /// When it was dead-lettered (RFC 3339).
-    pub failed_at: Option<String>,
-    /// Where it was read: topic, partition and offset.
-    pub original_topic: Option<String>,
-    pub original_partition: Option<i32>,
-    pub original_offset: Option<i64>,
-    /// How many times this record had been redriven before it failed (0: never).
-    pub redrive_count: u32,
-    /// When this dead letter was redriven, if it was.
-    pub redriven_at: Option<DateTime<Utc>>,
-}
-
-/// A dead letter with its headers and value.
-#[derive(Debug, Clone, Serialize, Deserialize, Object)]
-pub struct DeadLetterDetail {
-    #[oai(flatten)]
-    #[serde(flatten)]
-    pub letter: DeadLetter,
-    /// Every header (values as UTF-8, invalid bytes replaced).
-    pub headers: BTreeMap<String, String>,
-    /// The value as UTF-8 (invalid bytes replaced); absent for an empty record.
-    pub value: Option<String>,
 }
 
 /// A dead letter as read, with the bytes a redrive sends again.
@@ -216,62 +182,15 @@ impl Raw {
     }
 }
 
-/// Which dead letters a list or redrive looks at.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, Object)]
-pub struct Filter {
-    /// Only those dead-lettered at or after this time.
-    pub since: Option<DateTime<Utc>>,
-    /// Only this event type (`ce_type`).
-    pub event_type: Option<String>,
-}
-
-impl Filter {
-    fn matches(&self, raw: &Raw) -> bool {
-        self.since
-            .is_none_or(|since| raw.failed_at().is_some_and(|at| at >= since))
-            && self
-                .event_type
-                .as_deref()
-                .is_none_or(|t| raw.header("ce_type").as_deref() == Some(t))
-    }
-}
-
-/// What a redrive takes: `all`, some `ids`, or a filter (at least one of them).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, Object)]
-pub struct Selection {
-    /// Every dead letter not redriven yet.
-    #[oai(default)]
-    #[serde(default)]
-    pub all: bool,
-    /// These dead letters (`PARTITION-OFFSET`).
-    #[oai(default)]
-    #[serde(default)]
-    pub ids: Vec<String>,
-    #[oai(flatten)]
-    #[serde(flatten)]
-    pub filter: Filter,
-    /// Only say what would be redriven.
-    #[oai(default)]
-    #[serde(default)]
-    pub dry_run: bool,
-}
-
-/// What a redrive did.
-#[derive(Debug, Clone, Serialize, Deserialize, Object)]
-pub struct RedriveReport {
-    pub dry_run: bool,
-    /// Sent back to the topic (or, on a dry run, would be).
-    pub redriven: Vec<DeadLetter>,
-    /// Selected but redriven before, so left alone.
-    pub already_redriven: Vec<String>,
-    /// Sent but not acknowledged by Kafka, with why; a later redrive tries them again.
-    pub failed: Vec<RedriveFailure>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, Object)]
-pub struct RedriveFailure {
-    pub id: String,
-    pub error: String,
+/// Whether `raw` is one of those `filter` selects.
+fn matches(filter: &Filter, raw: &Raw) -> bool {
+    filter
+        .since
+        .is_none_or(|since| raw.failed_at().is_some_and(|at| at >= since))
+        && filter
+            .event_type
+            .as_deref()
+            .is_none_or(|t| raw.header("ce_type").as_deref() == Some(t))
 }
 
 /// The dead-letter tool: the DLQ topic it reads and the topic it redrives to.
@@ -437,7 +356,7 @@ impl DeadLetters {
                 .read_one(id)
                 .await?
                 .ok_or_else(|| Error::Invalid(format!("there is no dead letter {id}")))?;
-            if selection.filter.matches(&raw) {
+            if matches(&selection.filter, &raw) {
                 raws.push(raw);
             }
         }
@@ -569,7 +488,7 @@ impl DeadLetters {
                 continue;
             }
             let raw = raw(&message);
-            if filter.matches(&raw) {
+            if matches(filter, &raw) {
                 found.push(raw);
                 if limit.is_some_and(|limit| found.len() >= limit) {
                     break;

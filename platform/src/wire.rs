@@ -1,6 +1,9 @@
 //! The bodies of the internal APIs, defined once and shared by each server and its client
 //! (the BFF): the user service's users, credential checks, figures and replay, and the
-//! event consumer's figures. The BFF shows several of them on its public API unchanged.
+//! event consumer's figures and dead letters. The BFF shows several of them on its public
+//! API unchanged.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use poem_openapi::payload::Json;
@@ -232,4 +235,96 @@ pub struct ReplayResult {
     /// Rows re-queued (or, with `dry_run`, that would be).
     pub count: i64,
     pub dry_run: bool,
+}
+
+// The event consumer's dead letters (`/dlq`), which the BFF's admin routes show as is.
+
+/// One dead letter: where it is, what it was and why it failed.
+#[derive(Debug, Clone, Serialize, Deserialize, Object)]
+pub struct DeadLetter {
+    /// `PARTITION-OFFSET` on the DLQ topic.
+    pub id: String,
+    /// The CloudEvents id (`ce_id`), when the record had one.
+    pub event_id: Option<String>,
+    /// The CloudEvents type (`ce_type`), when the record had one.
+    pub event_type: Option<String>,
+    /// The record's key (the user id), as text.
+    pub key: Option<String>,
+    /// Why it was dead-lettered.
+    pub error: Option<String>,
+    /// When it was dead-lettered (RFC 3339).
+    pub failed_at: Option<String>,
+    /// Where it was read: topic, partition and offset.
+    pub original_topic: Option<String>,
+    pub original_partition: Option<i32>,
+    pub original_offset: Option<i64>,
+    /// How many times this record had been redriven before it failed (0: never).
+    pub redrive_count: u32,
+    /// When this dead letter was redriven, if it was.
+    pub redriven_at: Option<DateTime<Utc>>,
+}
+
+/// A dead letter with its headers and value.
+#[derive(Debug, Clone, Serialize, Deserialize, Object)]
+pub struct DeadLetterDetail {
+    #[oai(flatten)]
+    #[serde(flatten)]
+    pub letter: DeadLetter,
+    /// Every header (values as UTF-8, invalid bytes replaced).
+    pub headers: BTreeMap<String, String>,
+    /// The value as UTF-8 (invalid bytes replaced); absent for an empty record.
+    pub value: Option<String>,
+}
+
+/// Which dead letters a list or redrive looks at.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, Object)]
+pub struct DeadLetterFilter {
+    /// Only those dead-lettered at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only this event type (`ce_type`).
+    pub event_type: Option<String>,
+}
+
+/// What a redrive takes: `all`, some `ids`, or a filter (at least one of them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, Object)]
+pub struct RedriveRequest {
+    /// Every dead letter not redriven yet.
+    #[oai(default)]
+    #[serde(default)]
+    pub all: bool,
+    /// These dead letters (`PARTITION-OFFSET`).
+    #[oai(default)]
+    #[serde(default)]
+    pub ids: Vec<String>,
+    #[oai(flatten)]
+    #[serde(flatten)]
+    pub filter: DeadLetterFilter,
+    /// Only say what would be redriven.
+    #[oai(default)]
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a redrive did.
+#[derive(Debug, Clone, Serialize, Deserialize, Object)]
+pub struct RedriveReport {
+    pub dry_run: bool,
+    /// Sent back to the topic (or, on a dry run, would be).
+    pub redriven: Vec<DeadLetter>,
+    /// Selected but redriven before, so left alone.
+    pub already_redriven: Vec<String>,
+    /// Sent but not acknowledged by Kafka, with why; a later redrive tries them again.
+    pub failed: Vec<RedriveFailure>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Object)]
+pub struct RedriveFailure {
+    pub id: String,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Object)]
+pub struct DeadLetterList {
+    /// Oldest first.
+    pub dead_letters: Vec<DeadLetter>,
 }

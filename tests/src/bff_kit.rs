@@ -93,7 +93,11 @@ pub async fn spawn_bff(
 
 /// A scratch database, the real user service, and a BFF with `extra` settings.
 pub async fn spawn_stack(extra: &[(&str, &str)]) -> Stack {
-    let db = scratch_db().await;
+    spawn_stack_on(scratch_db().await, extra).await
+}
+
+/// [`spawn_stack`] on a given database (one other services of the test share).
+pub async fn spawn_stack_on(db: DbConfig, extra: &[(&str, &str)]) -> Stack {
     let (user_service, stop_users) = spawn_user_service(&db).await;
     let (base, stop_bff) = spawn_bff(&db, &user_service, extra).await;
     Stack {
@@ -104,6 +108,33 @@ pub async fn spawn_stack(extra: &[(&str, &str)]) -> Stack {
         http: reqwest::Client::new(),
         stops: vec![stop_users, stop_bff],
     }
+}
+
+/// Starts the real event consumer on `db`, consuming `topic` and dead-lettering to `dlq`;
+/// returns its base URL.
+pub async fn spawn_consumer(
+    db: &DbConfig,
+    topic: &str,
+    dlq: &str,
+) -> (String, oneshot::Sender<()>) {
+    let mut env = db_env(db);
+    env.extend(
+        [
+            ("PORT", "0"),
+            ("LOG_LEVEL", "warn"),
+            ("INTERNAL_API_KEY", KEY),
+            ("KAFKA_BROKERS", &platform::testing::brokers()),
+            ("CONSUMER_TOPIC", topic),
+            ("CONSUMER_DLQ_TOPIC", dlq),
+            (
+                "CONSUMER_GROUP",
+                &format!("test-group-{}", uuid::Uuid::new_v4().simple()),
+            ),
+            ("CONSUMER_SESSION_TIMEOUT_MS", "6000"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    spawn_service::<event_consumer::startup::App>(env).await
 }
 
 pub fn registration(email: &str) -> Value {

@@ -1,25 +1,20 @@
 use chrono::{DateTime, Utc};
 use platform::error::{ErrorBody, Failure};
 use platform::internal_key::{Caller, InternalKey};
+use platform::wire::DeadLetterList;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, OpenApi};
 
 use super::stats::Tag;
 use crate::dead_letters::{
-    DeadLetter, DeadLetterDetail, DeadLetters, Error, Filter, LetterId, RedriveReport, Selection,
+    DeadLetterDetail, DeadLetters, Error, Filter, LetterId, RedriveReport, Selection,
 };
 
 /// The dead-letter routes; the tool reads the DLQ topic and the redrive records.
 #[derive(Debug)]
 pub struct DlqApi {
     pub dead_letters: DeadLetters,
-}
-
-#[derive(Debug, Object)]
-pub struct DeadLetterList {
-    /// Oldest first.
-    pub dead_letters: Vec<DeadLetter>,
 }
 
 #[derive(Debug, ApiResponse)]
