@@ -199,6 +199,12 @@ impl RateLimits {
             .sum()
     }
 
+    /// The template of the limited route `path` is an instance of.
+    fn route_of(&self, method: &Method, path: &str) -> Option<&'static str> {
+        let route = self.routes.iter().find(|r| r.matches(method, path))?;
+        Some(route.path)
+    }
+
     /// `Err(seconds to wait)` when the client is over the route's limit.
     fn check(&self, method: &Method, path: &str, client: IpAddr) -> Result<(), u64> {
         let Some(route) = self.routes.iter().find(|r| r.matches(method, path)) else {
@@ -277,6 +283,10 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
         if let Some(client) = self.limits.proxies.client_of(&req) {
             if let Err(seconds) = self.limits.check(req.method(), req.uri().path(), client) {
                 metrics::counter!("bff_rate_limited_total").increment(1);
+                // Answered before the router: the route is the limited one.
+                if let Some(route) = self.limits.route_of(req.method(), req.uri().path()) {
+                    platform::metrics::set_route(&req, route);
+                }
                 return Ok(too_many(seconds));
             }
             // Handlers that pass the client on (the login's account throttle) read it here.

@@ -82,6 +82,7 @@ impl App {
         let routes = self
             .metrics
             .mount(platform::http::documented(api), get(metrics::endpoint))
+            .around(platform::metrics::matched_route)
             // Inside CORS, which turns errors into plain responses before the outer one.
             .around(crate::api::errors::as_json)
             .around(traceparent::apply)
@@ -109,6 +110,7 @@ impl App {
             // CORS and same-origin refusals.
             .around(crate::api::errors::as_json)
             .around(security_headers::apply)
+            .around(platform::metrics::red)
     }
 }
 
@@ -130,7 +132,7 @@ impl Service for App {
             settings.upstream_timeout(),
         )?;
         let listener = Listener::bind(&config.common.host, settings.port).await?;
-        let metrics = MetricsAt::bind(&config.common, config.profile).await?;
+        let metrics = MetricsAt::bind(&config.common, config.profile, crate::METRICS).await?;
         let pool = config.db.pool();
         let limits = Arc::new(RateLimits::new(&settings, proxies));
         let cors_origins = settings.cors_origins.clone();

@@ -51,6 +51,48 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The families the consumer records (their `# HELP` lines).
+pub const METRICS: &[platform::metrics::Family] = {
+    use platform::metrics::Kind::{Counter, Gauge, Histogram};
+    &[
+        (
+            "consumer_processed_total",
+            Counter,
+            None,
+            "Events applied (their effect committed).",
+        ),
+        (
+            "consumer_duplicates_total",
+            Counter,
+            None,
+            "Redelivered events skipped: already applied.",
+        ),
+        (
+            "consumer_dead_lettered_total",
+            Counter,
+            None,
+            "Poison records sent to the DLQ topic.",
+        ),
+        (
+            "consumer_unknown_type_total",
+            Counter,
+            None,
+            "Events of a type the consumer does not know, skipped.",
+        ),
+        (
+            "consumer_lag",
+            Gauge,
+            None,
+            "Records not consumed yet, per partition (from librdkafka statistics).",
+        ),
+        (
+            "consumer_batch_seconds",
+            Histogram,
+            Some(platform::metrics::Unit::Seconds),
+            "Time to settle one batch: dead letters, the database transaction and the offsets.",
+        ),
+    ]
+};
 /// How long `consume_once` waits for a first record, and how long it then waits for more
 /// to fill the batch.
 const POLL_WAIT: Duration = Duration::from_millis(500);
@@ -313,6 +355,7 @@ impl Consumer {
         if self.pending.is_empty() {
             return Ok(BatchReport::default());
         }
+        let started = std::time::Instant::now();
         self.dead_letter_poison().await?;
         let applied = match self.apply_batch().await {
             Err(error) if error.is_permanent() => {
@@ -334,6 +377,7 @@ impl Consumer {
         metrics::counter!("consumer_duplicates_total").increment(applied.duplicates);
         metrics::counter!("consumer_dead_lettered_total").increment(applied.dead_lettered);
         metrics::counter!("consumer_unknown_type_total").increment(applied.unknown_types);
+        metrics::histogram!("consumer_batch_seconds").record(started.elapsed().as_secs_f64());
         tracing::debug!(records, ?applied, "batch settled");
         Ok(BatchReport { records, applied })
     }

@@ -48,7 +48,9 @@ impl Service for App {
 
     async fn build(config: Config) -> Result<Self, Error> {
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
-        let metrics = platform::http::MetricsAt::bind(&config.common, config.profile).await?;
+        let metrics =
+            platform::http::MetricsAt::bind(&config.common, config.profile, engine::METRICS)
+                .await?;
         let pool = config.db.pool();
         let consumer = Consumer::new(&config.settings, &config.kafka, pool.clone())?;
         let keys = config.internal_keys.clone();

@@ -40,14 +40,15 @@ impl Default for Common {
 pub fn documented<T: poem_openapi::OpenApi + 'static>(
     api: poem_openapi::OpenApiService<T, ()>,
 ) -> poem::Route {
+    crate::metrics::learn_routes(&api.spec());
     poem::Route::new()
         .at("/openapi.json", api.spec_endpoint())
         .nest("/docs", api.swagger_ui())
         .nest("/", api)
 }
 
-/// An internal service's whole HTTP side: [`documented`] routes, `/metrics`, the body
-/// limit, the JSON error body on every refusal, and the keys its callers present (the
+/// An internal service's whole HTTP side: [`documented`] routes, `/metrics`, the RED
+/// figures of every route, the body limit, the JSON error body on every refusal, and the keys its callers present (the
 /// internal-key check reads them from the request).
 pub fn internal<T: poem_openapi::OpenApi + 'static>(
     api: poem_openapi::OpenApiService<T, ()>,
@@ -57,9 +58,11 @@ pub fn internal<T: poem_openapi::OpenApi + 'static>(
     use poem::EndpointExt;
     metrics
         .mount(documented(api), poem::get(crate::metrics::endpoint))
+        .around(crate::metrics::matched_route)
         .around(crate::body_limit::limit)
         .around(crate::error::as_json)
         .data(keys)
+        .around(crate::metrics::red)
 }
 
 /// Where a service serves `/metrics`: on its own listener at `METRICS_ADDR` when that is
@@ -78,9 +81,14 @@ pub enum MetricsAt {
 impl MetricsAt {
     /// Decides from `METRICS_ADDR` and the profile, binding the metrics listener if any.
     /// Installs the process's recorder first, so nothing counted before the first scrape
-    /// is lost.
-    pub async fn bind(common: &Common, profile: crate::config::Profile) -> std::io::Result<Self> {
+    /// is lost, and describes the service's `families` (their `# HELP` lines).
+    pub async fn bind(
+        common: &Common,
+        profile: crate::config::Profile,
+        families: &[crate::metrics::Family],
+    ) -> std::io::Result<Self> {
         crate::metrics::handle();
+        crate::metrics::describe(families);
         let addr = common.metrics_addr.as_deref().map(str::trim);
         match addr.filter(|addr| !addr.is_empty()) {
             Some(addr) => Ok(Self::Own(Listener::bind_addr(addr).await?)),
@@ -200,7 +208,7 @@ mod tests {
 
     #[tokio::test]
     async fn metrics_leave_the_api_listener_outside_development_or_with_metrics_addr() {
-        let at = |c, p| async move { MetricsAt::bind(&c, p).await.unwrap() };
+        let at = |c, p| async move { MetricsAt::bind(&c, p, &[]).await.unwrap() };
         assert!(matches!(
             at(common(None), Profile::Development).await,
             MetricsAt::Main
@@ -221,7 +229,7 @@ mod tests {
             assert_eq!(answer.status(), poem::http::StatusCode::NOT_FOUND);
         }
         assert!(
-            MetricsAt::bind(&common(Some("not an address")), Profile::Docker)
+            MetricsAt::bind(&common(Some("not an address")), Profile::Docker, &[])
                 .await
                 .is_err()
         );

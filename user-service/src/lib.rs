@@ -16,3 +16,29 @@ pub mod users;
 pub mod validation;
 
 pub use register::{register, RegisterError, Registered};
+
+/// The families the user service records (their `# HELP` lines).
+pub const METRICS: &[platform::metrics::Family] = {
+    use platform::metrics::Kind::{Counter, Histogram};
+    &[
+        ("users_registered_total", Counter, None, "Users registered."),
+        (
+            "register_conflicts_total",
+            Counter,
+            None,
+            "Registrations refused for a taken email or phone, by field.",
+        ),
+        (
+            "login_throttled_total",
+            Counter,
+            None,
+            "Credential checks refused by the per-account throttle.",
+        ),
+        (
+            "password_hash_seconds",
+            Histogram,
+            Some(platform::metrics::Unit::Seconds),
+            "Time to hash or verify one password (scrypt).",
+        ),
+    ]
+};

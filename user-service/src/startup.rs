@@ -50,7 +50,7 @@ impl Service for App {
 
     async fn build(config: Config) -> Result<Self, StartError> {
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
-        let metrics = MetricsAt::bind(&config.common, config.profile).await?;
+        let metrics = MetricsAt::bind(&config.common, config.profile, crate::METRICS).await?;
         let hasher = Hasher::new(config.settings.scrypt_log_n, config.settings.hash_queue).await?;
         let keys = config.internal_keys.clone();
         let state = AppState {

@@ -36,6 +36,44 @@ pub(crate) const M_LATENCY: &str = "outbox_commit_to_ack_seconds";
 pub(crate) const M_BACKLOG: &str = "outbox_backlog";
 pub(crate) const M_OLDEST: &str = "outbox_oldest_unpublished_age_seconds";
 
+/// The families the relay records (their `# HELP` lines).
+pub const METRICS: &[platform::metrics::Family] = {
+    use platform::metrics::Kind::{Counter, Gauge, Histogram};
+    &[
+        (
+            M_PUBLISHED,
+            Counter,
+            None,
+            "Outbox rows Kafka acknowledged.",
+        ),
+        (
+            M_FAILURES,
+            Counter,
+            None,
+            "Outbox rows whose send failed (retried later).",
+        ),
+        (
+            M_IS_LEADER,
+            Gauge,
+            None,
+            "1 while this relay holds the leader lock, else 0.",
+        ),
+        (
+            M_LATENCY,
+            Histogram,
+            Some(platform::metrics::Unit::Seconds),
+            "From the outbox row's commit to Kafka's acknowledgement.",
+        ),
+        (M_BACKLOG, Gauge, None, "Outbox rows not published yet."),
+        (
+            M_OLDEST,
+            Gauge,
+            Some(platform::metrics::Unit::Seconds),
+            "Age of the oldest unpublished outbox row.",
+        ),
+    ]
+};
+
 pub use platform::error::DbError as Error;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

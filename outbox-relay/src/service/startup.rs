@@ -49,7 +49,9 @@ impl Service for App {
     /// up yet (the relay waits and retries).
     async fn build(config: Config) -> Result<Self, BuildError> {
         let listener = Listener::bind(&config.common.host, config.settings.port).await?;
-        let metrics = platform::http::MetricsAt::bind(&config.common, config.profile).await?;
+        let metrics =
+            platform::http::MetricsAt::bind(&config.common, config.profile, crate::relay::METRICS)
+                .await?;
         let context = platform::kafka::KafkaContext::default();
         let access = context.access.clone();
         let producer = create_producer_with(&config.settings.producer(&config.kafka), context)?;
@@ -117,7 +119,9 @@ impl Service for App {
                 platform::http::documented(api),
                 get(health::metrics(self.pool.clone())),
             )
-            .around(platform::error::as_json);
+            .around(platform::metrics::matched_route)
+            .around(platform::error::as_json)
+            .around(platform::metrics::red);
         let _metrics = self.metrics.spawn(get(health::metrics(self.pool)));
         tracing::info!(port = self.listener.port(), "outbox-relay listening");
         let served = self.listener.serve(app, stop).await;

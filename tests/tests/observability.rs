@@ -1,0 +1,215 @@
+//! What an operator scrapes: every route of every service shows up in the request-duration
+//! histogram under its route template, and every metric family a service exposes has its
+//! `# HELP` and `# TYPE` lines.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tests::eventually;
+use tests::stack::{Service, Stack};
+
+const HISTOGRAM: &str = "http_server_request_duration_seconds";
+
+/// Each (route template, method) of the service's OpenAPI document.
+async fn operations(stack: &Stack, service: Service) -> anyhow::Result<Vec<(String, String)>> {
+    let doc: Value = stack
+        .http
+        .get(stack.url(service, "/openapi.json"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut found = Vec::new();
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        for method in item.as_object().into_iter().flatten().map(|(m, _)| m) {
+            found.push((path.clone(), method.to_uppercase()));
+        }
+    }
+    anyhow::ensure!(!found.is_empty(), "{service:?} documents no operation");
+    Ok(found)
+}
+
+/// Calls `template` with every parameter filled in, without credentials: whatever the
+/// answer, the request is one the histogram must count.
+async fn call(stack: &Stack, service: Service, template: &str, method: &str) -> u16 {
+    let path: String = template
+        .split('/')
+        .map(|segment| {
+            if segment.starts_with('{') {
+                "00000000-0000-0000-0000-000000000000"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = stack
+        .http
+        .request(method.clone(), stack.url(service, &path));
+    if method != reqwest::Method::GET && method != reqwest::Method::HEAD {
+        request = request.json(&json!({}));
+    }
+    request
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// The labels of each series of `family` (as `name="value"` pairs), from the text format.
+fn series(text: &str, family: &str) -> Vec<HashMap<String, String>> {
+    let prefix = format!("{family}_count{{");
+    text.lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .filter_map(|rest| rest.split_once("} ").map(|(labels, _)| labels))
+        .map(|labels| {
+            labels
+                .split("\",")
+                .filter_map(|pair| pair.split_once("=\""))
+                .map(|(k, v)| (k.to_owned(), v.trim_end_matches('"').to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+/// The families that have samples but no `# HELP` or no `# TYPE` line.
+fn undescribed(text: &str) -> Vec<String> {
+    let mut described = BTreeSet::new();
+    let mut typed = HashMap::new();
+    let mut sampled = BTreeSet::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("#"), Some("HELP"), Some(name)) => {
+                described.insert(name.to_owned());
+            }
+            (Some("#"), Some("TYPE"), Some(name)) => {
+                typed.insert(name.to_owned(), words.next().unwrap_or("").to_owned());
+            }
+            (Some(sample), _, _) if !sample.starts_with('#') => {
+                let name = sample.split('{').next().unwrap_or(sample);
+                sampled.insert(name.to_owned());
+            }
+            _ => {}
+        }
+    }
+    sampled
+        .into_iter()
+        .map(|name| {
+            // A histogram's or summary's series carry a suffix on the family's name.
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    let family = name.strip_suffix(suffix)?;
+                    typed.contains_key(family).then(|| family.to_owned())
+                })
+                .unwrap_or(name)
+        })
+        .filter(|family| !described.contains(family) || !typed.contains_key(family))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_duration_histogram_and_every_family_is_described(
+) -> anyhow::Result<()> {
+    let stack = Stack::start_all().await?;
+    // One registration through the whole system, so the relay and the consumer record
+    // their own families too.
+    let user = json!({
+        "email": format!("red.{}@example.com", uuid::Uuid::new_v4().simple()),
+        "password": "a long and unusual passphrase 42",
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+    });
+    let answer = stack.bff_post("/api/v1/register", &user).await?;
+    anyhow::ensure!(answer.status() == 201, "register: {}", answer.status());
+    let applied = eventually(Duration::from_secs(60), || async {
+        stack
+            .count("SELECT count(*) FROM consumer.welcome_notifications")
+            .await
+            .is_ok_and(|n| n == 1)
+    })
+    .await;
+    anyhow::ensure!(applied, "the registration was not applied");
+
+    for service in Service::ALL {
+        let operations = operations(&stack, service).await?;
+        for (template, method) in &operations {
+            call(&stack, service, template, method).await;
+        }
+        let text = stack
+            .http
+            .get(stack.url(service, "/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let seen: BTreeSet<(String, String)> = series(&text, HISTOGRAM)
+            .into_iter()
+            .map(|labels| {
+                (
+                    labels.get("http_route").cloned().unwrap_or_default(),
+                    labels
+                        .get("http_request_method")
+                        .cloned()
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        for operation in &operations {
+            assert!(
+                seen.contains(operation),
+                "{service:?}: {operation:?} is not in {HISTOGRAM}; seen {seen:?}"
+            );
+        }
+        for labels in series(&text, HISTOGRAM) {
+            assert!(
+                labels.contains_key("http_response_status_code"),
+                "{labels:?}"
+            );
+        }
+        assert!(
+            text.contains("# TYPE http_server_active_requests gauge"),
+            "{service:?}:\n{text}"
+        );
+        let missing = undescribed(&text);
+        assert!(
+            missing.is_empty(),
+            "{service:?}: no HELP/TYPE for {missing:?}\n{text}"
+        );
+    }
+    // The event path's own families, by name.
+    let relay = stack
+        .http
+        .get(stack.url(Service::Relay, "/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for family in [
+        "outbox_published_total",
+        "outbox_commit_to_ack_seconds",
+        "outbox_backlog",
+    ] {
+        assert!(
+            relay.contains(&format!("# HELP {family} ")),
+            "{family}:\n{relay}"
+        );
+    }
+    let consumer = stack
+        .http
+        .get(stack.url(Service::Consumer, "/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    for family in ["consumer_processed_total", "consumer_batch_seconds"] {
+        assert!(
+            consumer.contains(&format!("# HELP {family} ")),
+            "{family}:\n{consumer}"
+        );
+    }
+    Ok(())
+}
