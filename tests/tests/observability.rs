@@ -213,3 +213,98 @@ async fn every_route_is_in_the_duration_histogram_and_every_family_is_described(
     }
     Ok(())
 }
+
+/// Every family the services record, by name.
+fn families() -> BTreeSet<&'static str> {
+    let mut names: BTreeSet<&'static str> = [
+        platform::metrics::HTTP_DURATION,
+        platform::metrics::HTTP_ACTIVE,
+    ]
+    .into_iter()
+    .collect();
+    for list in [
+        bff::METRICS,
+        user_service::METRICS,
+        outbox_relay::relay::METRICS,
+        event_consumer::engine::METRICS,
+    ] {
+        names.extend(list.iter().map(|(name, ..)| *name));
+    }
+    names
+}
+
+/// The metric names a PromQL expression uses (label names and functions left out).
+fn metric_names(expr: &str) -> Vec<String> {
+    const PREFIXES: [&str; 8] = [
+        "http_server_",
+        "outbox_",
+        "consumer_",
+        "users_",
+        "bff_",
+        "login_",
+        "password_",
+        "register_",
+    ];
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|token| PREFIXES.iter().any(|p| token.starts_with(p)))
+        .map(|token| {
+            ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| token.strip_suffix(suffix))
+                .unwrap_or(token)
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn the_grafana_dashboard_and_the_scrape_config_name_real_families_and_targets() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dashboard = root.join("docker/observability/grafana/dashboards/outbox-platform.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(dashboard).unwrap())
+        .expect("the dashboard is JSON");
+    let known = families();
+    let mut used = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in metric_names(expr) {
+                assert!(
+                    known.contains(name.as_str()),
+                    "{name} (in {expr}) is no family"
+                );
+                used.insert(name);
+            }
+        }
+    }
+    // The dashboard shows the RED figures and the event path.
+    for family in [
+        "http_server_request_duration_seconds",
+        "outbox_backlog",
+        "outbox_commit_to_ack_seconds",
+        "consumer_lag",
+        "consumer_dead_lettered_total",
+    ] {
+        assert!(
+            used.contains(family),
+            "the dashboard does not show {family}"
+        );
+    }
+    // Prometheus scrapes each compose service on its METRICS_ADDR port.
+    let scrape = std::fs::read_to_string(root.join("docker/observability/prometheus.yml")).unwrap();
+    let compose = std::fs::read_to_string(root.join("docker/docker-compose.yml")).unwrap();
+    assert!(
+        compose.contains("METRICS_ADDR: ${METRICS_ADDR:-0.0.0.0:9464}"),
+        "compose moved METRICS_ADDR"
+    );
+    for service in ["bff", "user-service", "outbox-relay", "event-consumer"] {
+        assert!(
+            scrape.contains(&format!("\"{service}:9464\"")),
+            "{service} is not scraped"
+        );
+        assert!(
+            compose.contains(&format!("\n  {service}:\n")),
+            "compose has no {service}"
+        );
+    }
+}
