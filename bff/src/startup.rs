@@ -87,7 +87,8 @@ impl App {
             .around(crate::api::errors::as_json)
             .around(traceparent::apply)
             .around(platform::body_limit::limit)
-            .with(RateLimit(self.limits.clone()));
+            .with(RateLimit(self.limits.clone()))
+            .boxed();
         let mut cors = Cors::new();
         if self.cors_origins.is_empty() {
             // No origin is allowed, `null` included: the middleware still answers
@@ -110,6 +111,8 @@ impl App {
             // CORS and same-origin refusals.
             .around(crate::api::errors::as_json)
             .around(security_headers::apply)
+            // One boxed type: the nested middleware types are too deep for the compiler.
+            .boxed()
             .around(platform::metrics::red)
     }
 }

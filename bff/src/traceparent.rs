@@ -11,7 +11,9 @@ pub async fn apply<E: Endpoint>(ep: E, req: Request) -> poem::Result<Response> {
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok());
-    let trace = TraceParent::next(incoming);
+    // With spans exported, the request's context is its server span (already a child of
+    // the caller's); otherwise a new hop of the caller's trace, or a new trace.
+    let trace = TraceParent::current().unwrap_or_else(|| TraceParent::next(incoming));
     let header = HeaderValue::from_str(trace.as_str()).ok();
     let mut response = trace.scope(ep.call(req)).await?.into_response();
     if let Some(header) = header {

@@ -356,6 +356,7 @@ impl Consumer {
             return Ok(BatchReport::default());
         }
         let started = std::time::Instant::now();
+        let _spans = process_spans(&self.pending);
         self.dead_letter_poison().await?;
         let applied = match self.apply_batch().await {
             Err(error) if error.is_permanent() => {
@@ -557,4 +558,72 @@ async fn dead_letter(
 /// for a while, which librdkafka rides out on its own).
 fn is_fatal(error: &Error) -> bool {
     matches!(error, Error::Kafka(KafkaError::MessageConsumptionFatal(_)))
+}
+
+/// The spans of a batch being settled, when spans are exported: a `process` span per
+/// event, a child of the record's `traceparent` (the request that wrote the event) and
+/// linked to the batch's span, which is linked to each of them. They end when the batch
+/// is settled (applied, deduplicated or dead-lettered) or fails.
+fn process_spans(pending: &[Received]) -> Option<(tracing::Span, Vec<tracing::Span>)> {
+    if !platform::telemetry::exporting() {
+        return None;
+    }
+    let topic = pending
+        .first()
+        .map(|r| r.topic.as_str())
+        .unwrap_or_default();
+    let batch = tracing::info_span!(
+        parent: None,
+        "consumer.batch",
+        otel.name = format!("process {topic} (batch)"),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.destination.name = topic,
+        messaging.operation.type = "process",
+        messaging.batch.message_count = pending.len(),
+    );
+    let batch_context = platform::telemetry::traceparent_of(&batch);
+    let events = pending
+        .iter()
+        .filter(|r| r.state == State::Unsettled)
+        .map(|r| {
+            let (event_id, event_type, traceparent) = match &r.outcome {
+                Ok(event) => (
+                    event.id.to_string(),
+                    event.event_type.clone(),
+                    event.traceparent.clone(),
+                ),
+                Err(_) => Default::default(),
+            };
+            let key = r
+                .record
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default();
+            let span = tracing::info_span!(
+                parent: None,
+                "consumer.process",
+                otel.name = format!("process {}", r.topic),
+                otel.kind = "consumer",
+                messaging.system = "kafka",
+                messaging.destination.name = r.topic.as_str(),
+                messaging.operation.type = "process",
+                messaging.destination.partition.id = r.partition,
+                messaging.kafka.offset = r.offset,
+                messaging.kafka.message.key = key,
+                messaging.message.id = event_id.as_str(),
+                cloudevents.event_id = event_id.as_str(),
+                cloudevents.event_type = event_type,
+            );
+            platform::telemetry::continue_from(&span, traceparent.as_deref());
+            platform::telemetry::link(&span, batch_context.as_deref());
+            platform::telemetry::link(
+                &batch,
+                platform::telemetry::traceparent_of(&span).as_deref(),
+            );
+            span
+        })
+        .collect();
+    Some((batch, events))
 }

@@ -19,7 +19,7 @@ const PURGE: &str = "DELETE FROM consumer.processed_events WHERE event_id IN ( \
 
 /// Deletes the rows processed longer than `older_than` ago, `batch` per statement, until
 /// none is left; returns how many went.
-#[tracing::instrument(skip(client), err)]
+#[tracing::instrument(level = "debug", skip(client), err)]
 pub async fn purge<C: GenericClient + Sync>(
     client: &C,
     older_than: Duration,

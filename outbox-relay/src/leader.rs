@@ -27,7 +27,7 @@ pub struct Leadership {
 
 impl Leadership {
     /// Tries once to become leader; `Ok(None)` means another relay holds the lock.
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(level = "debug", skip_all, err)]
     pub async fn try_acquire(db: &DbConfig) -> Result<Option<Self>, tokio_postgres::Error> {
         let client = db.connect().await?;
         let row = client

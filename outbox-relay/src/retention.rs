@@ -15,7 +15,7 @@ const PURGE: &str = "DELETE FROM users.outbox WHERE id IN ( \
 
 /// Deletes at most `batch` rows published longer than `older_than` ago (each call its own
 /// short transaction when `client` is not in one). Returns how many it deleted.
-#[tracing::instrument(skip(client), err)]
+#[tracing::instrument(level = "debug", skip(client), err)]
 pub async fn purge_once<C: GenericClient + Sync>(
     client: &C,
     older_than: Duration,

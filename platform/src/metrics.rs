@@ -126,11 +126,13 @@ pub async fn matched_route<E: Endpoint>(ep: E, req: Request) -> poem::Result<Res
 
 /// Outermost middleware: every request's duration into [`HTTP_DURATION`] with its route
 /// template (empty when no route matched), method and final status, and the requests in
-/// flight in [`HTTP_ACTIVE`].
+/// flight in [`HTTP_ACTIVE`]. When spans are exported, the request is also a server span
+/// (`GET /api/v1/users/{id}`), a child of the caller's `traceparent` if it sent one.
 pub async fn red<E: Endpoint>(ep: E, mut req: Request) -> poem::Result<Response> {
     let method = method_label(req.method());
     let slot = RouteSlot::default();
     req.set_data(slot.clone());
+    let span = server_span(&req, method);
     let active = metrics::gauge!(HTTP_ACTIVE, "http_request_method" => method);
     active.increment(1.0);
     // Decremented however the request ends, a dropped (cancelled) one included.
@@ -142,12 +144,32 @@ pub async fn red<E: Endpoint>(ep: E, mut req: Request) -> poem::Result<Response>
     }
     let _leaving = Leaving(active);
     let started = Instant::now();
-    let result = ep.call(req).await.map(IntoResponse::into_response);
+    let result = match &span {
+        Some(span) => {
+            use tracing::Instrument as _;
+            let call = ep.call(req).instrument(span.clone());
+            call.await.map(IntoResponse::into_response)
+        }
+        None => ep.call(req).await.map(IntoResponse::into_response),
+    };
     let status = match &result {
         Ok(response) => response.status(),
         Err(error) => error.status(),
     };
     let route = slot.0.get().map(|r| r.to_string()).unwrap_or_default();
+    if let Some(span) = &span {
+        let name = if route.is_empty() {
+            method.to_owned()
+        } else {
+            format!("{method} {route}")
+        };
+        crate::telemetry::rename(span, name);
+        span.record("http.route", route.as_str());
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
     metrics::histogram!(
         HTTP_DURATION,
         "http_route" => route,
@@ -156,6 +178,32 @@ pub async fn red<E: Endpoint>(ep: E, mut req: Request) -> poem::Result<Response>
     )
     .record(started.elapsed().as_secs_f64());
     result
+}
+
+/// The server span of a request, when spans are exported (none otherwise: no cost).
+fn server_span(req: &Request, method: &'static str) -> Option<tracing::Span> {
+    if !crate::telemetry::exporting() {
+        return None;
+    }
+    let span = tracing::info_span!(
+        "http.server",
+        otel.name = method,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        url.path = req.uri().path(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    let incoming = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
+    crate::telemetry::continue_from(&span, incoming);
+    crate::telemetry::record_ids(&span);
+    Some(span)
 }
 
 /// The method as OpenTelemetry labels it: the known ones by name, any other `_OTHER`, so

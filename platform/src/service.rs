@@ -87,6 +87,9 @@ pub async fn serve<S: Service>(config: ServiceConfig<S::Settings>) -> anyhow::Re
     let service = S::build(config)
         .await
         .with_context(|| format!("starting {}", S::NAME))?;
-    service.run_until_stopped(shutdown::signal()).await?;
+    let served = service.run_until_stopped(shutdown::signal()).await;
+    // The last spans go out before the process ends, whatever ended it.
+    telemetry::shutdown();
+    served?;
     Ok(())
 }

@@ -76,8 +76,12 @@ impl TraceParent {
         CURRENT.scope(self, work).await
     }
 
-    /// The trace context of the request being served, if any.
+    /// The trace context of the request being served, if any: the current span's when
+    /// spans are exported (so the next hop is its child), else the request's own.
     pub fn current() -> Option<TraceParent> {
+        if let Some(exported) = crate::telemetry::traceparent_of(&tracing::Span::current()) {
+            return Some(Self(exported));
+        }
         CURRENT.try_with(Clone::clone).ok()
     }
 }

@@ -2,6 +2,7 @@
 //! Kafka topics, consumers that read a topic back.
 
 pub mod bff_kit;
+pub mod otlp;
 pub mod relay_kit;
 pub mod stack;
 

@@ -60,7 +60,12 @@ pub struct Registered {
 
 /// Inserts the user and enqueues its event in one transaction on `client`, and commits.
 /// Any failure rolls both back (the transaction is dropped uncommitted).
-#[tracing::instrument(skip_all, err)]
+#[tracing::instrument(
+    name = "user.register",
+    skip_all,
+    err,
+    fields(otel.name = "register: insert user and outbox row", db.system.name = "postgresql")
+)]
 pub async fn register(
     client: &mut deadpool_postgres::Client,
     user: &NewUser,
@@ -68,6 +73,10 @@ pub async fn register(
     topic: &str,
     traceparent: Option<String>,
 ) -> Result<Registered, RegisterError> {
+    // With spans exported, the event continues this span (the transaction that wrote it);
+    // otherwise the caller's trace context as it came.
+    let traceparent =
+        platform::telemetry::traceparent_of(&tracing::Span::current()).or(traceparent);
     let tx = client.transaction().await?;
     let user = users::insert(&tx, user, password_hash).await?;
     let event_id = outbox_relay::enqueue(&tx, &user_registered(&user, topic, traceparent)).await?;

@@ -203,7 +203,7 @@ impl Relay {
     }
 
     /// One batch: claim, produce, await every delivery report, mark.
-    #[tracing::instrument(skip_all, err)]
+    #[tracing::instrument(level = "debug", skip_all, err)]
     pub async fn relay_once(&mut self) -> Result<BatchOutcome> {
         let rows = self.claim().await?;
         if rows.is_empty() {
@@ -222,12 +222,13 @@ impl Relay {
 
     /// Produces `rows` in order and waits for every delivery report.
     pub async fn produce(&self, rows: Vec<OutboxRow>) -> Vec<Delivery> {
+        let spans = tracing_spans::publish(&rows);
         let mut pending = Vec::with_capacity(rows.len());
         for row in &rows {
             pending.push(self.send(row).await);
         }
         let mut deliveries = Vec::with_capacity(rows.len());
-        for (row, sent) in rows.into_iter().zip(pending) {
+        for (i, (row, sent)) in rows.into_iter().zip(pending).enumerate() {
             let result = match sent {
                 Err(error) => Err(error),
                 Ok(future) => match future.await {
@@ -236,6 +237,9 @@ impl Relay {
                     Err(_) => Err("producer dropped the delivery report".to_owned()),
                 },
             };
+            if let Some(spans) = &spans {
+                spans.delivered(i, result.as_ref().err());
+            }
             deliveries.push(Delivery { row, result });
         }
         deliveries
@@ -319,5 +323,89 @@ impl Relay {
             tracing::warn!(failed = outcome.failed, held_back = outcome.held_back, %error, "deliveries failed; backing off those aggregates");
         }
         Ok(outcome)
+    }
+}
+
+/// The spans of a batch, when spans are exported: one `publish` span per event, a child of
+/// the context its outbox row stored (the request that wrote it), linked to the batch's
+/// span, which is linked to each of them (OpenTelemetry's messaging conventions for
+/// batches).
+mod tracing_spans {
+    use super::OutboxRow;
+    use crate::envelope::{headers_from_json, H_TRACEPARENT};
+
+    pub(super) struct Publish {
+        _batch: tracing::Span,
+        events: Vec<tracing::Span>,
+    }
+
+    pub(super) fn publish(rows: &[OutboxRow]) -> Option<Publish> {
+        if !platform::telemetry::exporting() {
+            return None;
+        }
+        let topic = rows.first().map(|r| r.topic.as_str()).unwrap_or_default();
+        let batch = tracing::info_span!(
+            parent: None,
+            "outbox.batch",
+            otel.name = format!("publish {topic} (batch)"),
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.destination.name = topic,
+            messaging.operation.type = "send",
+            messaging.batch.message_count = rows.len(),
+        );
+        let events = rows
+            .iter()
+            .map(|row| {
+                let headers = headers_from_json(&row.headers);
+                let header = |name: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                };
+                let traceparent = header(H_TRACEPARENT);
+                let span = tracing::info_span!(
+                    parent: None,
+                    "outbox.publish",
+                    otel.name = format!("publish {}", row.topic),
+                    otel.kind = "producer",
+                    otel.status_code = tracing::field::Empty,
+                    messaging.system = "kafka",
+                    messaging.destination.name = row.topic.as_str(),
+                    messaging.operation.type = "send",
+                    messaging.kafka.message.key = row.aggregate_id.as_str(),
+                    messaging.message.id = header("ce_id").unwrap_or_default(),
+                    cloudevents.event_id = header("ce_id").unwrap_or_default(),
+                    cloudevents.event_type = header("ce_type").unwrap_or_default(),
+                    outbox.id = row.id,
+                    error.type = tracing::field::Empty,
+                );
+                platform::telemetry::continue_from(&span, traceparent.as_deref());
+                platform::telemetry::link(
+                    &span,
+                    platform::telemetry::traceparent_of(&batch).as_deref(),
+                );
+                platform::telemetry::link(
+                    &batch,
+                    platform::telemetry::traceparent_of(&span).as_deref(),
+                );
+                span
+            })
+            .collect();
+        Some(Publish {
+            _batch: batch,
+            events,
+        })
+    }
+
+    impl Publish {
+        /// Kafka's answer for event `i`: its span ends, as an error if it failed.
+        pub(super) fn delivered(&self, i: usize, error: Option<&String>) {
+            if let (Some(span), Some(error)) = (self.events.get(i), error) {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", error.as_str());
+            }
+        }
     }
 }
