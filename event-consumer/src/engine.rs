@@ -172,6 +172,24 @@ impl BrokerCheck {
         self.access.refused()
     }
 
+    /// Whether a broker answers a metadata request (within a second); an answer also
+    /// clears an earlier refusal.
+    pub async fn reachable(&self) -> bool {
+        let producer = self.producer.clone();
+        let answered = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(1))
+                .is_ok_and(|metadata| !metadata.brokers().is_empty())
+        })
+        .await
+        .unwrap_or(false);
+        if answered {
+            self.access.accepted();
+        }
+        answered
+    }
+
     pub async fn ready(&self) -> bool {
         if self.access.refused().is_none() {
             return true;

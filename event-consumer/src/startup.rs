@@ -90,6 +90,13 @@ impl Service for App {
                     async move { broker.ready().await }
                 }
             })
+            .require("broker", {
+                let broker = broker.clone();
+                move || {
+                    let broker = broker.clone();
+                    async move { broker.reachable().await }
+                }
+            })
             .details(move || {
                 broker
                     .refused()

@@ -308,3 +308,79 @@ fn the_grafana_dashboard_and_the_scrape_config_name_real_families_and_targets() 
         );
     }
 }
+
+/// `/health/live` and `/health/ready` of `port`: their statuses and the ready body.
+async fn probes(http: &reqwest::Client, port: u16) -> (u16, u16, Value) {
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let live = http.get(url("/health/live")).send().await;
+    let ready = http.get(url("/health/ready")).send().await;
+    let live = live.map(|r| r.status().as_u16()).unwrap_or(0);
+    match ready {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (live, status, r.json().await.unwrap_or_default())
+        }
+        Err(_) => (live, 0, Value::Null),
+    }
+}
+
+#[tokio::test]
+async fn with_the_database_or_the_broker_away_services_are_live_but_not_ready() -> anyhow::Result<()>
+{
+    use platform::testing::TcpProxy;
+    use std::net::ToSocketAddrs;
+    let mut stack = Stack::new().await?;
+    // Every service reaches PostgreSQL through a proxy the test can cut.
+    let database = format!("{}:{}", stack.db.db_host, stack.db.db_port)
+        .to_socket_addrs()?
+        .next()
+        .unwrap();
+    let proxy = TcpProxy::start(database).await?;
+    stack.set_env("DB_HOST", "127.0.0.1");
+    stack.set_env("DB_PORT", &proxy.port().to_string());
+    let mut stack = stack.started().await?;
+    let http = &stack.http.clone();
+    for service in Service::ALL {
+        let (live, ready, body) = probes(http, stack.port(service)).await;
+        assert_eq!((live, ready), (200, 200), "{service:?}: {body}");
+        assert_eq!(body["database"], "up", "{service:?}: {body}");
+    }
+
+    proxy.cut();
+    for service in Service::ALL {
+        let port = stack.port(service);
+        let unready = eventually(Duration::from_secs(30), || async {
+            let (live, ready, body) = probes(http, port).await;
+            live == 200 && ready == 503 && body["database"] == "down"
+        })
+        .await;
+        let (live, ready, body) = probes(http, port).await;
+        assert!(unready, "{service:?}: live {live}, ready {ready}: {body}");
+    }
+    proxy.restore();
+    for service in Service::ALL {
+        let port = stack.port(service);
+        let back = eventually(Duration::from_secs(30), || async {
+            probes(http, port).await.1 == 200
+        })
+        .await;
+        assert!(back, "{service:?} did not turn ready again");
+    }
+
+    // The relay and the consumer with no broker where they look for one.
+    let nowhere = tests::bff_kit::closed_port_url()
+        .await
+        .trim_start_matches("http://")
+        .to_owned();
+    for service in [Service::Relay, Service::Consumer] {
+        let port = stack.start_extra(service, &[("KAFKA_BROKERS", nowhere.clone())])?;
+        let unready = eventually(Duration::from_secs(30), || async {
+            let (live, ready, body) = probes(http, port).await;
+            live == 200 && ready == 503 && body["broker"] == "down" && body["database"] == "up"
+        })
+        .await;
+        let (live, ready, body) = probes(http, port).await;
+        assert!(unready, "{service:?}: live {live}, ready {ready}: {body}");
+    }
+    Ok(())
+}

@@ -85,7 +85,9 @@ async fn health_tells_a_broker_outage_from_a_database_outage() {
     let db = scratch_db().await;
     let (base, _stop) = spawn_app(env_for(&db, "127.0.0.1:1")).await;
     let (status, body) = checked_health(&base).await;
-    assert_eq!(status, 200, "a broker outage leaves the process working");
+    // Unready (it cannot publish), but it says which dependency is away, and it still
+    // serves its figures.
+    assert_eq!(status, 503, "{body}");
     assert_eq!(body["broker"], "down");
     assert_eq!(body["database"], "up");
     let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap();

@@ -35,6 +35,12 @@ pub const METRICS: &[platform::metrics::Family] = {
             "Credential checks refused by the per-account throttle.",
         ),
         (
+            "outbox_replayed_total",
+            Counter,
+            None,
+            "Published outbox rows re-queued by replays through the admin API.",
+        ),
+        (
             "password_hash_seconds",
             Histogram,
             Some(platform::metrics::Unit::Seconds),

@@ -35,6 +35,7 @@ pub(crate) const M_IS_LEADER: &str = "outbox_relay_is_leader";
 pub(crate) const M_LATENCY: &str = "outbox_commit_to_ack_seconds";
 pub(crate) const M_BACKLOG: &str = "outbox_backlog";
 pub(crate) const M_OLDEST: &str = "outbox_oldest_unpublished_age_seconds";
+pub(crate) const M_DELIVERY: &str = "outbox_kafka_delivery_seconds";
 
 /// The families the relay records (their `# HELP` lines).
 pub const METRICS: &[platform::metrics::Family] = {
@@ -63,6 +64,12 @@ pub const METRICS: &[platform::metrics::Family] = {
             Histogram,
             Some(platform::metrics::Unit::Seconds),
             "From the outbox row's commit to Kafka's acknowledgement.",
+        ),
+        (
+            M_DELIVERY,
+            Histogram,
+            Some(platform::metrics::Unit::Seconds),
+            "From handing a batch to the producer to Kafka's delivery report of each of its rows.",
         ),
         (M_BACKLOG, Gauge, None, "Outbox rows not published yet."),
         (
@@ -224,15 +231,20 @@ impl Relay {
     pub async fn produce(&self, rows: Vec<OutboxRow>) -> Vec<Delivery> {
         let spans = tracing_spans::publish(&rows);
         let mut pending = Vec::with_capacity(rows.len());
+        let sent_at = Instant::now();
         for row in &rows {
             pending.push(self.send(row).await);
         }
+        let delivery = metrics::histogram!(M_DELIVERY);
         let mut deliveries = Vec::with_capacity(rows.len());
         for (i, (row, sent)) in rows.into_iter().zip(pending).enumerate() {
             let result = match sent {
                 Err(error) => Err(error),
                 Ok(future) => match future.await {
-                    Ok(Ok(_)) => Ok(Utc::now()),
+                    Ok(Ok(_)) => {
+                        delivery.record(sent_at.elapsed().as_secs_f64());
+                        Ok(Utc::now())
+                    }
                     Ok(Err((error, _))) => Err(error.to_string()),
                     Err(_) => Err("producer dropped the delivery report".to_owned()),
                 },

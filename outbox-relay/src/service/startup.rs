@@ -60,9 +60,9 @@ impl Service for App {
         let status = relay.status();
         let broker = Arc::new(BrokerProbe::new(producer, access.clone()));
         let role = status.clone();
-        // The relay answers 200 as a standby or with the broker away (it waits and
-        // retries); a database it cannot reach, or brokers that refuse its credentials or
-        // TLS settings, make it unready.
+        // The relay answers 200 as a standby; a database or a broker it cannot reach, or
+        // brokers that refuse its credentials or TLS settings, make it unready (it waits
+        // and retries meanwhile, and turns ready by itself).
         let readiness = Readiness::new()
             .require_database(pool.clone())
             // Unready only while the brokers refuse the client (credentials, TLS).
@@ -73,7 +73,7 @@ impl Service for App {
                     async move { !refused }
                 }
             })
-            .report("broker", move || {
+            .require("broker", move || {
                 let broker = broker.clone();
                 async move { broker.is_up().await }
             })

@@ -48,10 +48,15 @@ impl AdminApi {
         let client = self.state.pool.get().await?;
         let pg: &tokio_postgres::Client = &client;
         match outbox_relay::replay(pg, &filter, dry_run).await {
-            Ok(count) => Ok(Json(ReplayResult {
-                count: i64::try_from(count).unwrap_or(i64::MAX),
-                dry_run,
-            })),
+            Ok(count) => {
+                if !dry_run {
+                    metrics::counter!("outbox_replayed_total").increment(count);
+                }
+                Ok(Json(ReplayResult {
+                    count: i64::try_from(count).unwrap_or(i64::MAX),
+                    dry_run,
+                }))
+            }
             Err(ReplayError::Database(error)) => Err(error.into()),
             Err(refused) => Err(Failure::BadRequest(Json(ErrorBody::new(
                 "Bad request",

@@ -27,12 +27,24 @@ fn env(db: &DbConfig, extra: &[(&str, String)]) -> Vec<(String, String)> {
     env
 }
 
-/// Requests per second of `url` over `seconds`, from `CONCURRENCY` keep-alive clients.
+/// Requests per second of `url` over `seconds`, from `CONCURRENCY` keep-alive clients;
+/// every answer must be a success.
 async fn load(
     http: &reqwest::Client,
     url: &str,
     token: Option<&str>,
     seconds: u64,
+) -> anyhow::Result<f64> {
+    load_expecting(http, url, token, seconds, None).await
+}
+
+/// [`load`], where every answer must have the status `expect` (a 404, say) if given.
+async fn load_expecting(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    seconds: u64,
+    expect: Option<u16>,
 ) -> anyhow::Result<f64> {
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -49,7 +61,11 @@ async fn load(
                         request = request.bearer_auth(token);
                     }
                     match request.send().await {
-                        Ok(r) if r.status().is_success() => {
+                        Ok(r)
+                            if expect.map_or(r.status().is_success(), |want| {
+                                r.status().as_u16() == want
+                            }) =>
+                        {
                             let _ = r.bytes().await;
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
@@ -136,6 +152,12 @@ pub(crate) async fn measure(db: &DbConfig, seconds: u64) -> anyhow::Result<Value
     )
     .await?;
     let health = load(&http, &format!("{base}/health"), None, seconds).await?;
+    // The liveness probe against the cheapest answer there is, a 404: it must cost no
+    // more than that (no I/O, no lock).
+    let missing = format!("{base}/no-such-route");
+    load_expecting(&http, &missing, None, 1, Some(404)).await?;
+    let not_found = load_expecting(&http, &missing, None, seconds, Some(404)).await?;
+    let live = load(&http, &format!("{base}/health/live"), None, seconds).await?;
     let profile = load(
         &http,
         &format!("{base}/api/v1/protected/profile"),
@@ -151,6 +173,10 @@ pub(crate) async fn measure(db: &DbConfig, seconds: u64) -> anyhow::Result<Value
     Ok(json!({
         "profile_rps": crate::stats::round0(profile),
         "health_rps": crate::stats::round0(health),
+        "live_rps": crate::stats::round0(live),
+        "not_found_rps": crate::stats::round0(not_found),
+        "live_to_not_found": crate::stats::round3(live / not_found),
+        "profile_to_live": crate::stats::round3(profile / live),
         "profile_to_health": crate::stats::round3(profile / health),
         "concurrency": CONCURRENCY,
         "seconds": seconds,

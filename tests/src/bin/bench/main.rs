@@ -249,6 +249,35 @@ async fn main() -> anyhow::Result<()> {
     );
     report["http"] = http_figures;
 
+    // Last, because it turns tracing on for the whole process: the same drain with spans
+    // exported (to an OTLP receiver in this process) under a 1% parent-based sampler.
+    let otlp = tests::otlp::receiver().await;
+    for (name, value) in [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "500"),
+    ] {
+        std::env::set_var(name, value);
+    }
+    platform::telemetry::init(
+        "outbox-relay",
+        "error",
+        platform::telemetry::LogFormat::Json,
+    );
+    anyhow::ensure!(platform::telemetry::exporting(), "tracing did not start");
+    fill_outbox(&client, backlog, &topic).await?;
+    let traced_rate = relay::drain_per_s(&db, batch).await?;
+    platform::telemetry::shutdown();
+    eprintln!(
+        "[bench] relay drain, 1% of traces sampled: {traced_rate:.0}/s ({} spans received)",
+        otlp.spans().len()
+    );
+    report["relay"]["events_per_s_traced_1pct"] = json!(stats::round0(traced_rate));
+    report["relay"]["traced_to_untraced"] = json!(stats::round3(traced_rate / relay_rate));
+    report["relay"]["traced_spans_received"] = json!(otlp.spans().len());
+
     report["duration_s"] = json!(stats::round0(run_started.elapsed().as_secs_f64()));
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
@@ -400,6 +429,22 @@ fn print_table(r: &Value) {
             profile >= 0.5 * health,
         ),
         Row::info("BFF /health rps", health),
+        Row::at_least(
+            "BFF /health/live / 404 rps",
+            f(&r["http"]["live_to_not_found"]),
+            0.8,
+        ),
+        Row::info("  BFF /health/live rps", f(&r["http"]["live_rps"])),
+        Row::info("  BFF 404 rps", f(&r["http"]["not_found_rps"])),
+        Row::at_least(
+            "relay traced (1%) / untraced",
+            f(&r["relay"]["traced_to_untraced"]),
+            0.9,
+        ),
+        Row::info(
+            "  relay events/s, 1% traced",
+            f(&r["relay"]["events_per_s_traced_1pct"]),
+        ),
     ];
     println!("{:<36} {:>12}  {:<28}", "figure", "value", "target");
     for row in rows {
