@@ -47,9 +47,14 @@ impl Outcome {
 pub struct AuditRecord {
     pub id: i64,
     pub at: DateTime<Utc>,
-    /// The admin's user id.
-    pub actor: Uuid,
-    /// `outbox.replay`, `dlq.redrive`...
+    /// The admin's user id; absent for an operator's command line.
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Uuid>,
+    /// `api` (an admin through the BFF) or `cli` (an operator's command, such as
+    /// `user-service set-role`).
+    pub via: String,
+    /// `outbox.replay`, `dlq.redrive`, `user.set_role`...
     pub action: String,
     /// What the admin asked for (the request body).
     pub parameters: Value,
@@ -120,7 +125,7 @@ pub async fn page(
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT id, at, actor, action, parameters, outcome, detail FROM auth.audit_log \
+            "SELECT id, at, actor, via, action, parameters, outcome, detail FROM auth.audit_log \
              WHERE ($1::bigint IS NULL OR id < $1) AND ($2::text IS NULL OR action = $2) \
              ORDER BY id DESC LIMIT $3",
             &[&before, &action, &(limit + 1)],
@@ -132,6 +137,7 @@ pub async fn page(
             id: row.get("id"),
             at: row.get("at"),
             actor: row.get("actor"),
+            via: row.get("via"),
             action: row.get("action"),
             parameters: row.get("parameters"),
             outcome: Outcome::from_db(row.get("outcome")),

@@ -11,16 +11,21 @@ CREATE TABLE consumer.dlq_redrives (
 );
 
 -- bff: one record per admin action (who, what, with which parameters, when, and how it
--- ended). The actor is a user id only, never an email. The bff role may add and read
--- records but neither change nor delete them.
+-- ended). The actor is an admin's user id (never an email), or none for an operator's
+-- command line (`via` = 'cli'). The bff role may add and read records but neither change
+-- nor delete them; user-service may only add them (its `set-role` command).
 CREATE TABLE auth.audit_log (
     id         bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at         timestamptz NOT NULL DEFAULT now(),
-    actor      uuid        NOT NULL,
+    actor      uuid,
+    via        text        NOT NULL DEFAULT 'api' CHECK (via IN ('api', 'cli')),
     action     text        NOT NULL,
     parameters jsonb       NOT NULL DEFAULT '{}',
     outcome    text        NOT NULL CHECK (outcome IN ('ok', 'refused', 'failed')),
-    detail     jsonb
+    detail     jsonb,
+    CHECK (actor IS NOT NULL OR via = 'cli')
 );
 CREATE INDEX audit_log_at_idx ON auth.audit_log (at DESC, id DESC);
 REVOKE UPDATE, DELETE, TRUNCATE ON auth.audit_log FROM bff;
+GRANT USAGE ON SCHEMA auth TO user_service;
+GRANT INSERT ON auth.audit_log TO user_service;

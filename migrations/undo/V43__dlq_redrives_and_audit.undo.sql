@@ -1,3 +1,4 @@
 -- Reverts V43__dlq_redrives_and_audit.sql: the redrive records and the audit log go.
 DROP TABLE auth.audit_log;
+REVOKE USAGE ON SCHEMA auth FROM user_service;
 DROP TABLE consumer.dlq_redrives;

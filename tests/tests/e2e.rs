@@ -200,6 +200,55 @@ async fn a_replay_republishes_applies_nothing_twice_and_rebuilds_a_new_consumer(
     let done: Value = replay(false).await?.json().await?;
     assert_eq!(done["count"], 3, "replay: {done}");
 
+    // The audit log has both replays by the admin, and the operator's set-role before
+    // them (from the command line, so no actor), with user ids and never an email.
+    let admin: Value = stack
+        .http
+        .get(stack.url(Service::Bff, "/api/v1/protected/profile"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let audit: Value = stack
+        .http
+        .get(stack.url(Service::Bff, "/api/v1/protected/admin/audit"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let records = audit["records"].as_array().expect("audit records");
+    let summary: Vec<(&str, &str, &str)> = records
+        .iter()
+        .map(|r| {
+            let text = |k: &str| r[k].as_str().unwrap_or("");
+            (text("action"), text("via"), text("outcome"))
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("outbox.replay", "api", "ok"),
+            ("outbox.replay", "api", "ok"),
+            ("user.set_role", "cli", "ok"),
+        ],
+        "{audit}"
+    );
+    assert_eq!(records[0]["actor"], admin["id"]);
+    assert_eq!(records[0]["detail"]["count"], 3);
+    assert_eq!(records[1]["parameters"]["dry_run"], true);
+    assert!(records[2].get("actor").is_none(), "{audit}");
+    assert_eq!(records[2]["parameters"]["user_id"], admin["id"]);
+    assert_eq!(
+        records[2]["detail"],
+        json!({"previous": "user", "current": "admin"})
+    );
+    assert!(
+        !audit.to_string().contains('@'),
+        "an email in the audit log: {audit}"
+    );
+
     // The consumer sees the three again and counts them as duplicates; no effect twice.
     let stats_url = stack.url(Service::Consumer, "/stats");
     let http = stack.http.clone();

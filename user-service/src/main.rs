@@ -33,14 +33,22 @@ async fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::SetRole { email, role } => {
-            let client = config
+            let mut client = config
                 .db
                 .pool()
                 .get()
                 .await
                 .context("connecting to the database")?;
-            match users::set_role(&client, &email, role).await? {
+            // The change and its audit record commit together.
+            let tx = client.transaction().await?;
+            let change = users::set_role(&tx, &email, role).await?;
+            if let Some(change) = &change {
+                users::audit_role_change(&tx, change).await?;
+            }
+            tx.commit().await?;
+            match change {
                 Some(change) => {
+                    tracing::info!(user_id = %change.id, previous = %change.previous.as_str(), current = %change.current.as_str(), "role changed");
                     println!(
                         "{} ({}): role {} -> {}",
                         change.email, change.id, change.previous, change.current

@@ -145,7 +145,7 @@ const SET_ROLE: &str = "UPDATE users.users AS u SET role = $2, updated_at = now(
 
 /// Gives the user with `email` the role `role`
 /// table's check); `None` when no user has that email.
-#[tracing::instrument(skip(client), err)]
+#[tracing::instrument(skip(client, email), err)]
 pub async fn set_role<C: GenericClient + Sync>(
     client: &C,
     email: &str,
@@ -161,4 +161,25 @@ pub async fn set_role<C: GenericClient + Sync>(
             previous: Role::from_db(row.get("previous")),
             current: Role::from_db(row.get("current")),
         }))
+}
+
+/// Records a role change made on the operator's command line in the audit log: the user
+/// id and the roles, never the email.
+pub async fn audit_role_change<C: GenericClient + Sync>(
+    client: &C,
+    change: &RoleChange,
+) -> Result<(), tokio_postgres::Error> {
+    let parameters = serde_json::json!({ "user_id": change.id, "role": change.current.as_str() });
+    let detail = serde_json::json!({
+        "previous": change.previous.as_str(),
+        "current": change.current.as_str(),
+    });
+    client
+        .execute(
+            "INSERT INTO auth.audit_log (actor, via, action, parameters, outcome, detail) \
+             VALUES (NULL, 'cli', 'user.set_role', $1, 'ok', $2)",
+            &[&parameters, &detail],
+        )
+        .await?;
+    Ok(())
 }
