@@ -1,11 +1,14 @@
-//! A real OTLP/HTTP trace receiver for tests: `POST /v1/traces` with an
-//! `ExportTraceServiceRequest` in protobuf, decoded with the OpenTelemetry proto
-//! definitions (a malformed body is refused with 400, as a collector would), and the spans
-//! kept for the test to look at.
+//! Real OTLP trace receivers for tests, decoding with the OpenTelemetry proto definitions:
+//! OTLP/HTTP (`POST /v1/traces`, an `ExportTraceServiceRequest` in protobuf; a malformed
+//! body is refused with 400, as a collector would) and OTLP/gRPC (the `TraceService`
+//! served by tonic). The spans are kept for the test to look at.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -95,6 +98,15 @@ async fn traces(body: poem::Body, spans: Data<&Spans>) -> Response {
     let Ok(request) = ExportTraceServiceRequest::decode(bytes.as_ref()) else {
         return Response::builder().status(StatusCode::BAD_REQUEST).finish();
     };
+    spans.lock().unwrap().extend(collect(request));
+    Response::builder()
+        .status(StatusCode::OK)
+        .content_type("application/x-protobuf")
+        .body(ExportTraceServiceResponse::default().encode_to_vec())
+}
+
+/// The spans of one export request.
+fn collect(request: ExportTraceServiceRequest) -> Vec<ReceivedSpan> {
     let mut received = Vec::new();
     for resource_spans in request.resource_spans {
         let resource = resource_spans
@@ -121,11 +133,41 @@ async fn traces(body: poem::Body, spans: Data<&Spans>) -> Response {
             }
         }
     }
-    spans.lock().unwrap().extend(received);
-    Response::builder()
-        .status(StatusCode::OK)
-        .content_type("application/x-protobuf")
-        .body(ExportTraceServiceResponse::default().encode_to_vec())
+    received
+}
+
+/// The OTLP/gRPC trace service.
+struct Grpc(Spans);
+
+#[tonic::async_trait]
+impl TraceService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.lock().unwrap().extend(collect(request.into_inner()));
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// Starts an OTLP/gRPC receiver on a free port (its endpoint is `http://127.0.0.1:PORT`).
+pub async fn grpc_receiver() -> Receiver {
+    let spans: Spans = Arc::default();
+    let incoming = tonic::transport::server::TcpIncoming::bind(([127, 0, 0, 1], 0).into())
+        .expect("a free port");
+    let port = incoming.local_addr().expect("bound").port();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(TraceServiceServer::new(Grpc(spans.clone())))
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stopped.await;
+        });
+    tokio::spawn(server);
+    Receiver {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        spans,
+        _stop: stop,
+    }
 }
 
 /// Starts a receiver on a free port.

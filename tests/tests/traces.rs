@@ -8,15 +8,23 @@ use std::time::Duration;
 
 use serde_json::json;
 use tests::eventually;
-use tests::otlp::{receiver, ReceivedSpan};
+use tests::otlp::{grpc_receiver, receiver, ReceivedSpan, Receiver};
 use tests::stack::Stack;
 
 #[tokio::test]
 async fn one_registration_is_one_trace_across_the_four_services() -> anyhow::Result<()> {
-    let otlp = receiver().await;
+    registration_is_one_trace(receiver().await, "http/protobuf").await
+}
+
+#[tokio::test]
+async fn the_trace_goes_over_grpc_too() -> anyhow::Result<()> {
+    registration_is_one_trace(grpc_receiver().await, "grpc").await
+}
+
+async fn registration_is_one_trace(otlp: Receiver, protocol: &str) -> anyhow::Result<()> {
     let mut stack = Stack::new().await?;
     stack.set_env("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp.endpoint);
-    stack.set_env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
+    stack.set_env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol);
     stack.set_env("OTEL_BSP_SCHEDULE_DELAY", "100");
     let stack = stack.started().await?;
 
