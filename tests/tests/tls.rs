@@ -231,10 +231,20 @@ impl Relay {
     /// Waits until readiness answers `status` after its first check (not "starting");
     /// the last body.
     async fn becomes(&self, status: u16, within: Duration) -> Value {
+        self.becomes_with(status, within, |_| true).await
+    }
+
+    /// [`Relay::becomes`], with a body that also passes `check`.
+    async fn becomes_with(
+        &self,
+        status: u16,
+        within: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let last = std::cell::RefCell::new(Value::Null);
         let reached = eventually(within, || async {
             let (now, body) = self.ready().await;
-            let checked = body.get("kafka").is_some();
+            let checked = body.get("kafka").is_some() && check(&body);
             *last.borrow_mut() = body;
             now == status && checked
         })
@@ -265,7 +275,12 @@ async fn kafka_refusals_make_the_service_unready_naming_kafka_and_it_recovers() 
         ),
     ] {
         let relay = relay_with(&db, &kafka).await;
-        let body = relay.becomes(503, Duration::from_secs(30)).await;
+        // The broker check fails at once too ("broker":"down"); the refusal is named as
+        // soon as librdkafka reports it.
+        let refused = |b: &Value| b["kafka"] == "down";
+        let body = relay
+            .becomes_with(503, Duration::from_secs(30), refused)
+            .await;
         assert_eq!(body["kafka"], "down", "{body}");
         let refused = body["kafka_refused"].as_str().unwrap_or_default();
         assert!(refused.contains(cause), "{cause}: {body}");
@@ -276,7 +291,10 @@ async fn kafka_refusals_make_the_service_unready_naming_kafka_and_it_recovers() 
     let new_user = format!("relay-{}", &Uuid::new_v4().simple().to_string()[..8]);
     let new_password = Uuid::new_v4().simple().to_string();
     let relay = relay_with(&db, &tls.kafka_as(&new_user, &new_password, &tls.ca())).await;
-    let body = relay.becomes(503, Duration::from_secs(30)).await;
+    let named = |b: &Value| b.get("kafka_refused").is_some();
+    let body = relay
+        .becomes_with(503, Duration::from_secs(30), named)
+        .await;
     assert!(
         body["kafka_refused"]
             .as_str()

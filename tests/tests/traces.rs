@@ -64,6 +64,8 @@ async fn registration_is_one_trace(otlp: Receiver, protocol: &str) -> anyhow::Re
         })
         .collect();
     assert!(complete, "the trace has only: {summary:#?}");
+    // As the receiver saw it (shown with --nocapture).
+    eprintln!("trace {trace_id} over {protocol}:\n{summary:#?}");
 
     // Every parent is in the trace, and the trace has one root: the BFF's server span.
     let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
