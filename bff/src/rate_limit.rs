@@ -169,6 +169,16 @@ impl RateLimits {
                 "/api/v1/protected/admin/audit",
                 settings.rate_limit_admin_per_min,
             ),
+            (
+                Method::POST,
+                "/api/v1/protected/admin/users/{id}/deactivate",
+                settings.rate_limit_admin_per_min,
+            ),
+            (
+                Method::POST,
+                "/api/v1/protected/admin/users/{id}/reactivate",
+                settings.rate_limit_admin_per_min,
+            ),
         ];
         let max_clients = settings.rate_limit_max_clients.max(1) as u64;
         let routes = table

@@ -16,7 +16,8 @@ use platform::error::ErrorBody;
 use platform::traceparent::TraceParent;
 use platform::wire::{
     Credentials, DeadLetterDetail, DeadLetterFilter, DeadLetterList, EventStats, RedriveReport,
-    RedriveRequest, Registration, ReplayRequest, ReplayResult, User, UserStats, Verification,
+    RedriveRequest, Registration, ReplayRequest, ReplayResult, StatusChange, User, UserStats,
+    Verification,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +256,26 @@ impl Upstream {
             .await?;
         let refusals = [StatusCode::BAD_REQUEST, StatusCode::UNPROCESSABLE_ENTITY];
         Self::answer(USER_SERVICE, response, &refusals).await
+    }
+
+    /// Deactivates (`active` false) or reactivates the user `id`; `None` when there is no
+    /// such user.
+    pub async fn set_active(&self, id: Uuid, active: bool) -> Result<Option<StatusChange>> {
+        let verb = if active { "reactivate" } else { "deactivate" };
+        let url = format!("{}/api/v1/admin/users/{id}/{verb}", self.user_service);
+        let response = self
+            .send(USER_SERVICE, Method::POST, url, None::<&()>)
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        match Self::answer(USER_SERVICE, response, &[]).await? {
+            Answer::Ok(change) => Ok(Some(change)),
+            Answer::Refused(status, _) => Err(Error::Status {
+                service: USER_SERVICE,
+                status,
+            }),
+        }
     }
 
     pub async fn event_stats(&self) -> Result<EventStats> {

@@ -47,6 +47,14 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// A user's status change (deactivate, reactivate): the user after it, and whether it
+/// changed anything (a second deactivation changes nothing and writes no event).
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub user: User,
+    pub changed: bool,
+}
+
 /// A user as other services see it: never any password field.
 #[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
 pub struct User {

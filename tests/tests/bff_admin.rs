@@ -327,3 +327,121 @@ async fn admins_list_show_and_redrive_dead_letters_and_every_action_is_audited()
         .await;
     assert_eq!(only["records"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn admins_deactivate_and_reactivate_users_with_one_event_per_change_and_an_audit_record() {
+    use std::time::Duration;
+    let stack = spawn_stack(&[]).await;
+    let user = stack.register("leaver@example.com").await;
+    let user_id = user["id"].as_str().unwrap().to_owned();
+    let boss = stack.register("chief@example.com").await;
+    stack.make_admin("chief@example.com").await;
+    let (admin, _) = stack.login("chief@example.com").await;
+    let (access, _) = stack.login("leaver@example.com").await;
+    let path = |verb: &str, id: &str| format!("/api/v1/protected/admin/users/{id}/{verb}");
+
+    // Admins only; an unknown user is 404; an admin cannot deactivate themselves.
+    let (status, _) = stack
+        .post(&path("deactivate", &user_id), &json!({}), Some(&access))
+        .await;
+    assert_eq!(status, 403);
+    let nobody = uuid::Uuid::now_v7().to_string();
+    let (status, _) = stack
+        .post(&path("deactivate", &nobody), &json!({}), Some(&admin))
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = stack
+        .post(
+            &path("deactivate", boss["id"].as_str().unwrap()),
+            &json!({}),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+
+    // Deactivated: no login (403), and the open session stops within the window.
+    let (status, body) = stack
+        .post(&path("deactivate", &user_id), &json!({}), Some(&admin))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["changed"].clone(), body["user"]["is_active"].clone()),
+        (json!(true), json!(false))
+    );
+    let (status, again) = stack
+        .post(&path("deactivate", &user_id), &json!({}), Some(&admin))
+        .await;
+    assert_eq!((status, again["changed"].clone()), (200, json!(false)));
+    assert_eq!(
+        stack
+            .login_with("leaver@example.com", tests::bff_kit::PASSWORD)
+            .await
+            .0,
+        403
+    );
+    let stopped = tests::eventually(Duration::from_secs(5), || async {
+        stack.profile_status(&access).await == 401
+    })
+    .await;
+    assert!(
+        stopped,
+        "the session still works after the revocation window"
+    );
+
+    let (status, body) = stack
+        .post(&path("reactivate", &user_id), &json!({}), Some(&admin))
+        .await;
+    assert_eq!((status, body["changed"].clone()), (200, json!(true)));
+    assert_eq!(
+        stack
+            .login_with("leaver@example.com", tests::bff_kit::PASSWORD)
+            .await
+            .0,
+        200
+    );
+
+    // One event per change, in order, in the outbox (none for the change that changed
+    // nothing), with the user id only.
+    let client = stack.pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT event_type, payload FROM users.outbox WHERE aggregate_id = $1 ORDER BY id",
+            &[&user_id],
+        )
+        .await
+        .unwrap();
+    let types: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        types,
+        ["UserRegistered", "UserDeactivated", "UserReactivated"]
+    );
+    let deactivated: Value = rows[1].get(1);
+    assert_eq!(deactivated["user_id"], user_id.as_str());
+    assert!(!deactivated.to_string().contains('@'), "{deactivated}");
+
+    // And each attempt in the audit log.
+    let (_, page) = stack
+        .get("/api/v1/protected/admin/audit", Some(&admin))
+        .await;
+    let summary: Vec<(String, String, Value)> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_owned(),
+                r["outcome"].as_str().unwrap().to_owned(),
+                r["detail"]["changed"].clone(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("user.reactivate", "ok", json!(true)),
+        ("user.deactivate", "ok", json!(false)),
+        ("user.deactivate", "ok", json!(true)),
+        ("user.deactivate", "refused", Value::Null),
+        ("user.deactivate", "refused", Value::Null),
+    ]
+    .map(|(a, o, c)| (a.to_owned(), o.to_owned(), c));
+    assert_eq!(summary, expected);
+}

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod config;
+pub mod lifecycle;
 pub mod password;
 pub mod register;
 pub mod startup;

@@ -9,6 +9,11 @@ use crate::validation::NewUser;
 
 pub use platform::wire::{Role, User};
 
+/// A user from a row of its columns.
+pub fn from_row(row: &Row) -> User {
+    user_from_row(row)
+}
+
 fn user_from_row(row: &Row) -> User {
     User {
         id: row.get("id"),

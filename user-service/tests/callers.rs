@@ -96,6 +96,25 @@ async fn each_callers_key_opens_only_its_callers_routes() {
             "{path}"
         );
     }
+    for verb in ["deactivate", "reactivate"] {
+        let path = format!("/api/v1/admin/users/{id}/{verb}");
+        assert_eq!(
+            send(CONSUMER, "POST", path, json!(null)).await,
+            403,
+            "{verb}"
+        );
+    }
+    // The BFF's and the operators' keys change a user's status.
+    let deactivate = format!("/api/v1/admin/users/{id}/deactivate");
+    let reactivate = format!("/api/v1/admin/users/{id}/reactivate");
+    assert_eq!(
+        send(BFF, "POST", deactivate.clone(), json!(null)).await,
+        200
+    );
+    assert_eq!(
+        send(OPS, "POST", reactivate.clone(), json!(null)).await,
+        200
+    );
 
     // The operators' key reads and replays, but neither registers nor checks passwords.
     assert_eq!(send(OPS, "GET", user.clone(), json!(null)).await, 200);

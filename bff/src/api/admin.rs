@@ -1,12 +1,13 @@
-//! Admin (role `admin`): the live dashboard, outbox replay, the dead-letter topic and the
-//! audit log. Every action (replay, redrive) is audited, however it ends.
+//! Admin (role `admin`): the live dashboard, outbox replay, the dead-letter topic, user
+//! deactivation and the audit log. Every action (replay, redrive, deactivate,
+//! reactivate) is audited, however it ends.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use platform::telemetry::error_chain;
 use platform::wire::{
-    DeadLetterDetail, DeadLetterFilter, DeadLetterList, RedriveReport, RedriveRequest,
+    DeadLetterDetail, DeadLetterFilter, DeadLetterList, RedriveReport, RedriveRequest, StatusChange,
 };
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -141,6 +142,40 @@ impl AdminApi {
         })
     }
 
+    /// Deactivates a user: they cannot log in (403) or refresh, and their sessions stop
+    /// within the revocation window (5 s). Deactivating an inactive user changes nothing
+    /// (`changed: false`). An admin cannot deactivate themselves. Audited.
+    #[oai(path = "/api/v1/protected/admin/users/:id/deactivate", method = "post")]
+    async fn deactivate(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<StatusAnswer, ApiError> {
+        let admin = authenticate_admin(&self.state, &auth).await?;
+        if admin.sub == id.0 {
+            let refusal = platform::error::ErrorBody::new(
+                "Validation failed",
+                "You cannot deactivate your own account.",
+            );
+            let parameters = json!({ "user_id": id.0 });
+            let detail = json!({ "message": refusal.message });
+            audit::record(
+                &self.state.pool,
+                admin.sub,
+                "user.deactivate",
+                &parameters,
+                Outcome::Refused,
+                Some(&detail),
+            )
+            .await;
+            return Ok(StatusAnswer::Invalid(Json(refusal)));
+        }
+        self.set_active(admin.sub, id.0, false).await
+    }
+
+    /// Reactivates a user (nothing changes when already active). Audited.
+    #[oai(path = "/api/v1/protected/admin/users/:id/reactivate", method = "post")]
+    async fn reactivate(&self, auth: BearerAuth, id: Path<Uuid>) -> Result<StatusAnswer, ApiError> {
+        let admin = authenticate_admin(&self.state, &auth).await?;
+        self.set_active(admin.sub, id.0, true).await
+    }
+
     /// The audit log of admin actions, newest first: who, what, parameters, when and how
     /// it ended. Page with `before` (the `next_before` of the previous page).
     #[oai(path = "/api/v1/protected/admin/audit", method = "get")]
@@ -167,6 +202,45 @@ impl AdminApi {
 }
 
 impl AdminApi {
+    async fn set_active(
+        &self,
+        actor: Uuid,
+        id: Uuid,
+        active: bool,
+    ) -> Result<StatusAnswer, ApiError> {
+        let action = if active {
+            "user.reactivate"
+        } else {
+            "user.deactivate"
+        };
+        let parameters = json!({ "user_id": id });
+        let answer = self.state.upstream.set_active(id, active).await;
+        let (outcome, detail) = match &answer {
+            Ok(Some(change)) => (Outcome::Ok, json!({ "changed": change.changed })),
+            Ok(None) => (
+                Outcome::Refused,
+                json!({ "status": 404, "message": "no such user" }),
+            ),
+            Err(error) => (Outcome::Failed, json!({ "error": error.to_string() })),
+        };
+        audit::record(
+            &self.state.pool,
+            actor,
+            action,
+            &parameters,
+            outcome,
+            Some(&detail),
+        )
+        .await;
+        Ok(match answer? {
+            Some(change) => StatusAnswer::Ok(Json(change)),
+            None => StatusAnswer::NotFound(Json(platform::error::ErrorBody::new(
+                "Not found",
+                "No user has this id.",
+            ))),
+        })
+    }
+
     /// Records `action` by `actor` with `parameters` and how `answer` ended (`summary` of
     /// a success), then hands the answer back.
     async fn audited<T>(
@@ -197,6 +271,19 @@ impl AdminApi {
         .await;
         Ok(answer?)
     }
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum StatusAnswer {
+    /// The user after the change, and whether anything changed.
+    #[oai(status = 200)]
+    Ok(Json<StatusChange>),
+    /// No user has this id.
+    #[oai(status = 404)]
+    NotFound(Json<platform::error::ErrorBody>),
+    /// An admin's own account.
+    #[oai(status = 422)]
+    Invalid(Json<platform::error::ErrorBody>),
 }
 
 #[derive(Debug, ApiResponse)]

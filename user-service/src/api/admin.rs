@@ -2,11 +2,15 @@
 
 use outbox_relay::replay::ReplayError;
 use outbox_relay::ReplayFilter;
+use platform::error::Found;
 use platform::error::{ErrorBody, Failure};
 use platform::internal_key::{Caller, InternalKey};
-use platform::wire::{ReplayRequest, ReplayResult, UserStats};
+use platform::traceparent::TraceParent;
+use platform::wire::{ReplayRequest, ReplayResult, StatusChange, UserStats};
+use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
+use uuid::Uuid;
 
 use super::Tag;
 use crate::state::AppState;
@@ -63,5 +67,63 @@ impl AdminApi {
                 refused.to_string(),
             )))),
         }
+    }
+
+    /// Deactivates the user: they can no longer log in or refresh, and their sessions stop
+    /// within the BFF's revocation window. Writes `UserDeactivated` in the same
+    /// transaction; deactivating an inactive user changes nothing (`changed: false`).
+    #[oai(path = "/users/:id/deactivate", method = "post")]
+    async fn deactivate(
+        &self,
+        key: InternalKey,
+        id: Path<Uuid>,
+        /// W3C trace context, stored with the event.
+        traceparent: Header<Option<String>>,
+    ) -> Result<Found<StatusChange>, Failure> {
+        key.permit(&[Caller::Bff, Caller::Ops])?;
+        self.set_active(id.0, false, traceparent.0).await
+    }
+
+    /// Reactivates the user; writes `UserReactivated` (nothing when already active).
+    #[oai(path = "/users/:id/reactivate", method = "post")]
+    async fn reactivate(
+        &self,
+        key: InternalKey,
+        id: Path<Uuid>,
+        /// W3C trace context, stored with the event.
+        traceparent: Header<Option<String>>,
+    ) -> Result<Found<StatusChange>, Failure> {
+        key.permit(&[Caller::Bff, Caller::Ops])?;
+        self.set_active(id.0, true, traceparent.0).await
+    }
+}
+
+impl AdminApi {
+    async fn set_active(
+        &self,
+        id: Uuid,
+        active: bool,
+        traceparent: Option<String>,
+    ) -> Result<Found<StatusChange>, Failure> {
+        let traceparent = traceparent
+            .as_deref()
+            .and_then(TraceParent::parse)
+            .map(|t| t.to_string());
+        let mut client = self.state.pool.get().await?;
+        let topic = &self.state.settings.events_topic;
+        let change =
+            crate::lifecycle::set_active(&mut client, id, active, topic, traceparent).await?;
+        if let Some(change) = &change {
+            if change.changed {
+                tracing::info!(user_id = %id, active, event_id = ?change.event_id, "user status changed");
+            }
+        }
+        Ok(Found::or_not_found(
+            change.map(|c| StatusChange {
+                user: c.user,
+                changed: c.changed,
+            }),
+            "No user has this id.",
+        ))
     }
 }
