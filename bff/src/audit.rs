@@ -4,43 +4,14 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use poem_openapi::{Enum, Object};
+use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 use platform::telemetry::error_chain;
 
-/// How an admin action ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize, Deserialize)]
-#[oai(rename_all = "lowercase")]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// Done.
-    Ok,
-    /// Refused as asked (bad parameters, nothing selected).
-    Refused,
-    /// It could not be done (a service was away or failed).
-    Failed,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Refused => "refused",
-            Self::Failed => "failed",
-        }
-    }
-
-    fn from_db(text: &str) -> Self {
-        match text {
-            "ok" => Self::Ok,
-            "refused" => Self::Refused,
-            _ => Self::Failed,
-        }
-    }
-}
+pub use platform::audit::Outcome;
 
 /// One admin action as recorded.
 #[derive(Debug, Clone, Object, Serialize, Deserialize)]
@@ -89,19 +60,16 @@ pub async fn record(
     outcome: Outcome,
     detail: Option<&Value>,
 ) {
-    tracing::info!(
-        %actor, action, parameters = %parameters, outcome = outcome.as_str(),
-        detail = %detail.unwrap_or(&serde_json::Value::Null), "admin action"
-    );
+    let entry = platform::audit::Entry {
+        actor: platform::audit::Actor::Admin(actor),
+        action,
+        parameters,
+        outcome,
+        detail,
+    };
     let written = async {
         let client = pool.get().await?;
-        client
-            .execute(
-                "INSERT INTO auth.audit_log (actor, action, parameters, outcome, detail) \
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[&actor, &action, parameters, &outcome.as_str(), &detail],
-            )
-            .await?;
+        platform::audit::insert(&**client, &entry).await?;
         Ok::<_, platform::error::DbError>(())
     }
     .await;

@@ -8,7 +8,7 @@
 //! acknowledged the record. A crash between the two can send a record twice, which the
 //! consumer's inbox turns into a counted duplicate.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -246,23 +246,26 @@ impl DeadLetters {
             .collect();
         // Claims what no earlier redrive took; a concurrent redrive waits on these rows
         // and then finds them taken.
-        let claimed: HashSet<LetterId> = transaction
+        let claimed: HashMap<LetterId, DateTime<Utc>> = transaction
             .query(
                 "INSERT INTO consumer.dlq_redrives \
                  (dlq_topic, dlq_partition, dlq_offset, event_id, redriven_to) \
                  SELECT $1, p, o, e, $5 FROM unnest($2::int[], $3::bigint[], $4::uuid[]) AS t(p, o, e) \
-                 ON CONFLICT DO NOTHING RETURNING dlq_partition, dlq_offset",
+                 ON CONFLICT DO NOTHING RETURNING dlq_partition, dlq_offset, redriven_at",
                 &[&self.dlq_topic, &partitions, &offsets, &event_ids, &self.target_topic],
             )
             .await?
             .iter()
-            .map(|row| LetterId {
-                partition: row.get(0),
-                offset: row.get(1),
+            .map(|row| {
+                let id = LetterId {
+                    partition: row.get(0),
+                    offset: row.get(1),
+                };
+                (id, row.get(2))
             })
             .collect();
         let (to_send, before): (Vec<&Raw>, Vec<&Raw>) =
-            raws.iter().partition(|r| claimed.contains(&r.id));
+            raws.iter().partition(|r| claimed.contains_key(&r.id));
         let already_redriven = before.iter().map(|r| r.id.to_string()).collect();
         if selection.dry_run {
             transaction.rollback().await?;
@@ -298,7 +301,7 @@ impl DeadLetters {
         let mut failed = Vec::new();
         for (raw, result) in to_send.iter().zip(results) {
             match result {
-                Ok(()) => redriven.push(raw.letter(Some(Utc::now()))),
+                Ok(()) => redriven.push(raw.letter(claimed.get(&raw.id).copied())),
                 Err(error) => failed.push(RedriveFailure {
                     id: raw.id.to_string(),
                     error: error.to_string(),

@@ -72,7 +72,14 @@ pub async fn run(config: &Config, command: DlqCommand) -> u8 {
         &config.settings.consumer_dlq_topic,
         &config.settings.consumer_topic,
     );
-    match execute(&tool, command).await {
+    let audited = matches!(command, DlqCommand::Redrive { .. });
+    let parameters = redrive_parameters(&command);
+    let mut summary = None;
+    let result = execute(&tool, command, &mut summary).await;
+    if audited {
+        audit(config, &parameters, &result, summary).await;
+    }
+    match result {
         Ok(exit) => exit,
         Err(error @ Error::Invalid(_)) => {
             eprintln!("{error}");
@@ -85,7 +92,62 @@ pub async fn run(config: &Config, command: DlqCommand) -> u8 {
     }
 }
 
-async fn execute(tool: &DeadLetters, command: DlqCommand) -> Result<u8, Error> {
+/// What a redrive was asked for, as its audit record's parameters.
+fn redrive_parameters(command: &DlqCommand) -> serde_json::Value {
+    match command {
+        DlqCommand::Redrive {
+            all,
+            ids,
+            filter,
+            dry_run,
+        } => serde_json::json!({
+            "all": all, "ids": ids, "since": filter.since, "event_type": filter.event_type,
+            "dry_run": dry_run,
+        }),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// The audit record of a redrive (an operator's: no actor); a record that cannot be
+/// written is said on stderr, and the redrive stands.
+async fn audit(
+    config: &Config,
+    parameters: &serde_json::Value,
+    result: &Result<u8, Error>,
+    summary: Option<serde_json::Value>,
+) {
+    use platform::audit::{insert, Actor, Entry, Outcome};
+    let (outcome, detail) = match result {
+        Ok(0) => (Outcome::Ok, summary),
+        Ok(2) | Err(Error::Invalid(_)) => (Outcome::Refused, summary),
+        Ok(_) => (Outcome::Failed, summary),
+        Err(error) => (
+            Outcome::Failed,
+            Some(serde_json::json!({ "error": error.to_string() })),
+        ),
+    };
+    let entry = Entry {
+        actor: Actor::Cli,
+        action: "dlq.redrive",
+        parameters,
+        outcome,
+        detail: detail.as_ref(),
+    };
+    let written = match config.db.connect().await {
+        Ok(client) => insert(&client, &entry).await.map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    if let Err(error) = written {
+        eprintln!("the audit record could not be written: {error}");
+    }
+}
+
+/// Runs `command`; a redrive leaves what it did in `summary` (for its audit record).
+async fn execute(
+    tool: &DeadLetters,
+    command: DlqCommand,
+    summary: &mut Option<serde_json::Value>,
+) -> Result<u8, Error> {
     match command {
         DlqCommand::List { filter, limit } => {
             let letters = tool.list(&filter.into(), limit).await?;
@@ -123,6 +185,12 @@ async fn execute(tool: &DeadLetters, command: DlqCommand) -> Result<u8, Error> {
                 dry_run,
             };
             let report = tool.redrive(&selection).await?;
+            *summary = Some(serde_json::json!({
+                "dry_run": report.dry_run,
+                "redriven": report.redriven.iter().map(|l| &l.id).collect::<Vec<_>>(),
+                "already_redriven": report.already_redriven,
+                "failed": report.failed.iter().map(|f| &f.id).collect::<Vec<_>>(),
+            }));
             let verb = if report.dry_run {
                 "would redrive"
             } else {

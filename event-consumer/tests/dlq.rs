@@ -222,6 +222,36 @@ async fn a_poison_record_is_listed_shown_redriven_once_fixed_and_applied_once() 
     );
     let listed = tool.list(&Filter::default(), 100).await.unwrap();
     assert!(listed[0].redriven_at.is_some());
+    // Each redrive command is audited as an operator's: the refused one, the dry run and
+    // the one that skipped.
+    let rows = scratch
+        .client()
+        .await
+        .query(
+            "SELECT outcome, parameters->>'dry_run', detail->'already_redriven' \
+             FROM auth.audit_log WHERE action = 'dlq.redrive' AND via = 'cli' \
+             AND actor IS NULL ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let audited: Vec<(String, String, Option<serde_json::Value>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let skipped = serde_json::json!([letter.id]);
+    assert_eq!(
+        audited,
+        [
+            ("refused".to_owned(), "false".to_owned(), None),
+            (
+                "ok".to_owned(),
+                "true".to_owned(),
+                Some(serde_json::json!([]))
+            ),
+            ("ok".to_owned(), "false".to_owned(), Some(skipped)),
+        ]
+    );
 
     // Had the record of the redrive been lost (a crash after the send), a second send is
     // a counted duplicate, never a second effect.

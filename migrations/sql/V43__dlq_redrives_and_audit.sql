@@ -13,7 +13,8 @@ CREATE TABLE consumer.dlq_redrives (
 -- bff: one record per admin action (who, what, with which parameters, when, and how it
 -- ended). The actor is an admin's user id (never an email), or none for an operator's
 -- command line (`via` = 'cli'). The bff role may add and read records but neither change
--- nor delete them; user-service may only add them (its `set-role` command).
+-- nor delete them; the other services' roles may only add them (their commands:
+-- `set-role`, `replay`, `dlq redrive`).
 CREATE TABLE auth.audit_log (
     id         bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at         timestamptz NOT NULL DEFAULT now(),
@@ -27,5 +28,5 @@ CREATE TABLE auth.audit_log (
 );
 CREATE INDEX audit_log_at_idx ON auth.audit_log (at DESC, id DESC);
 REVOKE UPDATE, DELETE, TRUNCATE ON auth.audit_log FROM bff;
-GRANT USAGE ON SCHEMA auth TO user_service;
-GRANT INSERT ON auth.audit_log TO user_service;
+GRANT USAGE ON SCHEMA auth TO user_service, outbox_relay, event_consumer;
+GRANT INSERT ON auth.audit_log TO user_service, outbox_relay, event_consumer;

@@ -4,6 +4,7 @@
 //! the bodies of the internal APIs, the one error body, and one backoff. The `testing` feature holds the test kit every
 //! crate's tests use.
 
+pub mod audit;
 pub mod backoff;
 pub mod body_limit;
 pub mod config;

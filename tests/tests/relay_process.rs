@@ -147,6 +147,32 @@ async fn the_replay_command_refuses_no_filter_counts_on_dry_run_and_requeues() {
     );
     assert_eq!(unpublished(&db).await, 3);
 
+    // Both replays are in the audit log as an operator's (no actor).
+    let rows = db
+        .connect()
+        .await
+        .unwrap()
+        .query(
+            "SELECT via, outcome, actor IS NULL, detail FROM auth.audit_log \
+             WHERE action = 'outbox.replay' ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let audited: Vec<(String, String, bool, serde_json::Value)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let ok = |dry_run: bool| {
+        (
+            "cli".to_owned(),
+            "ok".to_owned(),
+            true,
+            serde_json::json!({"count": 3, "dry_run": dry_run}),
+        )
+    };
+    assert_eq!(audited, [ok(true), ok(false)]);
+
     let bad_time = replay_command(&db, &["--since", "yesterday"]);
     assert_eq!(bad_time.status.code(), Some(2));
 }

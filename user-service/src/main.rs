@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             let tx = client.transaction().await?;
             let change = users::set_role(&tx, &email, role).await?;
             if let Some(change) = &change {
-                users::audit_role_change(&tx, change).await?;
+                users::audit_role_change(&*tx, change).await?;
             }
             tx.commit().await?;
             match change {

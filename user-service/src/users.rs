@@ -170,7 +170,7 @@ pub async fn set_role<C: GenericClient + Sync>(
 
 /// Records a role change made on the operator's command line in the audit log: the user
 /// id and the roles, never the email.
-pub async fn audit_role_change<C: GenericClient + Sync>(
+pub async fn audit_role_change<C: tokio_postgres::GenericClient + Sync>(
     client: &C,
     change: &RoleChange,
 ) -> Result<(), tokio_postgres::Error> {
@@ -179,12 +179,12 @@ pub async fn audit_role_change<C: GenericClient + Sync>(
         "previous": change.previous.as_str(),
         "current": change.current.as_str(),
     });
-    client
-        .execute(
-            "INSERT INTO auth.audit_log (actor, via, action, parameters, outcome, detail) \
-             VALUES (NULL, 'cli', 'user.set_role', $1, 'ok', $2)",
-            &[&parameters, &detail],
-        )
-        .await?;
-    Ok(())
+    let entry = platform::audit::Entry {
+        actor: platform::audit::Actor::Cli,
+        action: "user.set_role",
+        parameters: &parameters,
+        outcome: platform::audit::Outcome::Ok,
+        detail: Some(&detail),
+    };
+    platform::audit::insert(client, &entry).await
 }

@@ -186,7 +186,8 @@ impl AdminApi {
         limit: Query<Option<i64>>,
         /// Only records older than this id.
         before: Query<Option<i64>>,
-        /// Only this action (`outbox.replay`, `dlq.redrive`, `user.set_role`).
+        /// Only this action (`outbox.replay`, `dlq.redrive`, `user.deactivate`,
+        /// `user.reactivate`, `user.set_role`).
         action: Query<Option<String>>,
     ) -> Result<Json<AuditPage>, ApiError> {
         authenticate_admin(&self.state, &auth).await?;

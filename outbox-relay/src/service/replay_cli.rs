@@ -65,7 +65,9 @@ pub async fn run(config: &Config, args: ReplayArgs) -> Exit {
             return Exit::Failed;
         }
     };
-    match replay(&client, &filter, args.dry_run).await {
+    let result = replay(&client, &filter, args.dry_run).await;
+    audit(&client, &filter, args.dry_run, &result).await;
+    match result {
         Ok(count) if args.dry_run => {
             println!("would re-queue {count} {} (dry run)", events(count));
             Exit::Done
@@ -82,6 +84,45 @@ pub async fn run(config: &Config, args: ReplayArgs) -> Exit {
             eprintln!("replay failed: {error}");
             Exit::Failed
         }
+    }
+}
+
+/// The audit record of this command (an operator's: no actor); a record that cannot be
+/// written is said on stderr, and the replay stands.
+async fn audit(
+    client: &tokio_postgres::Client,
+    filter: &ReplayFilter,
+    dry_run: bool,
+    result: &Result<u64, ReplayError>,
+) {
+    use platform::audit::{insert, Actor, Entry, Outcome};
+    let parameters = serde_json::json!({
+        "since": filter.since, "until": filter.until, "event_type": filter.event_type,
+        "aggregate_id": filter.aggregate_id, "all": filter.all, "dry_run": dry_run,
+    });
+    let (outcome, detail) = match result {
+        Ok(count) => (
+            Outcome::Ok,
+            serde_json::json!({ "count": count, "dry_run": dry_run }),
+        ),
+        Err(error @ (ReplayError::NoFilter | ReplayError::EmptyWindow)) => (
+            Outcome::Refused,
+            serde_json::json!({ "message": error.to_string() }),
+        ),
+        Err(error) => (
+            Outcome::Failed,
+            serde_json::json!({ "error": error.to_string() }),
+        ),
+    };
+    let entry = Entry {
+        actor: Actor::Cli,
+        action: "outbox.replay",
+        parameters: &parameters,
+        outcome,
+        detail: Some(&detail),
+    };
+    if let Err(error) = insert(client, &entry).await {
+        eprintln!("the audit record could not be written: {error}");
     }
 }
 
