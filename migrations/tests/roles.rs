@@ -52,6 +52,12 @@ const OUTBOX_MARK: &str = "UPDATE users.outbox SET published_at = now() WHERE fa
 const OUTBOX_PURGE: &str = "DELETE FROM users.outbox WHERE false";
 const SESSIONS: &str = "SELECT count(*) FROM auth.sessions";
 const INBOX: &str = "SELECT count(*) FROM consumer.processed_events";
+const AUDIT_ADD: &str =
+    "INSERT INTO auth.audit_log (via, action, outcome) VALUES ('cli', 'test', 'ok')";
+const AUDIT_READ: &str = "SELECT count(*) FROM auth.audit_log";
+const AUDIT_CHANGE: &str = "UPDATE auth.audit_log SET outcome = 'ok' WHERE false";
+const AUDIT_DELETE: &str = "DELETE FROM auth.audit_log WHERE false";
+const REDRIVES: &str = "SELECT count(*) FROM consumer.dlq_redrives";
 
 /// Whether `sql` runs as this role; a refusal must be for lack of privilege.
 async fn allowed(role: &str, client: &Client, sql: &str) -> bool {
@@ -67,20 +73,36 @@ async fn each_service_role_works_on_what_it_owns_and_nothing_else() {
     let expected: [(&str, &[&str], &[&str]); 4] = [
         (
             "user_service",
-            &[USERS, OUTBOX_READ, OUTBOX_WRITE, OUTBOX_MARK],
-            &[SESSIONS, INBOX],
+            &[USERS, OUTBOX_READ, OUTBOX_WRITE, OUTBOX_MARK, AUDIT_ADD],
+            &[SESSIONS, INBOX, AUDIT_READ, AUDIT_CHANGE, AUDIT_DELETE],
         ),
         (
             "outbox_relay",
-            &[OUTBOX_READ, OUTBOX_MARK, OUTBOX_PURGE],
-            &[USERS, OUTBOX_WRITE, SESSIONS, INBOX],
+            &[OUTBOX_READ, OUTBOX_MARK, OUTBOX_PURGE, AUDIT_ADD],
+            &[
+                USERS,
+                OUTBOX_WRITE,
+                SESSIONS,
+                INBOX,
+                AUDIT_READ,
+                AUDIT_DELETE,
+            ],
         ),
         (
             "event_consumer",
-            &[INBOX, "SELECT count(*) FROM consumer.counters"],
-            &[USERS, OUTBOX_READ, SESSIONS],
+            &[
+                INBOX,
+                "SELECT count(*) FROM consumer.counters",
+                REDRIVES,
+                AUDIT_ADD,
+            ],
+            &[USERS, OUTBOX_READ, SESSIONS, AUDIT_READ, AUDIT_CHANGE],
         ),
-        ("bff", &[SESSIONS], &[USERS, OUTBOX_READ, INBOX]),
+        (
+            "bff",
+            &[SESSIONS, AUDIT_ADD, AUDIT_READ],
+            &[USERS, OUTBOX_READ, INBOX, AUDIT_CHANGE, AUDIT_DELETE],
+        ),
     ];
     let clients = as_roles().await;
     for ((role, client), (name, yes, no)) in clients.iter().zip(expected) {
