@@ -127,6 +127,7 @@ mod tests {
             time: Utc::now(),
             subject: None,
             traceparent: None,
+            user_version: None,
         };
         Record {
             key: Some(b"k".to_vec()),

@@ -19,6 +19,8 @@ pub struct NewEvent {
     pub data: serde_json::Value,
     /// The W3C trace context of the request that caused the event, if any.
     pub traceparent: Option<String>,
+    /// The user's version after the event (`ce_userversion`), for user events.
+    pub user_version: Option<i64>,
 }
 
 const INSERT: &str = "INSERT INTO users.outbox \
@@ -41,6 +43,7 @@ pub async fn enqueue<C: GenericClient + Sync>(
         time: now,
         subject: Some(event.aggregate_id.clone()),
         traceparent: event.traceparent.clone(),
+        user_version: event.user_version,
     };
     let statement = tx.prepare_cached(INSERT).await?;
     tx.execute(

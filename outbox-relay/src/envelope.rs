@@ -20,6 +20,9 @@ pub const H_TIME: &str = "ce_time";
 pub const H_SUBJECT: &str = "ce_subject";
 pub const H_CONTENT_TYPE: &str = "content-type";
 pub const H_TRACEPARENT: &str = "traceparent";
+/// The CloudEvents extension attribute with the user's version after the event (1 for
+/// `UserRegistered`, then +1 per change).
+pub const H_USER_VERSION: &str = "ce_userversion";
 
 /// A Kafka record without Kafka: what the relay produces and the consumer receives.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -47,6 +50,9 @@ pub struct Attributes {
     pub time: DateTime<Utc>,
     pub subject: Option<String>,
     pub traceparent: Option<String>,
+    /// The user's version after this event (`ce_userversion`), for events that have one.
+    #[serde(default)]
+    pub user_version: Option<i64>,
 }
 
 impl Attributes {
@@ -64,6 +70,9 @@ impl Attributes {
         ];
         if let Some(subject) = &self.subject {
             headers.push((H_SUBJECT, subject.clone()));
+        }
+        if let Some(version) = self.user_version {
+            headers.push((H_USER_VERSION, version.to_string()));
         }
         headers.push((H_CONTENT_TYPE, CONTENT_TYPE_JSON.to_owned()));
         if let Some(traceparent) = &self.traceparent {
@@ -123,6 +132,8 @@ pub enum DecodeError {
     BadId(String),
     #[error("ce_time is not RFC 3339: {0:?}")]
     BadTime(String),
+    #[error("ce_userversion is not a positive integer: {0:?}")]
+    BadUserVersion(String),
     #[error("record has no key")]
     MissingKey,
     #[error("record has no value")]
@@ -160,6 +171,16 @@ pub fn decode(record: &Record) -> Result<Event, DecodeError> {
         .header(H_TRACEPARENT)
         .map(|_| text(record, H_TRACEPARENT))
         .transpose()?;
+    let user_version = record
+        .header(H_USER_VERSION)
+        .map(|_| {
+            let text = text(record, H_USER_VERSION)?;
+            text.parse::<i64>()
+                .ok()
+                .filter(|v| *v >= 1)
+                .ok_or_else(|| DecodeError::BadUserVersion(text.to_owned()))
+        })
+        .transpose()?;
     let content_type = text(record, H_CONTENT_TYPE)?;
     if !content_type.starts_with(CONTENT_TYPE_JSON) {
         return Err(DecodeError::UnsupportedContentType(content_type.to_owned()));
@@ -177,6 +198,7 @@ pub fn decode(record: &Record) -> Result<Event, DecodeError> {
             time,
             subject: subject.map(str::to_owned),
             traceparent: traceparent.map(str::to_owned),
+            user_version,
         },
         data,
     })
@@ -194,6 +216,7 @@ mod tests {
             time: Utc::now(),
             subject: Some("0190c2c5-7d6e-7000-8000-000000000001".into()),
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            user_version: Some(3),
         };
         let record = Record {
             key: Some(b"0190c2c5-7d6e-7000-8000-000000000001".to_vec()),
@@ -239,5 +262,25 @@ mod tests {
             decode(&record),
             Err(DecodeError::UnsupportedSpecVersion("0.3".into()))
         );
+    }
+
+    #[test]
+    fn the_user_version_travels_as_ce_userversion_and_must_be_a_positive_integer() {
+        let (_, mut record) = sample();
+        assert!(record
+            .headers
+            .iter()
+            .any(|(k, v)| k == H_USER_VERSION && v == b"3"));
+        assert_eq!(decode(&record).unwrap().attributes.user_version, Some(3));
+        for bad in [&b"0"[..], b"-1", b"two", b"1.5"] {
+            record.headers.retain(|(k, _)| k != H_USER_VERSION);
+            record
+                .headers
+                .push((H_USER_VERSION.to_owned(), bad.to_vec()));
+            let error = decode(&record).unwrap_err();
+            assert!(matches!(error, DecodeError::BadUserVersion(_)), "{error}");
+        }
+        record.headers.retain(|(k, _)| k != H_USER_VERSION);
+        assert_eq!(decode(&record).unwrap().attributes.user_version, None);
     }
 }

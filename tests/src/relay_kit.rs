@@ -55,6 +55,7 @@ pub async fn write_events(
             source: "/user-service".into(),
             data: serde_json::json!({ "user_id": aggregate, "seq": seq }),
             traceparent: None,
+            user_version: None,
         };
         ids.push(enqueue(&tx, &event).await.expect("enqueue"));
         tx.commit().await.expect("commit");
@@ -77,6 +78,7 @@ pub fn user_registered(topic: &str, email: &str, first_name: &str, last_name: &s
             "registered_at": chrono::Utc::now().to_rfc3339(),
         }),
         traceparent: None,
+        user_version: None,
     }
 }
 

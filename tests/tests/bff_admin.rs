@@ -110,6 +110,7 @@ async fn produce_registration(topic: &str, first_name: &str) -> uuid::Uuid {
         time: chrono::Utc::now(),
         subject: Some(user_id.to_string()),
         traceparent: None,
+        user_version: None,
     }
     .to_headers()
     .into_iter()
@@ -405,7 +406,8 @@ async fn admins_deactivate_and_reactivate_users_with_one_event_per_change_and_an
     let client = stack.pool.get().await.unwrap();
     let rows = client
         .query(
-            "SELECT event_type, payload FROM users.outbox WHERE aggregate_id = $1 ORDER BY id",
+            "SELECT event_type, payload, headers->>'ce_userversion' FROM users.outbox \
+             WHERE aggregate_id = $1 ORDER BY id",
             &[&user_id],
         )
         .await
@@ -414,6 +416,19 @@ async fn admins_deactivate_and_reactivate_users_with_one_event_per_change_and_an
     assert_eq!(
         types,
         ["UserRegistered", "UserDeactivated", "UserReactivated"]
+    );
+    // Versions 1, 2, 3: one per change, in outbox order, in the data and the header.
+    let versions: Vec<(Value, String)> = rows
+        .iter()
+        .map(|r| (r.get::<_, Value>(1)["version"].clone(), r.get(2)))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            (json!(1), "1".to_owned()),
+            (json!(2), "2".to_owned()),
+            (json!(3), "3".to_owned())
+        ]
     );
     let deactivated: Value = rows[1].get(1);
     assert_eq!(deactivated["user_id"], user_id.as_str());

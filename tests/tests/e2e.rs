@@ -113,7 +113,10 @@ async fn a_registration_reaches_kafka_in_the_contract_form_and_has_exactly_one_e
     assert_eq!(headers["content-type"], "application/json");
     assert!(Uuid::parse_str(&headers["ce_id"]).is_ok());
     assert!(chrono::DateTime::parse_from_rfc3339(&headers["ce_time"]).is_ok());
+    // A new user's first event is its version 1, in the header and in the data.
+    assert_eq!(headers["ce_userversion"], "1");
     let data: Value = serde_json::from_slice(message.payload().unwrap_or_default())?;
+    assert_eq!(data["version"], 1);
     assert_eq!(data["user_id"], user_id.as_str());
     assert_eq!(data["email"], user["email"]);
     assert_eq!(data["first_name"], "Ada");
@@ -248,6 +251,30 @@ async fn a_replay_republishes_applies_nothing_twice_and_rebuilds_a_new_consumer(
         !audit.to_string().contains('@'),
         "an email in the audit log: {audit}"
     );
+    // The role change is the admin's version 2: a UserRoleChanged after its registration.
+    let rows = stack
+        .db_client()
+        .await?
+        .query(
+            "SELECT event_type, (payload->>'version')::bigint, headers->>'ce_userversion', payload \
+             FROM users.outbox WHERE aggregate_id = $1 ORDER BY id",
+            &[&admin["id"].as_str().unwrap_or_default()],
+        )
+        .await?;
+    let events: Vec<(String, i64, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("UserRegistered".to_owned(), 1, "1".to_owned()),
+            ("UserRoleChanged".to_owned(), 2, "2".to_owned()),
+        ]
+    );
+    let role_changed: Value = rows[1].get(3);
+    assert_eq!(role_changed["role"], "admin");
+    assert_eq!(role_changed["previous_role"], "user");
 
     // The consumer sees the three again and counts them as duplicates; no effect twice.
     let stats_url = stack.url(Service::Consumer, "/stats");

@@ -63,13 +63,14 @@ pub async fn set_active(
     let row = tx
         .query_one(
             &format!(
-                "UPDATE users.users SET is_active = $2, updated_at = now() WHERE id = $1 \
-                 RETURNING {COLUMNS}"
+                "UPDATE users.users SET is_active = $2, version = version + 1, updated_at = now() \
+                 WHERE id = $1 RETURNING {COLUMNS}, version"
             ),
             &[&id, &active],
         )
         .await?;
     let user = crate::users::from_row(&row);
+    let version: i64 = row.get("version");
     let event = NewEvent {
         aggregate_type: AGGREGATE_TYPE.into(),
         aggregate_id: id.to_string(),
@@ -79,8 +80,10 @@ pub async fn set_active(
         data: json!({
             "user_id": id,
             "at": Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+            "version": version,
         }),
         traceparent,
+        user_version: Some(version),
     };
     let event_id = outbox_relay::enqueue(&tx, &event).await?;
     tx.commit().await?;

@@ -42,6 +42,10 @@ async fn main() -> anyhow::Result<ExitCode> {
             // The change and its audit record commit together.
             let tx = client.transaction().await?;
             let change = users::set_role(&tx, &email, role).await?;
+            if let Some(change) = change.as_ref().filter(|c| c.changed()) {
+                let event = users::role_changed(change, &config.settings.events_topic);
+                outbox_relay::enqueue(&tx, &event).await?;
+            }
             if let Some(change) = &change {
                 users::audit_role_change(&*tx, change).await?;
             }

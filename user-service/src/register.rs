@@ -12,6 +12,8 @@ use crate::validation::NewUser;
 pub const AGGREGATE_TYPE: &str = "user";
 pub const EVENT_TYPE: &str = "UserRegistered";
 pub const SOURCE: &str = "/user-service";
+/// A new user's version (the column's default): its `UserRegistered` is version 1.
+pub const FIRST_VERSION: i64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
@@ -46,8 +48,10 @@ pub fn user_registered(user: &User, topic: &str, traceparent: Option<String>) ->
             "phone": user.phone,
             "role": user.role,
             "registered_at": user.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            "version": FIRST_VERSION,
         }),
         traceparent,
+        user_version: Some(FIRST_VERSION),
     }
 }
 

@@ -141,12 +141,23 @@ pub struct RoleChange {
     pub email: String,
     pub previous: Role,
     pub current: Role,
+    /// The user's version after the change (unchanged when the role was already `current`).
+    pub version: i64,
 }
 
-const SET_ROLE: &str = "UPDATE users.users AS u SET role = $2, updated_at = now() \
+impl RoleChange {
+    pub fn changed(&self) -> bool {
+        self.previous != self.current
+    }
+}
+
+/// A role change is a change of the user: its version goes up by one, unless the role
+/// stays what it was.
+const SET_ROLE: &str = "UPDATE users.users AS u SET role = $2, updated_at = now(), \
+    version = u.version + CASE WHEN old.role = $2 THEN 0 ELSE 1 END \
     FROM (SELECT id, role FROM users.users WHERE lower(email) = lower($1) FOR UPDATE) AS old \
     WHERE u.id = old.id \
-    RETURNING u.id, u.email, old.role AS previous, u.role AS current";
+    RETURNING u.id, u.email, old.role AS previous, u.role AS current, u.version";
 
 /// Gives the user with `email` the role `role`
 /// table's check); `None` when no user has that email.
@@ -165,6 +176,7 @@ pub async fn set_role<C: GenericClient + Sync>(
             email: row.get("email"),
             previous: Role::from_db(row.get("previous")),
             current: Role::from_db(row.get("current")),
+            version: row.get("version"),
         }))
 }
 
@@ -187,4 +199,24 @@ pub async fn audit_role_change<C: tokio_postgres::GenericClient + Sync>(
         detail: Some(&detail),
     };
     platform::audit::insert(client, &entry).await
+}
+
+/// The `UserRoleChanged` event of a role change: the user id, the new role and the
+/// version.
+pub fn role_changed(change: &RoleChange, topic: &str) -> outbox_relay::NewEvent {
+    outbox_relay::NewEvent {
+        aggregate_type: crate::register::AGGREGATE_TYPE.into(),
+        aggregate_id: change.id.to_string(),
+        event_type: "UserRoleChanged".into(),
+        topic: topic.into(),
+        source: crate::register::SOURCE.into(),
+        data: serde_json::json!({
+            "user_id": change.id,
+            "role": change.current.as_str(),
+            "previous_role": change.previous.as_str(),
+            "version": change.version,
+        }),
+        traceparent: None,
+        user_version: Some(change.version),
+    }
 }

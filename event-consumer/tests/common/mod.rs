@@ -184,6 +184,7 @@ impl Registration {
             time: Utc::now(),
             subject: Some(self.user_id.to_string()),
             traceparent: None,
+            user_version: None,
         }
         .to_headers()
         .into_iter()

@@ -41,6 +41,7 @@ pub(crate) async fn fill_topic(
             time: chrono::Utc::now(),
             subject: Some(user_id.clone()),
             traceparent: None,
+            user_version: None,
         };
         let headers: Vec<(String, Vec<u8>)> = attributes
             .to_headers()

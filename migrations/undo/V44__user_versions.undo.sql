@@ -1,0 +1,2 @@
+-- Reverts V44__user_versions.sql.
+ALTER TABLE users.users DROP COLUMN version;
