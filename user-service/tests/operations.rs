@@ -51,6 +51,7 @@ async fn the_outbox_row_carries_the_event_and_the_trace() {
             "phone": null,
             "role": "user",
             "registered_at": payload["registered_at"],
+            "version": 1,
         })
     );
     assert!(payload["registered_at"].as_str().unwrap().ends_with('Z'));
@@ -61,6 +62,7 @@ async fn the_outbox_row_carries_the_event_and_the_trace() {
     assert_eq!(headers["ce_source"], "/user-service");
     assert_eq!(headers["ce_subject"], id);
     assert_eq!(headers["traceparent"], traceparent);
+    assert_eq!(headers["ce_userversion"], "1");
     assert_eq!(
         uuid::Uuid::parse_str(&event_id).unwrap().get_version_num(),
         7
