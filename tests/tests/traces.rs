@@ -57,9 +57,11 @@ async fn registration_is_one_trace(otlp: Receiver, protocol: &str) -> anyhow::Re
     let summary: Vec<String> = spans
         .iter()
         .map(|s| {
+            let kind = s.kind.trim_start_matches("SPAN_KIND_");
+            let (name, span, parent) = (&s.name, &s.span_id, &s.parent_span_id);
             format!(
-                "{} {} {} parent={}",
-                s.service, s.kind, s.name, s.parent_span_id
+                "{:<14} {kind:<8} {name:<40} span={span} parent={parent}",
+                s.service
             )
         })
         .collect();
