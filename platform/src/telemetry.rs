@@ -155,18 +155,29 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
 /// The remote span context a W3C `traceparent` names, if it is a valid one.
 pub fn remote_context(traceparent: &str) -> Option<SpanContext> {
     use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
-    let tp = crate::traceparent::TraceParent::parse(traceparent)?;
-    let text = tp.as_str();
-    let trace = TraceId::from_hex(&text[3..35]).ok()?;
-    let span = SpanId::from_hex(&text[36..52]).ok()?;
-    let flags = u8::from_str_radix(&text[53..55], 16).ok()?;
-    Some(SpanContext::new(
-        trace,
-        span,
-        TraceFlags::new(flags),
+    let lower_hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let well_formed = version == "00"
+        && parts.next().is_none()
+        && lower_hex(trace, 32)
+        && lower_hex(span, 16)
+        && lower_hex(flags, 2);
+    if !well_formed {
+        return None;
+    }
+    let context = SpanContext::new(
+        TraceId::from_hex(trace).ok()?,
+        SpanId::from_hex(span).ok()?,
+        TraceFlags::new(u8::from_str_radix(flags, 16).ok()?),
         true,
         TraceState::default(),
-    ))
+    );
+    // All-zero ids are invalid.
+    context.is_valid().then_some(context)
 }
 
 /// Makes `span` a child of the remote context `traceparent` names (a caller's header, an
@@ -237,6 +248,8 @@ mod tests {
             "",
             "00-abc",
             "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
         ] {
             assert!(remote_context(bad).is_none(), "{bad}");
         }

@@ -1,5 +1,6 @@
 //! Deactivating and reactivating a user: the status change and its event
-//! (`UserDeactivated` / `UserReactivated`) in ONE transaction. A change that changes
+//! (`UserDeactivated` / `UserReactivated`) in ONE transaction; and the `UserRoleChanged`
+//! event of `set-role`. A change that changes
 //! nothing (deactivating an inactive user) writes no event.
 
 use chrono::{SecondsFormat, Utc};
@@ -92,4 +93,24 @@ pub async fn set_active(
         changed: true,
         event_id: Some(event_id),
     }))
+}
+
+/// The `UserRoleChanged` event of a role change: the user id, the new role and the
+/// version.
+pub fn role_changed(change: &crate::users::RoleChange, topic: &str) -> NewEvent {
+    NewEvent {
+        aggregate_type: AGGREGATE_TYPE.into(),
+        aggregate_id: change.id.to_string(),
+        event_type: "UserRoleChanged".into(),
+        topic: topic.into(),
+        source: SOURCE.into(),
+        data: serde_json::json!({
+            "user_id": change.id,
+            "role": change.current.as_str(),
+            "previous_role": change.previous.as_str(),
+            "version": change.version,
+        }),
+        traceparent: None,
+        user_version: Some(change.version),
+    }
 }

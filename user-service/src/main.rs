@@ -5,7 +5,7 @@ use clap::Subcommand;
 use platform::service::{self, Cli};
 use user_service::config::Settings;
 use user_service::startup::App;
-use user_service::users;
+use user_service::{lifecycle, users};
 
 #[derive(Subcommand)]
 enum Command {
@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             let tx = client.transaction().await?;
             let change = users::set_role(&tx, &email, role).await?;
             if let Some(change) = change.as_ref().filter(|c| c.changed()) {
-                let event = users::role_changed(change, &config.settings.events_topic);
+                let event = lifecycle::role_changed(change, &config.settings.events_topic);
                 outbox_relay::enqueue(&tx, &event).await?;
             }
             if let Some(change) = &change {

@@ -200,23 +200,3 @@ pub async fn audit_role_change<C: tokio_postgres::GenericClient + Sync>(
     };
     platform::audit::insert(client, &entry).await
 }
-
-/// The `UserRoleChanged` event of a role change: the user id, the new role and the
-/// version.
-pub fn role_changed(change: &RoleChange, topic: &str) -> outbox_relay::NewEvent {
-    outbox_relay::NewEvent {
-        aggregate_type: crate::register::AGGREGATE_TYPE.into(),
-        aggregate_id: change.id.to_string(),
-        event_type: "UserRoleChanged".into(),
-        topic: topic.into(),
-        source: crate::register::SOURCE.into(),
-        data: serde_json::json!({
-            "user_id": change.id,
-            "role": change.current.as_str(),
-            "previous_role": change.previous.as_str(),
-            "version": change.version,
-        }),
-        traceparent: None,
-        user_version: Some(change.version),
-    }
-}
