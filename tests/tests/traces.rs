@@ -180,3 +180,91 @@ async fn a_collector_that_is_away_costs_no_request() -> anyhow::Result<()> {
     assert!(applied);
     Ok(())
 }
+
+#[tokio::test]
+async fn json_log_lines_inside_a_request_carry_its_trace_and_span_ids() -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let otlp = receiver().await;
+    let db = tests::scratch_db().await;
+    let port = tests::stack::free_port();
+    let key = "json-log-internal-key-0123456789";
+    let mut child = Command::new(tests::stack::binary_path("user-service"))
+        .env_clear()
+        .envs(db.to_env())
+        .envs([
+            ("ENV", "development"),
+            ("PORT", &port.to_string()),
+            ("LOG_FORMAT", "json"),
+            ("LOG_LEVEL", "info"),
+            ("SCRYPT_LOG_N", "10"),
+            ("INTERNAL_API_KEY", key),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp.endpoint),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().expect("piped");
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let url = format!("http://127.0.0.1:{port}/api/v1/register");
+    let http = reqwest::Client::new();
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let user = json!({
+        "email": format!("json.{}@example.com", uuid::Uuid::new_v4().simple()),
+        "password": "a long and unusual passphrase 42",
+        "first_name": "Jay",
+        "last_name": "Son",
+    });
+    let registered = eventually(Duration::from_secs(30), || async {
+        let sent = http
+            .post(&url)
+            .bearer_auth(key)
+            .header("traceparent", incoming)
+            .json(&user)
+            .send()
+            .await;
+        matches!(sent, Ok(r) if r.status() == 201)
+    })
+    .await;
+    anyhow::ensure!(registered, "the user service did not register the user");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let line = received.recv_timeout(Duration::from_secs(30))?;
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if parsed["message"] == "user registered" {
+            break parsed;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no 'user registered' line"
+        );
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    // The line is inside the request's server span, a child of the caller's trace.
+    assert_eq!(
+        line["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{line}"
+    );
+    let span_id = line["span"]["span_id"].as_str().unwrap_or_default();
+    assert_eq!(span_id.len(), 16, "{line}");
+    assert_ne!(
+        span_id, "00f067aa0ba902b7",
+        "the service's own span, not the caller's"
+    );
+    assert!(
+        !line.to_string().contains("@example.com"),
+        "no email in the log: {line}"
+    );
+    Ok(())
+}
