@@ -140,6 +140,11 @@ impl RateLimits {
                 settings.rate_limit_profile_per_min,
             ),
             (
+                Method::PATCH,
+                "/api/v1/protected/profile",
+                settings.rate_limit_profile_per_min,
+            ),
+            (
                 Method::GET,
                 "/api/v1/protected/admin/dashboard",
                 settings.rate_limit_admin_per_min,

@@ -101,9 +101,11 @@ impl App {
                     "authorization",
                     "content-type",
                     "idempotency-key",
+                    "if-match",
                     "traceparent",
                 ])
-                .allow_methods(["GET", "POST"]);
+                .allow_methods(["GET", "POST", "PATCH", "DELETE"])
+                .expose_headers(["etag"]);
         }
         routes
             .with(cors)

@@ -15,9 +15,9 @@ use uuid::Uuid;
 use platform::error::ErrorBody;
 use platform::traceparent::TraceParent;
 use platform::wire::{
-    Credentials, DeadLetterDetail, DeadLetterFilter, DeadLetterList, EventStats, RedriveReport,
-    RedriveRequest, Registration, ReplayRequest, ReplayResult, StatusChange, User, UserStats,
-    Verification,
+    Credentials, DeadLetterDetail, DeadLetterFilter, DeadLetterList, EventStats, ProfileUpdate,
+    RedriveReport, RedriveRequest, Registration, ReplayRequest, ReplayResult, StatusChange, User,
+    UserStats, Verification,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -256,6 +256,36 @@ impl Upstream {
             .await?;
         let refusals = [StatusCode::BAD_REQUEST, StatusCode::UNPROCESSABLE_ENTITY];
         Self::answer(USER_SERVICE, response, &refusals).await
+    }
+
+    /// Changes the profile of the user `id` (with the caller's `If-Match`, if any). A
+    /// refusal (404, 409, 412, 422) comes back with the user service's body and, for 412,
+    /// the current `ETag`.
+    pub async fn update_profile(
+        &self,
+        id: Uuid,
+        change: &ProfileUpdate,
+        if_match: Option<&str>,
+    ) -> Result<(Answer<User>, Option<String>)> {
+        let url = format!("{}/api/v1/users/{id}", self.user_service);
+        let mut request = self.request(USER_SERVICE, Method::PATCH, url).json(change);
+        if let Some(if_match) = if_match {
+            request = request.header("If-Match", if_match);
+        }
+        let response = Self::sent(USER_SERVICE, request).await?;
+        let etag = response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let refusals = [
+            StatusCode::NOT_FOUND,
+            StatusCode::CONFLICT,
+            StatusCode::PRECONDITION_FAILED,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
+        ];
+        Ok((Self::answer(USER_SERVICE, response, &refusals).await?, etag))
     }
 
     /// Deactivates (`active` false) or reactivates the user `id`; `None` when there is no

@@ -47,6 +47,25 @@ impl std::fmt::Display for Role {
     }
 }
 
+fn first_version() -> i64 {
+    1
+}
+
+/// A change of the signed-in user's profile: any subset of the fields, each checked as at
+/// registration. `phone: null` removes the phone; a field left out stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct ProfileUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "poem_openapi::types::MaybeUndefined::is_undefined"
+    )]
+    pub phone: poem_openapi::types::MaybeUndefined<String>,
+}
+
 /// A user's status change (deactivate, reactivate): the user after it, and whether it
 /// changed anything (a second deactivation changes nothing and writes no event).
 #[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
@@ -66,6 +85,11 @@ pub struct User {
     pub role: Role,
     pub is_active: bool,
     pub created_at: DateTime<Utc>,
+    /// 1 at registration, +1 per change; the profile's ETag (`"3"`), which `PATCH` takes
+    /// as `If-Match`.
+    #[serde(default = "first_version")]
+    #[oai(default = "first_version")]
+    pub version: i64,
 }
 
 /// A registration as the client sends it.

@@ -14,7 +14,8 @@ use crate::users::User;
 pub const DEACTIVATED: &str = "UserDeactivated";
 pub const REACTIVATED: &str = "UserReactivated";
 
-const COLUMNS: &str = "id, email, phone, first_name, last_name, role, is_active, created_at";
+const COLUMNS: &str =
+    "id, email, phone, first_name, last_name, role, is_active, created_at, version";
 
 /// What a status change did.
 #[derive(Debug, Clone)]
@@ -65,7 +66,7 @@ pub async fn set_active(
         .query_one(
             &format!(
                 "UPDATE users.users SET is_active = $2, version = version + 1, updated_at = now() \
-                 WHERE id = $1 RETURNING {COLUMNS}, version"
+                 WHERE id = $1 RETURNING {COLUMNS}"
             ),
             &[&id, &active],
         )

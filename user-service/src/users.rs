@@ -24,6 +24,7 @@ fn user_from_row(row: &Row) -> User {
         role: Role::from_db(row.get("role")),
         is_active: row.get("is_active"),
         created_at: row.get("created_at"),
+        version: row.get("version"),
     }
 }
 
@@ -66,12 +67,13 @@ impl Taken {
     }
 }
 
-const COLUMNS: &str = "id, email, phone, first_name, last_name, role, is_active, created_at";
+const COLUMNS: &str =
+    "id, email, phone, first_name, last_name, role, is_active, created_at, version";
 
 const INSERT: &str = "INSERT INTO users.users \
     (id, email, phone, password_hash, first_name, last_name) \
     VALUES ($1, $2, $3, $4, $5, $6) \
-    RETURNING id, email, phone, first_name, last_name, role, is_active, created_at";
+    RETURNING id, email, phone, first_name, last_name, role, is_active, created_at, version";
 
 /// Inserts `user` with its password hash. A taken email or phone is a unique violation;
 /// see [`Taken::of`].

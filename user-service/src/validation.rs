@@ -95,6 +95,51 @@ pub fn validate(input: &Registration) -> Result<NewUser, Vec<FieldError>> {
     }
 }
 
+/// A profile change that passed the same rules as registration: each field is `None` when
+/// the request leaves it alone; `phone: Some(None)` removes the phone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileChange {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone: Option<Option<String>>,
+}
+
+/// Checks the fields a profile update sends, with the registration's rules.
+pub fn validate_profile(
+    first_name: Option<&str>,
+    last_name: Option<&str>,
+    phone: Option<Option<&str>>,
+) -> Result<ProfileChange, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut change = ProfileChange::default();
+    for (field, raw, slot) in [
+        ("first_name", first_name, &mut change.first_name),
+        ("last_name", last_name, &mut change.last_name),
+    ] {
+        if let Some(raw) = raw {
+            let value = raw.trim();
+            match name_problem(raw, value) {
+                Some(message) => errors.push(error(field, message)),
+                None => *slot = Some(value.to_owned()),
+            }
+        }
+    }
+    match phone {
+        None => {}
+        Some(None) => change.phone = Some(None),
+        Some(Some(raw)) if raw.trim().is_empty() => change.phone = Some(None),
+        Some(Some(raw)) => match parse_phone(raw) {
+            Some(e164) => change.phone = Some(Some(e164)),
+            None => errors.push(error("phone", PHONE_MESSAGE)),
+        },
+    }
+    if errors.is_empty() {
+        Ok(change)
+    } else {
+        Err(errors)
+    }
+}
+
 /// What a character hides, if anything: control characters (Cc: CR/LF, NUL, ESC...)
 /// break headers, logs and terminals; format characters (Cf: bidi overrides and isolates,
 /// zero-width spaces and joiners, the BOM...) make text read as something it is not.

@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use platform::error::Found;
 use platform::telemetry::error_chain;
 use poem_openapi::param::Header;
 use poem_openapi::payload::Json;
-use poem_openapi::OpenApi;
+use poem_openapi::{ApiResponse, OpenApi};
 
 use super::auth::{authenticate, BearerAuth};
 use super::errors::ApiError;
@@ -17,6 +16,7 @@ use crate::idempotency::{self, Claim, Scoped, MAX_KEY_LEN};
 use crate::rate_limit::ClientIp;
 use crate::state::AppState;
 use crate::upstream::Answer;
+use platform::wire::ProfileUpdate;
 
 /// An answer as the idempotency record keeps it: status and JSON body.
 fn into_stored(answer: RegisterResponse) -> (u16, serde_json::Value) {
@@ -132,11 +132,82 @@ impl UsersApi {
         }
     }
 
-    /// The signed-in user's profile.
+    /// The signed-in user's profile; `ETag` is its version, for `PATCH`'s `If-Match`.
     #[oai(path = "/api/v1/protected/profile", method = "get")]
-    async fn profile(&self, auth: BearerAuth) -> Result<Found<User>, ApiError> {
+    async fn profile(&self, auth: BearerAuth) -> Result<Profile, ApiError> {
         let claims = authenticate(&self.state, &auth).await?;
         let user = self.state.upstream.user(claims.sub).await?;
-        Ok(Found::or_not_found(user, "This user no longer exists."))
+        Ok(match user {
+            Some(user) => {
+                let etag = format!("\"{}\"", user.version);
+                Profile::Ok(Json(user), etag)
+            }
+            None => Profile::NotFound(Json(ErrorBody::new(
+                "Not found",
+                "This user no longer exists.",
+            ))),
+        })
     }
+
+    /// Changes the signed-in user's `first_name`, `last_name` and `phone` (any subset,
+    /// the registration's rules; `"phone": null` removes it). Send the profile's `ETag`
+    /// as `If-Match` to change only what you read: a stale one gets 412 with the current
+    /// `ETag`. A phone another user has is 409. Answers the new profile and its `ETag`.
+    #[oai(path = "/api/v1/protected/profile", method = "patch")]
+    async fn update_profile(
+        &self,
+        auth: BearerAuth,
+        #[oai(name = "If-Match")] if_match: Header<Option<String>>,
+        body: Json<ProfileUpdate>,
+    ) -> Result<ProfilePatched, ApiError> {
+        let claims = authenticate(&self.state, &auth).await?;
+        let (answer, etag) = self
+            .state
+            .upstream
+            .update_profile(claims.sub, &body.0, if_match.0.as_deref())
+            .await?;
+        Ok(match answer {
+            Answer::Ok(user) => {
+                let etag = etag.unwrap_or_else(|| format!("\"{}\"", user.version));
+                ProfilePatched::Ok(Json(user), etag)
+            }
+            Answer::Refused(status, error) => match status.as_u16() {
+                409 => ProfilePatched::Conflict(Json(error)),
+                412 => ProfilePatched::Stale(Json(error), etag.unwrap_or_default()),
+                404 => ProfilePatched::NotFound(Json(error)),
+                400 => return Err(ApiError::BadRequest(Json(error))),
+                _ => ProfilePatched::Invalid(Json(error)),
+            },
+        })
+    }
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum Profile {
+    /// The profile; `ETag` is its version.
+    #[oai(status = 200)]
+    Ok(Json<User>, #[oai(header = "ETag")] String),
+    /// The user no longer exists.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum ProfilePatched {
+    /// The profile after the change; `ETag` is its new version.
+    #[oai(status = 200)]
+    Ok(Json<User>, #[oai(header = "ETag")] String),
+    /// The user no longer exists.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The phone belongs to another user.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// `If-Match` is not the current version (sent back as `ETag`): read the profile
+    /// again and retry.
+    #[oai(status = 412)]
+    Stale(Json<ErrorBody>, #[oai(header = "ETag")] String),
+    /// A field breaks the registration's rules (`details` lists each).
+    #[oai(status = 422)]
+    Invalid(Json<ErrorBody>),
 }

@@ -3,14 +3,18 @@
 use platform::error::{ErrorBody, Failure, Found};
 use platform::internal_key::{Caller, InternalKey};
 use platform::traceparent::TraceParent;
-use platform::wire::{Credentials, RegisterResponse, Registration, User, Verification};
+use platform::wire::{
+    Credentials, ProfileUpdate, RegisterResponse, Registration, User, Verification,
+};
 use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, OpenApi};
 use std::time::Instant;
 use uuid::Uuid;
 
 use super::Tag;
+use crate::profile::UpdateError;
 use crate::register::{register, RegisterError};
 use crate::state::AppState;
 use crate::users;
@@ -144,4 +148,96 @@ impl UsersApi {
         let user = users::find_by_id(&client, id.0).await?;
         Ok(Found::or_not_found(user, "No user has this id."))
     }
+
+    /// Changes the user's names and phone (any subset; the registration's rules; `phone:
+    /// null` removes it) and writes `UserProfileUpdated` with the changed fields, in one
+    /// transaction. With `If-Match` (the profile's ETag), a stale version gets 412. A
+    /// change that changes nothing writes no event.
+    #[oai(path = "/users/:id", method = "patch")]
+    async fn update_profile(
+        &self,
+        key: InternalKey,
+        id: Path<Uuid>,
+        #[oai(name = "If-Match")] if_match: Header<Option<String>>,
+        /// W3C trace context, stored with the event.
+        traceparent: Header<Option<String>>,
+        body: Json<ProfileUpdate>,
+    ) -> Result<ProfileUpdated, Failure> {
+        key.permit(&[Caller::Bff])?;
+        let phone = match &body.0.phone {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(phone) => Some(Some(phone.as_str())),
+        };
+        let change = match validation::validate_profile(
+            body.0.first_name.as_deref(),
+            body.0.last_name.as_deref(),
+            phone,
+        ) {
+            Ok(change) => change,
+            Err(errors) => {
+                let details = serde_json::to_value(&errors).unwrap_or_default();
+                return Ok(ProfileUpdated::Invalid(Json(
+                    ErrorBody::new("Validation failed", "One or more fields are invalid.")
+                        .with_details(details),
+                )));
+            }
+        };
+        let expected = if_match.0.as_deref().and_then(crate::profile::if_match);
+        let traceparent = traceparent
+            .0
+            .as_deref()
+            .and_then(TraceParent::parse)
+            .map(|t| t.to_string());
+        let mut client = self.state.pool.get().await?;
+        let topic = &self.state.settings.events_topic;
+        match crate::profile::update(&mut client, id.0, &change, expected, topic, traceparent).await
+        {
+            Ok(updated) => {
+                if updated.changed {
+                    tracing::info!(user_id = %id.0, version = updated.user.version, "profile updated");
+                }
+                let etag = crate::profile::etag(updated.user.version);
+                Ok(ProfileUpdated::Ok(Json(updated.user), etag))
+            }
+            Err(UpdateError::NotFound) => Ok(ProfileUpdated::NotFound(Json(ErrorBody::new(
+                "Not found",
+                "No user has this id.",
+            )))),
+            Err(UpdateError::Stale { current }) => Ok(ProfileUpdated::Stale(
+                Json(ErrorBody::new(
+                    "Precondition failed",
+                    "The profile changed since you read it: read it again and retry.",
+                )),
+                crate::profile::etag(current),
+            )),
+            Err(UpdateError::Taken(taken)) => Ok(ProfileUpdated::Conflict(Json(
+                ErrorBody::new(
+                    "Conflict",
+                    format!("This {} is already registered.", taken.field()),
+                )
+                .with_details(serde_json::json!({ "field": taken.field() })),
+            ))),
+            Err(UpdateError::Database(error)) => Err(error.into()),
+        }
+    }
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum ProfileUpdated {
+    /// The profile after the change; `ETag` is its version.
+    #[oai(status = 200)]
+    Ok(Json<User>, #[oai(header = "ETag")] String),
+    /// No user has this id.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The phone belongs to another user.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// `If-Match` names another version than the current one (its `ETag`).
+    #[oai(status = 412)]
+    Stale(Json<ErrorBody>, #[oai(header = "ETag")] String),
+    /// A field breaks the registration's rules (`details` lists each).
+    #[oai(status = 422)]
+    Invalid(Json<ErrorBody>),
 }

@@ -1,0 +1,241 @@
+//! The signed-in user changes their profile through the BFF, against the real user
+//! service: the registration's rules, a taken phone, optimistic concurrency with
+//! `If-Match` / `ETag`, and one versioned `UserProfileUpdated` per change.
+
+use serde_json::{json, Value};
+use tests::bff_kit::{spawn_stack, Stack};
+
+const PROFILE: &str = "/api/v1/protected/profile";
+
+/// `PATCH /profile` with `body` and, if given, `If-Match`: status, ETag, body.
+async fn patch(
+    stack: &Stack,
+    token: &str,
+    if_match: Option<&str>,
+    body: Value,
+) -> (u16, String, Value) {
+    let mut request = stack
+        .http
+        .patch(format!("{}{PROFILE}", stack.base))
+        .bearer_auth(token)
+        .json(&body);
+    if let Some(if_match) = if_match {
+        request = request.header("If-Match", if_match);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, etag, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The profile events of `user_id` in the outbox: (version, changed fields).
+async fn profile_events(stack: &Stack, user_id: &str) -> Vec<(i64, Value)> {
+    let client = stack.pool.get().await.unwrap();
+    client
+        .query(
+            "SELECT (headers->>'ce_userversion')::bigint, payload FROM users.outbox \
+             WHERE aggregate_id = $1 AND event_type = 'UserProfileUpdated' ORDER BY id",
+            &[&user_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let payload: Value = row.get(1);
+            assert_eq!(payload["version"], row.get::<_, i64>(0), "{payload}");
+            (row.get(0), payload["changed"].clone())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_profile_change_is_validated_versioned_and_one_event() {
+    let stack = spawn_stack(&[]).await;
+    let user = stack.register("grace@example.com").await;
+    let id = user["id"].as_str().unwrap().to_owned();
+    assert_eq!(user["version"], 1);
+    let (token, _) = stack.login("grace@example.com").await;
+    let read = stack
+        .http
+        .get(format!("{}{PROFILE}", stack.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.headers()["etag"], "\"1\"");
+
+    // A change of some fields: the new profile and version, one event with what changed.
+    let (status, etag, body) = patch(
+        &stack,
+        &token,
+        Some("\"1\""),
+        json!({"first_name": " Grace ", "phone": "+44 20 7946 0958"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(etag, "\"2\"");
+    assert_eq!(
+        (body["first_name"].clone(), body["phone"].clone()),
+        (json!("Grace"), json!("+442079460958"))
+    );
+    assert_eq!(body["last_name"], "Lovelace", "a field left out stays");
+    let (_, profile) = stack.profile(&token).await;
+    assert_eq!(
+        (profile["first_name"].clone(), profile["version"].clone()),
+        (json!("Grace"), json!(2))
+    );
+
+    // The same values again change nothing: no event, the same version.
+    let (status, etag, _) = patch(&stack, &token, None, json!({"first_name": "Grace"})).await;
+    assert_eq!((status, etag.as_str()), (200, "\"2\""));
+
+    // A stale If-Match is 412 with the current ETag, and nothing changes.
+    let (status, etag, body) = patch(
+        &stack,
+        &token,
+        Some("\"1\""),
+        json!({"last_name": "Hopper"}),
+    )
+    .await;
+    assert_eq!((status, etag.as_str()), (412, "\"2\""), "{body}");
+
+    // The registration's rules, every bad field at once; a taken phone is 409.
+    let (status, _, body) = patch(
+        &stack,
+        &token,
+        None,
+        json!({"first_name": "Gr\u{202e}ace", "last_name": "", "phone": "2025550123"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let fields: Vec<&str> = body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["first_name", "last_name", "phone"]);
+    let other = stack
+        .post(
+            "/api/v1/register",
+            &json!({"email": "ada@example.com", "password": tests::bff_kit::PASSWORD,
+                    "first_name": "Ada", "last_name": "Byron", "phone": "+12025550123"}),
+            None,
+        )
+        .await;
+    assert_eq!(other.0, 201);
+    let (status, _, body) = patch(&stack, &token, None, json!({"phone": "+1 202 555 0123"})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["details"]["field"], "phone");
+
+    // Removing the phone is a change too.
+    let (status, etag, body) = patch(&stack, &token, Some("W/\"2\""), json!({"phone": null})).await;
+    assert_eq!((status, etag.as_str()), (200, "\"3\""), "{body}");
+    assert!(body["phone"].is_null());
+
+    assert_eq!(
+        profile_events(&stack, &id).await,
+        [
+            (2, json!({"first_name": "Grace", "phone": "+442079460958"})),
+            (3, json!({"phone": null})),
+        ]
+    );
+    // No token, no change.
+    let (status, _, _) = patch(&stack, "not-a-token", None, json!({"first_name": "Eve"})).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn two_concurrent_changes_of_one_version_are_never_a_lost_update() {
+    let stack = spawn_stack(&[]).await;
+    let user = stack.register("race@example.com").await;
+    let id = user["id"].as_str().unwrap().to_owned();
+    let (token, _) = stack.login("race@example.com").await;
+    let (a, b) = tokio::join!(
+        patch(
+            &stack,
+            &token,
+            Some("\"1\""),
+            json!({"first_name": "Alpha"})
+        ),
+        patch(
+            &stack,
+            &token,
+            Some("\"1\""),
+            json!({"first_name": "Bravo"})
+        ),
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 412], "{a:?} {b:?}");
+    let winner = if a.0 == 200 { &a } else { &b };
+    let (_, profile) = stack.profile(&token).await;
+    assert_eq!(profile["first_name"], winner.2["first_name"]);
+    let events = profile_events(&stack, &id).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, 2);
+
+    // Without If-Match both apply, one after the other: versions 3 and 4.
+    let (c, d) = tokio::join!(
+        patch(&stack, &token, None, json!({"last_name": "Charlie"})),
+        patch(&stack, &token, None, json!({"last_name": "Delta"})),
+    );
+    assert_eq!((c.0, d.0), (200, 200));
+    let versions: Vec<i64> = profile_events(&stack, &id)
+        .await
+        .iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(versions, [2, 3, 4]);
+}
+
+#[tokio::test]
+async fn cors_lets_the_browser_patch_with_if_match_and_read_the_etag() {
+    let stack = spawn_stack(&[("CORS_ORIGINS", "https://app.example.com")]).await;
+    let preflight = stack
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}{PROFILE}", stack.base))
+        .header("Origin", "https://app.example.com")
+        .header("Access-Control-Request-Method", "PATCH")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization, content-type, if-match",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let allowed = |name: &str| {
+        preflight
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    assert!(allowed("access-control-allow-methods").contains("patch"));
+    assert!(allowed("access-control-allow-methods").contains("delete"));
+    assert!(allowed("access-control-allow-headers").contains("if-match"));
+    stack.register("cors@example.com").await;
+    let (token, _) = stack.login("cors@example.com").await;
+    let read = stack
+        .http
+        .get(format!("{}{PROFILE}", stack.base))
+        .header("Origin", "https://app.example.com")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let exposed = read
+        .headers()
+        .get("access-control-expose-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("etag"), "{exposed}");
+}
