@@ -144,6 +144,12 @@ impl RateLimits {
                 "/api/v1/protected/profile",
                 settings.rate_limit_profile_per_min,
             ),
+            // A password check, like a login: the login's limit.
+            (
+                Method::POST,
+                "/api/v1/protected/password",
+                settings.rate_limit_login_per_min,
+            ),
             (
                 Method::GET,
                 "/api/v1/protected/admin/dashboard",

@@ -115,6 +115,22 @@ pub async fn revoke(client: &impl GenericClient, sid: Uuid, reason: &str) -> Res
     Ok(client.execute(&revoke, &[&sid, &reason]).await? == 1)
 }
 
+/// Revokes every live session of `user_id` but `keep`; returns how many.
+pub async fn revoke_others(
+    client: &impl GenericClient,
+    user_id: Uuid,
+    keep: Uuid,
+    reason: &str,
+) -> Result<u64> {
+    let revoke = client
+        .prepare_cached(
+            "UPDATE auth.sessions SET revoked_at = now(), revoked_reason = $3 \
+             WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL",
+        )
+        .await?;
+    Ok(client.execute(&revoke, &[&user_id, &keep, &reason]).await?)
+}
+
 /// Whether a session is neither revoked nor expired.
 pub async fn is_live(client: &impl GenericClient, sid: Uuid) -> Result<bool> {
     let query = client.prepare_cached(IS_LIVE).await?;

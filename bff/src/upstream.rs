@@ -15,9 +15,9 @@ use uuid::Uuid;
 use platform::error::ErrorBody;
 use platform::traceparent::TraceParent;
 use platform::wire::{
-    Credentials, DeadLetterDetail, DeadLetterFilter, DeadLetterList, EventStats, ProfileUpdate,
-    RedriveReport, RedriveRequest, Registration, ReplayRequest, ReplayResult, StatusChange, User,
-    UserStats, Verification,
+    Credentials, DeadLetterDetail, DeadLetterFilter, DeadLetterList, EventStats, PasswordChange,
+    ProfileUpdate, RedriveReport, RedriveRequest, Registration, ReplayRequest, ReplayResult,
+    StatusChange, User, UserStats, Verification,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -286,6 +286,26 @@ impl Upstream {
             StatusCode::BAD_REQUEST,
         ];
         Ok((Self::answer(USER_SERVICE, response, &refusals).await?, etag))
+    }
+
+    /// Changes the password of the user `id`; a refusal (403 wrong current password, 404,
+    /// 422) comes back with the user service's body.
+    pub async fn change_password(
+        &self,
+        id: Uuid,
+        change: &PasswordChange,
+    ) -> Result<Answer<serde_json::Value>> {
+        let url = format!("{}/api/v1/users/{id}/password", self.user_service);
+        let response = self
+            .send(USER_SERVICE, Method::POST, url, Some(change))
+            .await?;
+        let refusals = [
+            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
+        ];
+        Self::answer(USER_SERVICE, response, &refusals).await
     }
 
     /// Deactivates (`active` false) or reactivates the user `id`; `None` when there is no

@@ -66,6 +66,19 @@ pub struct ProfileUpdate {
     pub phone: poem_openapi::types::MaybeUndefined<String>,
 }
 
+/// A password change: the current password, and the new one (the registration's rules).
+#[derive(Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct PasswordChange {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+impl std::fmt::Debug for PasswordChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordChange { .. }")
+    }
+}
+
 /// A user's status change (deactivate, reactivate): the user after it, and whether it
 /// changed anything (a second deactivation changes nothing and writes no event).
 #[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]

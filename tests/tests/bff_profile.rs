@@ -239,3 +239,104 @@ async fn cors_lets_the_browser_patch_with_if_match_and_read_the_etag() {
         .to_ascii_lowercase();
     assert!(exposed.contains("etag"), "{exposed}");
 }
+
+#[tokio::test]
+async fn a_password_change_checks_the_current_one_and_ends_the_other_sessions() {
+    use std::time::Duration;
+    use tests::bff_kit::PASSWORD;
+    let stack = spawn_stack(&[]).await;
+    let user = stack.register("moving@example.com").await;
+    let id = user["id"].as_str().unwrap().to_owned();
+    let (here, _) = stack.login("moving@example.com").await;
+    let (elsewhere, elsewhere_refresh) = stack.login("moving@example.com").await;
+    let change =
+        |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+    let new_password = "a brand new and long passphrase 7";
+
+    let (status, body) = stack
+        .post(
+            "/api/v1/protected/password",
+            &change("wrong password!", new_password),
+            Some(&here),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = stack
+        .post(
+            "/api/v1/protected/password",
+            &change(PASSWORD, "short"),
+            Some(&here),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["details"][0]["field"], "new_password");
+    let (status, _) = stack
+        .post(
+            "/api/v1/protected/password",
+            &change(PASSWORD, new_password),
+            None,
+        )
+        .await;
+    assert_eq!(status, 401);
+
+    let (status, body) = stack
+        .post(
+            "/api/v1/protected/password",
+            &change(PASSWORD, new_password),
+            Some(&here),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(
+        stack.login_with("moving@example.com", PASSWORD).await.0,
+        401
+    );
+    assert_eq!(
+        stack.login_with("moving@example.com", new_password).await.0,
+        200
+    );
+    // This session goes on; the other one ends: its refresh at once, its access within
+    // the revocation window.
+    assert_eq!(stack.profile_status(&here).await, 200);
+    assert_eq!(stack.refresh(&elsewhere_refresh).await.0, 401);
+    let ended = tests::eventually(Duration::from_secs(6), || async {
+        stack.profile_status(&elsewhere).await == 401
+    })
+    .await;
+    assert!(ended, "the other session still works");
+
+    // One event at the next version, with no secret of any kind.
+    let client = stack.pool.get().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT payload, headers FROM users.outbox \
+             WHERE aggregate_id = $1 AND event_type = 'UserPasswordChanged'",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let payload: Value = rows[0].get(0);
+    assert_eq!(payload, json!({"user_id": id, "version": 2}));
+    let headers: Value = rows[0].get(1);
+    assert_eq!(headers["ce_userversion"], "2");
+    let hash: String = client
+        .query_one(
+            "SELECT password_hash FROM users.users WHERE id = $1::text::uuid",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for row in client
+        .query(
+            "SELECT payload::text || headers::text FROM users.outbox",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let text: String = row.get(0);
+        assert!(!text.contains(new_password) && !text.contains(PASSWORD) && !text.contains(&hash));
+    }
+}

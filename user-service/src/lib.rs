@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod lifecycle;
 pub mod password;
+pub mod password_change;
 pub mod profile;
 pub mod register;
 pub mod startup;

@@ -140,6 +140,12 @@ pub fn validate_profile(
     }
 }
 
+/// A new password's problem, if any, by the registration's rules (`user_inputs`: the
+/// user's email and names, which a password must not be).
+pub fn new_password_problem(password: &str, user_inputs: &[&str]) -> Option<FieldError> {
+    password_problem(password, user_inputs).map(|message| error("new_password", message))
+}
+
 /// What a character hides, if anything: control characters (Cc: CR/LF, NUL, ESC...)
 /// break headers, logs and terminals; format characters (Cf: bidi overrides and isolates,
 /// zero-width spaces and joiners, the BOM...) make text read as something it is not.

@@ -16,7 +16,7 @@ use crate::idempotency::{self, Claim, Scoped, MAX_KEY_LEN};
 use crate::rate_limit::ClientIp;
 use crate::state::AppState;
 use crate::upstream::Answer;
-use platform::wire::ProfileUpdate;
+use platform::wire::{PasswordChange, ProfileUpdate};
 
 /// An answer as the idempotency record keeps it: status and JSON body.
 fn into_stored(answer: RegisterResponse) -> (u16, serde_json::Value) {
@@ -149,6 +149,44 @@ impl UsersApi {
         })
     }
 
+    /// Changes the signed-in user's password: `current_password` must be right (403), and
+    /// `new_password` follows the registration's rules (422). Every other session of the
+    /// user is revoked (their refresh tokens at once, their access tokens within 5 s);
+    /// this one stays.
+    #[oai(path = "/api/v1/protected/password", method = "post")]
+    async fn change_password(
+        &self,
+        auth: BearerAuth,
+        body: Json<PasswordChange>,
+    ) -> Result<PasswordChanged, ApiError> {
+        let claims = authenticate(&self.state, &auth).await?;
+        let answer = self
+            .state
+            .upstream
+            .change_password(claims.sub, &body.0)
+            .await?;
+        match answer {
+            Answer::Ok(_) => {
+                let client = self.state.pool.get().await?;
+                let revoked = crate::sessions::revoke_others(
+                    &client,
+                    claims.sub,
+                    claims.sid,
+                    "password changed",
+                )
+                .await?;
+                tracing::info!(user_id = %claims.sub, revoked, "password changed; other sessions revoked");
+                Ok(PasswordChanged::Changed)
+            }
+            Answer::Refused(status, error) => Ok(match status.as_u16() {
+                403 => PasswordChanged::WrongPassword(Json(error)),
+                404 => return Err(ApiError::unauthorized()),
+                400 => return Err(ApiError::BadRequest(Json(error))),
+                _ => PasswordChanged::Invalid(Json(error)),
+            }),
+        }
+    }
+
     /// Changes the signed-in user's `first_name`, `last_name` and `phone` (any subset,
     /// the registration's rules; `"phone": null` removes it). Send the profile's `ETag`
     /// as `If-Match` to change only what you read: a stale one gets 412 with the current
@@ -208,6 +246,19 @@ pub enum ProfilePatched {
     #[oai(status = 412)]
     Stale(Json<ErrorBody>, #[oai(header = "ETag")] String),
     /// A field breaks the registration's rules (`details` lists each).
+    #[oai(status = 422)]
+    Invalid(Json<ErrorBody>),
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum PasswordChanged {
+    /// Changed; the user's other sessions are revoked.
+    #[oai(status = 204)]
+    Changed,
+    /// The current password is wrong.
+    #[oai(status = 403)]
+    WrongPassword(Json<ErrorBody>),
+    /// The new password breaks the registration's rules.
     #[oai(status = 422)]
     Invalid(Json<ErrorBody>),
 }

@@ -4,7 +4,7 @@ use platform::error::{ErrorBody, Failure, Found};
 use platform::internal_key::{Caller, InternalKey};
 use platform::traceparent::TraceParent;
 use platform::wire::{
-    Credentials, ProfileUpdate, RegisterResponse, Registration, User, Verification,
+    Credentials, PasswordChange, ProfileUpdate, RegisterResponse, Registration, User, Verification,
 };
 use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
@@ -221,6 +221,87 @@ impl UsersApi {
             Err(UpdateError::Database(error)) => Err(error.into()),
         }
     }
+
+    /// Changes the user's password: the current one must be right (403 otherwise), the
+    /// new one follows the registration's rules (422). The new hash and
+    /// `UserPasswordChanged` (no secret in it) commit together. The caller (the BFF)
+    /// revokes the user's other sessions.
+    #[oai(path = "/users/:id/password", method = "post")]
+    async fn change_password(
+        &self,
+        key: InternalKey,
+        id: Path<Uuid>,
+        /// W3C trace context, stored with the event.
+        traceparent: Header<Option<String>>,
+        body: Json<PasswordChange>,
+    ) -> Result<PasswordChanged, Failure> {
+        key.permit(&[Caller::Bff])?;
+        let account = {
+            let client = self.state.pool.get().await?;
+            crate::password_change::account(&client, id.0).await?
+        };
+        let Some(account) = account else {
+            return Ok(PasswordChanged::NotFound(Json(ErrorBody::new(
+                "Not found",
+                "No user has this id.",
+            ))));
+        };
+        let PasswordChange {
+            current_password,
+            new_password,
+        } = body.0;
+        let inputs = [
+            account.email.as_str(),
+            account.first_name.as_str(),
+            account.last_name.as_str(),
+        ];
+        if let Some(problem) = validation::new_password_problem(&new_password, &inputs) {
+            let details = serde_json::to_value([problem]).unwrap_or_default();
+            return Ok(PasswordChanged::Invalid(Json(
+                ErrorBody::new("Validation failed", "One or more fields are invalid.")
+                    .with_details(details),
+            )));
+        }
+        let right = self
+            .state
+            .hasher
+            .verify(current_password, Some(account.password_hash.clone()))
+            .await?;
+        if !right {
+            return Ok(PasswordChanged::WrongPassword(Json(ErrorBody::new(
+                "Forbidden",
+                "The current password is wrong.",
+            ))));
+        }
+        let new_hash = self.state.hasher.hash(new_password).await?;
+        let traceparent = traceparent
+            .0
+            .as_deref()
+            .and_then(TraceParent::parse)
+            .map(|t| t.to_string());
+        let mut client = self.state.pool.get().await?;
+        let topic = &self.state.settings.events_topic;
+        let stored = crate::password_change::store(
+            &mut client,
+            id.0,
+            &account.password_hash,
+            &new_hash,
+            topic,
+            traceparent,
+        )
+        .await?;
+        match stored {
+            Some(version) => {
+                tracing::info!(user_id = %id.0, version, "password changed");
+                Ok(PasswordChanged::Changed(Json(PasswordVersion { version })))
+            }
+            // Another change of the password won the race since it was checked.
+            None => Ok(PasswordChanged::WrongPassword(Json(ErrorBody::new(
+                "Forbidden",
+                "The current password is wrong.",
+            )))),
+        }
+    }
 }
 
 #[derive(Debug, ApiResponse)]
@@ -238,6 +319,28 @@ pub enum ProfileUpdated {
     #[oai(status = 412)]
     Stale(Json<ErrorBody>, #[oai(header = "ETag")] String),
     /// A field breaks the registration's rules (`details` lists each).
+    #[oai(status = 422)]
+    Invalid(Json<ErrorBody>),
+}
+
+/// The user's version after a password change.
+#[derive(Debug, Clone, poem_openapi::Object, serde::Serialize, serde::Deserialize)]
+pub struct PasswordVersion {
+    pub version: i64,
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum PasswordChanged {
+    /// Changed; the user's new version.
+    #[oai(status = 200)]
+    Changed(Json<PasswordVersion>),
+    /// The current password is wrong.
+    #[oai(status = 403)]
+    WrongPassword(Json<ErrorBody>),
+    /// No user has this id.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The new password breaks the registration's rules.
     #[oai(status = 422)]
     Invalid(Json<ErrorBody>),
 }
