@@ -76,6 +76,14 @@ impl TraceParent {
         CURRENT.scope(self, work).await
     }
 
+    /// The trace context an event written now carries: the current span's when spans are
+    /// exported (the transaction writing it), else the caller's `incoming` header when it
+    /// is a valid one.
+    pub fn for_event(incoming: Option<&str>) -> Option<String> {
+        crate::telemetry::traceparent_of(&tracing::Span::current())
+            .or_else(|| incoming.and_then(Self::parse).map(|t| t.0))
+    }
+
     /// The trace context of the request being served, if any: the current span's when
     /// spans are exported (so the next hop is its child), else the request's own.
     pub fn current() -> Option<TraceParent> {

@@ -14,8 +14,7 @@ use crate::users::User;
 pub const DEACTIVATED: &str = "UserDeactivated";
 pub const REACTIVATED: &str = "UserReactivated";
 
-const COLUMNS: &str =
-    "id, email, phone, first_name, last_name, role, is_active, created_at, version";
+use crate::users::COLUMNS;
 
 /// What a status change did.
 #[derive(Debug, Clone)]
@@ -41,19 +40,11 @@ pub async fn set_active(
     topic: &str,
     traceparent: Option<String>,
 ) -> Result<Option<StatusChange>, tokio_postgres::Error> {
-    let traceparent =
-        platform::telemetry::traceparent_of(&tracing::Span::current()).or(traceparent);
+    let traceparent = platform::traceparent::TraceParent::for_event(traceparent.as_deref());
     let tx = client.transaction().await?;
-    let current = tx
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM users.users WHERE id = $1 FOR UPDATE"),
-            &[&id],
-        )
-        .await?;
-    let Some(current) = current else {
+    let Some(user) = crate::users::lock(&tx, id).await? else {
         return Ok(None);
     };
-    let user = crate::users::from_row(&current);
     if user.is_active == active {
         tx.commit().await?;
         return Ok(Some(StatusChange {

@@ -50,8 +50,7 @@ pub async fn store(
     topic: &str,
     traceparent: Option<String>,
 ) -> Result<Option<i64>, tokio_postgres::Error> {
-    let traceparent =
-        platform::telemetry::traceparent_of(&tracing::Span::current()).or(traceparent);
+    let traceparent = platform::traceparent::TraceParent::for_event(traceparent.as_deref());
     let tx = client.transaction().await?;
     let row = tx
         .query_opt(

@@ -12,8 +12,7 @@ use crate::validation::ProfileChange;
 
 pub const PROFILE_UPDATED: &str = "UserProfileUpdated";
 
-const COLUMNS: &str =
-    "id, email, phone, first_name, last_name, role, is_active, created_at, version";
+use crate::users::COLUMNS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
@@ -79,17 +78,11 @@ pub async fn update(
     topic: &str,
     traceparent: Option<String>,
 ) -> Result<Updated, UpdateError> {
-    let traceparent =
-        platform::telemetry::traceparent_of(&tracing::Span::current()).or(traceparent);
+    let traceparent = platform::traceparent::TraceParent::for_event(traceparent.as_deref());
     let tx = client.transaction().await?;
-    let current = tx
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM users.users WHERE id = $1 FOR UPDATE"),
-            &[&id],
-        )
+    let user = crate::users::lock(&tx, id)
         .await?
         .ok_or(UpdateError::NotFound)?;
-    let user = crate::users::from_row(&current);
     if expected.is_some_and(|version| version != user.version) {
         return Err(UpdateError::Stale {
             current: user.version,

@@ -77,10 +77,7 @@ pub async fn register(
     topic: &str,
     traceparent: Option<String>,
 ) -> Result<Registered, RegisterError> {
-    // With spans exported, the event continues this span (the transaction that wrote it);
-    // otherwise the caller's trace context as it came.
-    let traceparent =
-        platform::telemetry::traceparent_of(&tracing::Span::current()).or(traceparent);
+    let traceparent = platform::traceparent::TraceParent::for_event(traceparent.as_deref());
     let tx = client.transaction().await?;
     let user = users::insert(&tx, user, password_hash).await?;
     let event_id = outbox_relay::enqueue(&tx, &user_registered(&user, topic, traceparent)).await?;

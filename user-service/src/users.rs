@@ -67,8 +67,24 @@ impl Taken {
     }
 }
 
-const COLUMNS: &str =
+/// The columns [`from_row`] reads.
+pub(crate) const COLUMNS: &str =
     "id, email, phone, first_name, last_name, role, is_active, created_at, version";
+
+/// The user `id`, its row locked until the caller's transaction ends (a change of the user
+/// and its versioned event are written under this lock).
+pub async fn lock<C: GenericClient + Sync>(
+    tx: &C,
+    id: Uuid,
+) -> Result<Option<User>, tokio_postgres::Error> {
+    let row = tx
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM users.users WHERE id = $1 FOR UPDATE"),
+            &[&id],
+        )
+        .await?;
+    Ok(row.as_ref().map(user_from_row))
+}
 
 const INSERT: &str = "INSERT INTO users.users \
     (id, email, phone, password_hash, first_name, last_name) \

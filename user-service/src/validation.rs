@@ -47,6 +47,13 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// The 422 body listing every invalid field.
+pub fn invalid_fields(errors: &[FieldError]) -> platform::error::ErrorBody {
+    let details = serde_json::to_value(errors).unwrap_or_default();
+    platform::error::ErrorBody::new("Validation failed", "One or more fields are invalid.")
+        .with_details(details)
+}
+
 fn error(field: &'static str, message: impl Into<String>) -> FieldError {
     FieldError {
         field,

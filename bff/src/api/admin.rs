@@ -214,31 +214,35 @@ impl AdminApi {
         } else {
             "user.deactivate"
         };
+        // No such user is a refusal like the others, audited as one.
+        let answer = self
+            .state
+            .upstream
+            .set_active(id, active)
+            .await
+            .map(|change| {
+                change.map_or_else(
+                    || {
+                        let body =
+                            platform::error::ErrorBody::new("Not found", "No user has this id.");
+                        Answer::Refused(StatusCode::NOT_FOUND, body)
+                    },
+                    Answer::Ok,
+                )
+            });
         let parameters = json!({ "user_id": id });
-        let answer = self.state.upstream.set_active(id, active).await;
-        let (outcome, detail) = match &answer {
-            Ok(Some(change)) => (Outcome::Ok, json!({ "changed": change.changed })),
-            Ok(None) => (
-                Outcome::Refused,
-                json!({ "status": 404, "message": "no such user" }),
-            ),
-            Err(error) => (Outcome::Failed, json!({ "error": error.to_string() })),
-        };
-        audit::record(
-            &self.state.pool,
-            actor,
-            action,
-            &parameters,
-            outcome,
-            Some(&detail),
-        )
-        .await;
-        Ok(match answer? {
-            Some(change) => StatusAnswer::Ok(Json(change)),
-            None => StatusAnswer::NotFound(Json(platform::error::ErrorBody::new(
-                "Not found",
-                "No user has this id.",
-            ))),
+        let answer = self
+            .audited(
+                actor,
+                action,
+                &parameters,
+                answer,
+                |change: &StatusChange| json!({ "changed": change.changed }),
+            )
+            .await?;
+        Ok(match answer {
+            Answer::Ok(change) => StatusAnswer::Ok(Json(change)),
+            Answer::Refused(_, error) => StatusAnswer::NotFound(Json(error)),
         })
     }
 

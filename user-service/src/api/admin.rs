@@ -5,7 +5,6 @@ use outbox_relay::ReplayFilter;
 use platform::error::Found;
 use platform::error::{ErrorBody, Failure};
 use platform::internal_key::{Caller, InternalKey};
-use platform::traceparent::TraceParent;
 use platform::wire::{ReplayRequest, ReplayResult, StatusChange, UserStats};
 use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
@@ -105,10 +104,6 @@ impl AdminApi {
         active: bool,
         traceparent: Option<String>,
     ) -> Result<Found<StatusChange>, Failure> {
-        let traceparent = traceparent
-            .as_deref()
-            .and_then(TraceParent::parse)
-            .map(|t| t.to_string());
         let mut client = self.state.pool.get().await?;
         let topic = &self.state.settings.events_topic;
         let change =

@@ -2,7 +2,6 @@
 
 use platform::error::{ErrorBody, Failure, Found};
 use platform::internal_key::{Caller, InternalKey};
-use platform::traceparent::TraceParent;
 use platform::wire::{
     Credentials, PasswordChange, ProfileUpdate, RegisterResponse, Registration, User, Verification,
 };
@@ -51,20 +50,14 @@ impl UsersApi {
         let new_user = match validation::validate(&body.0) {
             Ok(user) => user,
             Err(errors) => {
-                let details = serde_json::to_value(&errors).unwrap_or_default();
-                return Ok(RegisterResponse::Invalid(Json(
-                    ErrorBody::new("Validation failed", "One or more fields are invalid.")
-                        .with_details(details),
-                )));
+                return Ok(RegisterResponse::Invalid(Json(validation::invalid_fields(
+                    &errors,
+                ))));
             }
         };
         let hash = self.state.hasher.hash(body.0.password).await?;
         let mut client = self.state.pool.get().await?;
-        let traceparent = traceparent
-            .0
-            .as_deref()
-            .and_then(TraceParent::parse)
-            .map(|t| t.to_string());
+        let traceparent = traceparent.0;
         let topic = &self.state.settings.events_topic;
         match register(&mut client, &new_user, &hash, topic, traceparent).await {
             Ok(registered) => {
@@ -176,19 +169,13 @@ impl UsersApi {
         ) {
             Ok(change) => change,
             Err(errors) => {
-                let details = serde_json::to_value(&errors).unwrap_or_default();
-                return Ok(ProfileUpdated::Invalid(Json(
-                    ErrorBody::new("Validation failed", "One or more fields are invalid.")
-                        .with_details(details),
-                )));
+                return Ok(ProfileUpdated::Invalid(Json(validation::invalid_fields(
+                    &errors,
+                ))));
             }
         };
         let expected = if_match.0.as_deref().and_then(crate::profile::if_match);
-        let traceparent = traceparent
-            .0
-            .as_deref()
-            .and_then(TraceParent::parse)
-            .map(|t| t.to_string());
+        let traceparent = traceparent.0;
         let mut client = self.state.pool.get().await?;
         let topic = &self.state.settings.events_topic;
         match crate::profile::update(&mut client, id.0, &change, expected, topic, traceparent).await
@@ -256,11 +243,8 @@ impl UsersApi {
             account.last_name.as_str(),
         ];
         if let Some(problem) = validation::new_password_problem(&new_password, &inputs) {
-            let details = serde_json::to_value([problem]).unwrap_or_default();
-            return Ok(PasswordChanged::Invalid(Json(
-                ErrorBody::new("Validation failed", "One or more fields are invalid.")
-                    .with_details(details),
-            )));
+            let body = validation::invalid_fields(&[problem]);
+            return Ok(PasswordChanged::Invalid(Json(body)));
         }
         let right = self
             .state
@@ -274,11 +258,7 @@ impl UsersApi {
             ))));
         }
         let new_hash = self.state.hasher.hash(new_password).await?;
-        let traceparent = traceparent
-            .0
-            .as_deref()
-            .and_then(TraceParent::parse)
-            .map(|t| t.to_string());
+        let traceparent = traceparent.0;
         let mut client = self.state.pool.get().await?;
         let topic = &self.state.settings.events_topic;
         let stored = crate::password_change::store(
