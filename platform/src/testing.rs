@@ -4,6 +4,7 @@
 //! workspace's binaries, and a TCP proxy that can be cut and restored to take a dependency
 //! "down" for one test without stopping the shared server other tests use.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -257,12 +258,27 @@ where
     }
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, and one this process has not handed out before.
+/// It is taken below Linux's ephemeral range (32768-60999), so no bind to port 0 in this
+/// process (a proxy, a receiver, another service) can be given it before the caller's
+/// child process binds it; and never twice, so two stacks started side by side never share
+/// one (each would find the other's service answering on it).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
+    use rand::RngExt as _;
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rng = rand::rng();
+    for _ in 0..10_000 {
+        let port: u16 = rng.random_range(20_000..32_000);
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 /// The base URL of a server listening on `port` of this machine.
