@@ -151,6 +151,11 @@ impl RateLimits {
                 settings.rate_limit_login_per_min,
             ),
             (
+                Method::DELETE,
+                "/api/v1/protected/account",
+                settings.rate_limit_login_per_min,
+            ),
+            (
                 Method::GET,
                 "/api/v1/protected/admin/dashboard",
                 settings.rate_limit_admin_per_min,

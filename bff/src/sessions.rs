@@ -131,6 +131,31 @@ pub async fn revoke_others(
     Ok(client.execute(&revoke, &[&user_id, &keep, &reason]).await?)
 }
 
+/// Forgets an erased user, in one transaction: every session (with its refresh tokens)
+/// and every stored registration answer of the user go. Returns the sessions' ids.
+pub async fn forget_user(
+    client: &mut deadpool_postgres::Client,
+    user_id: Uuid,
+) -> Result<Vec<Uuid>> {
+    let tx = client.transaction().await?;
+    let sessions: Vec<Uuid> = tx
+        .query(
+            "DELETE FROM auth.sessions WHERE user_id = $1 RETURNING id",
+            &[&user_id],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    tx.execute(
+        "DELETE FROM auth.idempotency_keys WHERE response_body->>'id' = $1",
+        &[&user_id.to_string()],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(sessions)
+}
+
 /// Whether a session is neither revoked nor expired.
 pub async fn is_live(client: &impl GenericClient, sid: Uuid) -> Result<bool> {
     let query = client.prepare_cached(IS_LIVE).await?;

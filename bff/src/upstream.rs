@@ -308,6 +308,24 @@ impl Upstream {
         Self::answer(USER_SERVICE, response, &refusals).await
     }
 
+    /// Erases the user `id`, confirmed by its password.
+    pub async fn erase(
+        &self,
+        id: Uuid,
+        confirmation: &platform::wire::AccountErasure,
+    ) -> Result<Answer<platform::wire::Erasure>> {
+        let url = format!("{}/api/v1/users/{id}/erase", self.user_service);
+        let response = self
+            .send(USER_SERVICE, Method::POST, url, Some(confirmation))
+            .await?;
+        let refusals = [
+            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
+            StatusCode::BAD_REQUEST,
+        ];
+        Self::answer(USER_SERVICE, response, &refusals).await
+    }
+
     /// Deactivates (`active` false) or reactivates the user `id`; `None` when there is no
     /// such user.
     pub async fn set_active(&self, id: Uuid, active: bool) -> Result<Option<StatusChange>> {

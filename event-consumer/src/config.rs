@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use platform::config::{ConfigError, Profile, Profiles, ServiceConfig, ServiceSettings};
+use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 
 /// The shortest `INBOX_RETENTION` accepted: below a day it cannot cover any sensible
@@ -37,6 +38,21 @@ pub struct Settings {
     pub inbox_retention: Option<Duration>,
     /// How often the purge runs (`INBOX_PURGE_INTERVAL_MS`).
     pub inbox_purge_interval_ms: u64,
+    /// Where `reconcile` and the gap repair reach user-service.
+    pub user_service_url: String,
+    /// The key presented to user-service (else `INTERNAL_API_KEY`); without one,
+    /// `reconcile` cannot run and overdue gaps are only reported.
+    pub user_service_api_key: Option<SecretString>,
+    /// The one-key shorthand.
+    pub internal_api_key: Option<SecretString>,
+    /// A parked event older than this is an overdue gap: reported, and repaired by
+    /// asking user-service for the user's snapshot.
+    pub consumer_gap_timeout_ms: u64,
+    /// How often parked events are looked at.
+    pub consumer_gap_check_ms: u64,
+    /// A user changed within this long may have events still in flight: `reconcile`
+    /// reports it as behind, not as differing.
+    pub reconcile_grace_ms: u64,
 }
 
 impl Default for Settings {
@@ -53,6 +69,12 @@ impl Default for Settings {
             consumer_stats_interval_ms: 5_000,
             inbox_retention: Some(Duration::from_secs(30 * 86_400)),
             inbox_purge_interval_ms: 60_000,
+            user_service_url: "http://127.0.0.1:8081".into(),
+            user_service_api_key: None,
+            internal_api_key: None,
+            consumer_gap_timeout_ms: 60_000,
+            consumer_gap_check_ms: 5_000,
+            reconcile_grace_ms: 30_000,
         }
     }
 }
@@ -64,6 +86,15 @@ fn retention<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Durati
 
 /// The service's whole configuration (see [`ServiceConfig`]).
 pub type Config = ServiceConfig<Settings>;
+
+impl Settings {
+    /// The key presented to user-service: `USER_SERVICE_API_KEY`, else the shorthand.
+    pub fn user_service_key(&self) -> Option<&SecretString> {
+        self.user_service_api_key
+            .as_ref()
+            .or(self.internal_api_key.as_ref())
+    }
+}
 
 impl ServiceSettings for Settings {
     const PROFILES: Profiles = platform::profiles!();
@@ -83,6 +114,11 @@ impl ServiceSettings for Settings {
                 "INBOX_RETENTION must be at least 1d, and at least OUTBOX_RETENTION + the \
                  topic's retention + the DLQ's retention (or 0 to keep forever)"
                     .into(),
+            ));
+        }
+        if self.consumer_gap_timeout_ms == 0 || self.consumer_gap_check_ms == 0 {
+            return Err(ConfigError::Refused(
+                "CONSUMER_GAP_TIMEOUT_MS and CONSUMER_GAP_CHECK_MS must be at least 1".into(),
             ));
         }
         if self.inbox_purge_interval_ms == 0 {

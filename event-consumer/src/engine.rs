@@ -80,6 +80,42 @@ pub const METRICS: &[platform::metrics::Family] = {
             "Events of a type the consumer does not know, skipped.",
         ),
         (
+            "consumer_stale_versions_total",
+            Counter,
+            None,
+            "User events at or below their user's version in the read model, skipped as duplicates.",
+        ),
+        (
+            "consumer_held_total",
+            Counter,
+            None,
+            "User events parked because a version before them had not arrived.",
+        ),
+        (
+            "consumer_erased_skipped_total",
+            Counter,
+            None,
+            "Events of erased users, skipped.",
+        ),
+        (
+            "consumer_held_events",
+            Gauge,
+            None,
+            "User events parked for a gap now.",
+        ),
+        (
+            "consumer_held_for_gap_seconds",
+            Gauge,
+            None,
+            "Age of the oldest parked event (0 when none is parked).",
+        ),
+        (
+            "consumer_gaps_overdue",
+            Gauge,
+            None,
+            "Users whose oldest parked event is older than CONSUMER_GAP_TIMEOUT.",
+        ),
+        (
             "consumer_lag",
             Gauge,
             None,
@@ -396,6 +432,9 @@ impl Consumer {
         metrics::counter!("consumer_duplicates_total").increment(applied.duplicates);
         metrics::counter!("consumer_dead_lettered_total").increment(applied.dead_lettered);
         metrics::counter!("consumer_unknown_type_total").increment(applied.unknown_types);
+        metrics::counter!("consumer_stale_versions_total").increment(applied.stale_versions);
+        metrics::counter!("consumer_held_total").increment(applied.held);
+        metrics::counter!("consumer_erased_skipped_total").increment(applied.erased_skipped);
         metrics::histogram!("consumer_batch_seconds").record(started.elapsed().as_secs_f64());
         tracing::debug!(records, ?applied, "batch settled");
         Ok(BatchReport { records, applied })

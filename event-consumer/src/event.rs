@@ -3,11 +3,17 @@
 
 use chrono::{DateTime, Utc};
 use outbox_relay::envelope::{self, Record};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The event type this consumer applies.
 pub const USER_REGISTERED: &str = "UserRegistered";
+pub const USER_PROFILE_UPDATED: &str = "UserProfileUpdated";
+pub const USER_PASSWORD_CHANGED: &str = "UserPasswordChanged";
+pub const USER_ROLE_CHANGED: &str = "UserRoleChanged";
+pub const USER_DEACTIVATED: &str = "UserDeactivated";
+pub const USER_REACTIVATED: &str = "UserReactivated";
+pub const USER_ERASED: &str = "UserErased";
+pub const USER_SNAPSHOT: &str = "UserSnapshot";
 
 /// The data of `UserRegistered`, as the user service writes it. Unknown extra fields are
 /// allowed so that the producer can add fields without poisoning the consumer.
@@ -20,13 +26,94 @@ pub struct UserRegistered {
     pub phone: Option<String>,
     pub role: String,
     pub registered_at: DateTime<Utc>,
+    /// Absent from events written before versions existed: those were version 1.
+    #[serde(default = "first_version")]
+    pub version: i64,
+}
+
+fn first_version() -> i64 {
+    1
+}
+
+/// What one user event does to the user's row in the read model. Stored as JSON while the
+/// event is held for a gap, so it is (de)serialisable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    Registered {
+        email: String,
+        first_name: String,
+        last_name: String,
+        phone: Option<String>,
+        role: String,
+    },
+    /// Only the fields that changed; `phone` is set (possibly to none) when `sets_phone`.
+    Profile {
+        first_name: Option<String>,
+        last_name: Option<String>,
+        sets_phone: bool,
+        phone: Option<String>,
+    },
+    /// Moves the version only: the read model holds no secret.
+    Password,
+    Role {
+        role: String,
+    },
+    Status {
+        active: bool,
+    },
+    Erased,
+    /// The whole state at `version`.
+    Snapshot {
+        email: Option<String>,
+        first_name: Option<String>,
+        last_name: Option<String>,
+        phone: Option<String>,
+        role: String,
+        status: platform::wire::UserStatus,
+    },
+}
+
+/// One versioned change of one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserChange {
+    pub user_id: Uuid,
+    pub version: i64,
+    pub change: Change,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
+    /// A registration: its welcome effect, and the user's first row in the read model.
     UserRegistered(UserRegistered),
+    /// A later change of the user (or a snapshot of it).
+    User(UserChange),
+    /// An event of a user who has been erased since: its payload kept only the user id
+    /// (and version). Skipped, never dead-lettered.
+    Scrubbed { user_id: Uuid },
     /// A well-formed event of a type this consumer has no handler for.
     Unknown,
+}
+
+impl Kind {
+    /// The read-model change this event makes, if any.
+    pub fn user_change(&self) -> Option<UserChange> {
+        match self {
+            Kind::UserRegistered(data) => Some(UserChange {
+                user_id: data.user_id,
+                version: data.version,
+                change: Change::Registered {
+                    email: data.email.clone(),
+                    first_name: data.first_name.clone(),
+                    last_name: data.last_name.clone(),
+                    phone: data.phone.clone(),
+                    role: data.role.clone(),
+                },
+            }),
+            Kind::User(change) => Some(change.clone()),
+            Kind::Scrubbed { .. } | Kind::Unknown => None,
+        }
+    }
 }
 
 /// A decoded event that goes through the inbox.
@@ -55,23 +142,198 @@ pub fn classify(record: &Record) -> Result<Inbound, Poison> {
     check_headers(record)?;
     let event = envelope::decode(record)?;
     let event_type = event.attributes.event_type;
-    let kind = match event_type.as_str() {
-        USER_REGISTERED => {
-            let data: UserRegistered =
-                serde_json::from_value(event.data).map_err(|e| Poison::Data {
-                    event_type: event_type.clone(),
-                    reason: e.to_string(),
-                })?;
-            check_text(&event_type, &data)?;
-            Kind::UserRegistered(data)
-        }
-        _ => Kind::Unknown,
-    };
+    let kind = kind_of(&event_type, event.data, event.attributes.user_version)?;
     Ok(Inbound {
         id: event.attributes.id,
         event_type,
         traceparent: event.attributes.traceparent,
         kind,
+    })
+}
+
+/// The data of one event type, parsed; unknown extra fields are allowed.
+fn parse<T: serde::de::DeserializeOwned>(
+    event_type: &str,
+    data: serde_json::Value,
+) -> Result<T, Poison> {
+    serde_json::from_value(data).map_err(|e| Poison::Data {
+        event_type: event_type.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn poison(event_type: &str, reason: impl Into<String>) -> Poison {
+    Poison::Data {
+        event_type: event_type.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Versioned {
+    user_id: Uuid,
+    version: i64,
+}
+
+#[derive(Deserialize)]
+struct ProfileData {
+    user_id: Uuid,
+    version: i64,
+    changed: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RoleData {
+    user_id: Uuid,
+    version: i64,
+    role: String,
+}
+
+#[derive(Deserialize)]
+struct SnapshotData {
+    user_id: Uuid,
+    version: i64,
+    email: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    phone: Option<String>,
+    role: String,
+    status: platform::wire::UserStatus,
+}
+
+#[derive(Deserialize)]
+struct Scrubbed {
+    user_id: Uuid,
+    erased: bool,
+}
+
+const USER_EVENTS: [&str; 8] = [
+    USER_REGISTERED,
+    USER_PROFILE_UPDATED,
+    USER_PASSWORD_CHANGED,
+    USER_ROLE_CHANGED,
+    USER_DEACTIVATED,
+    USER_REACTIVATED,
+    USER_ERASED,
+    USER_SNAPSHOT,
+];
+
+fn kind_of(
+    event_type: &str,
+    data: serde_json::Value,
+    header_version: Option<i64>,
+) -> Result<Kind, Poison> {
+    if !USER_EVENTS.contains(&event_type) {
+        return Ok(Kind::Unknown);
+    }
+    if data.get("erased").is_some() {
+        let scrubbed: Scrubbed = parse(event_type, data)?;
+        if !scrubbed.erased {
+            return Err(poison(event_type, "erased must be true when present"));
+        }
+        return Ok(Kind::Scrubbed {
+            user_id: scrubbed.user_id,
+        });
+    }
+    let kind = match event_type {
+        USER_REGISTERED => {
+            let data: UserRegistered = parse(event_type, data)?;
+            let text = [&data.email, &data.first_name, &data.last_name, &data.role];
+            check_text(event_type, &text, data.phone.as_deref())?;
+            if data.email.is_empty() {
+                return Err(poison(event_type, "empty email"));
+            }
+            Kind::UserRegistered(data)
+        }
+        USER_PROFILE_UPDATED => {
+            let data: ProfileData = parse(event_type, data)?;
+            let text_of = |field: &str| -> Result<Option<String>, Poison> {
+                match data.changed.get(field) {
+                    None | Some(serde_json::Value::Null) => Ok(None),
+                    Some(serde_json::Value::String(text)) => Ok(Some(text.clone())),
+                    Some(_) => Err(poison(event_type, format!("changed.{field} is not text"))),
+                }
+            };
+            let first_name = text_of("first_name")?;
+            let last_name = text_of("last_name")?;
+            let phone = text_of("phone")?;
+            if data.changed.contains_key("first_name") && first_name.is_none()
+                || data.changed.contains_key("last_name") && last_name.is_none()
+            {
+                return Err(poison(event_type, "a name cannot be removed"));
+            }
+            let names: Vec<&String> = first_name.iter().chain(last_name.iter()).collect();
+            check_text(event_type, &names, phone.as_deref())?;
+            change(
+                data.user_id,
+                data.version,
+                Change::Profile {
+                    first_name,
+                    last_name,
+                    sets_phone: data.changed.contains_key("phone"),
+                    phone,
+                },
+            )
+        }
+        USER_ROLE_CHANGED => {
+            let data: RoleData = parse(event_type, data)?;
+            check_text(event_type, &[&data.role], None)?;
+            change(data.user_id, data.version, Change::Role { role: data.role })
+        }
+        USER_SNAPSHOT => {
+            let data: SnapshotData = parse(event_type, data)?;
+            let present: Vec<&String> = [&data.email, &data.first_name, &data.last_name]
+                .into_iter()
+                .flatten()
+                .chain([&data.role])
+                .collect();
+            check_text(event_type, &present, data.phone.as_deref())?;
+            change(
+                data.user_id,
+                data.version,
+                Change::Snapshot {
+                    email: data.email,
+                    first_name: data.first_name,
+                    last_name: data.last_name,
+                    phone: data.phone,
+                    role: data.role,
+                    status: data.status,
+                },
+            )
+        }
+        _ => {
+            let data: Versioned = parse(event_type, data)?;
+            let what = match event_type {
+                USER_PASSWORD_CHANGED => Change::Password,
+                USER_DEACTIVATED => Change::Status { active: false },
+                USER_REACTIVATED => Change::Status { active: true },
+                _ => Change::Erased,
+            };
+            change(data.user_id, data.version, what)
+        }
+    };
+    let version = match &kind {
+        Kind::UserRegistered(data) => data.version,
+        Kind::User(change) => change.version,
+        _ => return Ok(kind),
+    };
+    if version < 1 {
+        return Err(poison(event_type, "version must be at least 1"));
+    }
+    if header_version.is_some_and(|header| header != version) {
+        return Err(poison(
+            event_type,
+            "version differs from the ce_userversion header",
+        ));
+    }
+    Ok(kind)
+}
+
+fn change(user_id: Uuid, version: i64, change: Change) -> Kind {
+    Kind::User(UserChange {
+        user_id,
+        version,
+        change,
     })
 }
 
@@ -101,15 +363,11 @@ fn check_headers(record: &Record) -> Result<(), Poison> {
 
 /// PostgreSQL text cannot hold NUL; such a record would fail its transaction forever, so it
 /// is poison, not a transient failure.
-fn check_text(event_type: &str, data: &UserRegistered) -> Result<(), Poison> {
-    let fields = [&data.email, &data.first_name, &data.last_name, &data.role];
-    let has_nul = fields.iter().any(|f| f.contains('\0'))
-        || data.phone.as_deref().is_some_and(|p| p.contains('\0'));
-    if has_nul || data.email.is_empty() {
-        return Err(Poison::Data {
-            event_type: event_type.to_owned(),
-            reason: "empty email or NUL character in a text field".into(),
-        });
+fn check_text(event_type: &str, fields: &[&String], phone: Option<&str>) -> Result<(), Poison> {
+    let has_nul =
+        fields.iter().any(|f| f.contains('\0')) || phone.is_some_and(|p| p.contains('\0'));
+    if has_nul {
+        return Err(poison(event_type, "NUL character in a text field"));
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use chrono::NaiveDate;
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
+use crate::directory;
 use crate::event::{Inbound, Kind, UserRegistered};
 
 /// One decoded event of a batch, with where it came from.
@@ -29,6 +30,12 @@ pub struct Applied {
     pub unknown_types: u64,
     /// Poison records of this batch (already in the DLQ).
     pub dead_lettered: u64,
+    /// User events at or below their user's version in the read model, skipped.
+    pub stale_versions: u64,
+    /// User events parked for a gap in their user's versions.
+    pub held: u64,
+    /// Events of erased users, skipped.
+    pub erased_skipped: u64,
 }
 
 impl std::ops::Add for Applied {
@@ -40,6 +47,9 @@ impl std::ops::Add for Applied {
             duplicates: self.duplicates + other.duplicates,
             unknown_types: self.unknown_types + other.unknown_types,
             dead_lettered: self.dead_lettered + other.dead_lettered,
+            stale_versions: self.stale_versions + other.stale_versions,
+            held: self.held + other.held,
+            erased_skipped: self.erased_skipped + other.erased_skipped,
         }
     }
 }
@@ -67,6 +77,9 @@ const BUMP_COUNTERS: &str = "
         duplicates_total = duplicates_total + $2,
         unknown_type_total = unknown_type_total + $3,
         dead_lettered_total = dead_lettered_total + $4,
+        stale_versions_total = stale_versions_total + $5,
+        held_total = held_total + $6,
+        erased_skipped_total = erased_skipped_total + $7,
         last_processed_at = CASE WHEN $1 + $3 > 0 THEN now() ELSE last_processed_at END
     WHERE id";
 
@@ -104,30 +117,55 @@ pub async fn apply(
     applied.duplicates += (unique.len() - new_ids.len()) as u64;
 
     let mut registrations = Vec::new();
+    let mut user_events = Vec::new();
     for delivered in unique.iter().filter(|d| new_ids.contains(&d.event.id)) {
-        match &delivered.event.kind {
-            Kind::UserRegistered(data) => {
-                applied.processed += 1;
-                registrations.push((delivered.event.id, data));
-            }
+        let event = delivered.event;
+        match &event.kind {
             Kind::Unknown => applied.unknown_types += 1,
+            Kind::Scrubbed { .. } => {
+                applied.processed += 1;
+                applied.erased_skipped += 1;
+            }
+            kind => {
+                applied.processed += 1;
+                if let Kind::UserRegistered(data) = kind {
+                    registrations.push((event.id, data));
+                }
+                if let Some(change) = kind.user_change() {
+                    user_events.push(directory::Pending {
+                        event_id: event.id,
+                        event_type: event.event_type.clone(),
+                        change,
+                        held_at: None,
+                    });
+                }
+            }
         }
     }
+    let outcome = directory::apply_batch(client, user_events).await?;
+    applied.stale_versions += outcome.stale;
+    applied.held += outcome.held;
+    applied.erased_skipped += outcome.erased_skipped;
+    // No welcome for a user who is gone (erased in this batch or before it).
+    registrations.retain(|(_, data)| !outcome.tombstones.contains(&data.user_id));
     welcome(client, &registrations).await?;
 
     let statement = client.prepare_cached(BUMP_COUNTERS).await?;
     let counts = [
-        applied.processed as i64,
-        applied.duplicates as i64,
-        applied.unknown_types as i64,
-        applied.dead_lettered as i64,
-    ];
-    client
-        .execute(
-            &statement,
-            &[&counts[0], &counts[1], &counts[2], &counts[3]],
-        )
-        .await?;
+        applied.processed,
+        applied.duplicates,
+        applied.unknown_types,
+        applied.dead_lettered,
+        applied.stale_versions,
+        applied.held,
+        applied.erased_skipped,
+    ]
+    .map(|n| n as i64);
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = counts
+        .iter()
+        .map(|n| n as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    client.execute(&statement, &params).await?;
     Ok(applied)
 }
 

@@ -13,6 +13,17 @@ enum Command {
     /// Work the dead-letter topic: list, show and redrive dead letters.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Compare the read model with user-service's users; exit 0 when in sync, 1 when some
+    /// differ, 2 when it cannot run.
+    Reconcile {
+        /// Ask user-service for a snapshot of each differing user, then check again.
+        #[arg(long)]
+        repair: bool,
+        /// Seconds within which a changed user counts as behind rather than differing
+        /// (default RECONCILE_GRACE_MS).
+        #[arg(long)]
+        grace_seconds: Option<u64>,
+    },
 }
 
 #[tokio::main]
@@ -21,6 +32,14 @@ async fn main() -> anyhow::Result<ExitCode> {
     let config = cli.config.load::<Settings>()?;
     if let Some(Command::Dlq(command)) = cli.command {
         return Ok(ExitCode::from(dlq_cli::run(&config, command).await));
+    }
+    if let Some(Command::Reconcile {
+        repair,
+        grace_seconds,
+    }) = cli.command
+    {
+        let code = event_consumer::reconcile::command(&config, repair, grace_seconds).await;
+        return Ok(ExitCode::from(code));
     }
     service::serve::<App>(config).await?;
     Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@ use platform::service::{Service, Shutdown};
 use poem_openapi::OpenApiService;
 
 use crate::api::dlq::DlqApi;
+use crate::api::reconcile::ReconcileApi;
 use crate::api::stats::StatsApi;
 use crate::config::Config;
 use crate::dead_letters::DeadLetters;
@@ -33,6 +34,11 @@ pub struct App {
     /// Purge processed events older than this (`None`: keep them), every `purge_every`.
     retention: Option<std::time::Duration>,
     purge_every: std::time::Duration,
+    /// user-service, for `reconcile` and gap repair (none without a key).
+    source: Option<crate::reconcile::Source>,
+    gap_timeout: std::time::Duration,
+    gap_check: std::time::Duration,
+    reconcile: crate::reconcile::Options,
 }
 
 impl App {
@@ -60,7 +66,16 @@ impl Service for App {
             &config.settings.consumer_dlq_topic,
             &config.settings.consumer_topic,
         );
+        let settings = &config.settings;
+        let source = crate::reconcile::Source::from_settings(settings);
         Ok(Self {
+            source,
+            gap_timeout: std::time::Duration::from_millis(settings.consumer_gap_timeout_ms),
+            gap_check: std::time::Duration::from_millis(settings.consumer_gap_check_ms),
+            reconcile: crate::reconcile::Options {
+                grace: std::time::Duration::from_millis(settings.reconcile_grace_ms),
+                repair_wait: std::time::Duration::from_secs(60),
+            },
             dead_letters,
             retention: config.settings.inbox_retention,
             purge_every: std::time::Duration::from_millis(config.settings.inbox_purge_interval_ms),
@@ -114,6 +129,11 @@ impl Service for App {
                 DlqApi {
                     dead_letters: self.dead_letters.clone(),
                 },
+                ReconcileApi {
+                    pool: self.pool.clone(),
+                    source: self.source.clone(),
+                    options: self.reconcile,
+                },
             ),
             "event-consumer",
             env!("CARGO_PKG_VERSION"),
@@ -130,6 +150,12 @@ impl Service for App {
                 self.purge_every,
             ))
         });
+        let _gaps = platform::task::Background::spawn(crate::gaps::watch(
+            self.pool.clone(),
+            self.source.clone(),
+            self.gap_timeout,
+            self.gap_check,
+        ));
         let serve = self.listener.serve(app, wait(stopped.clone()));
         tokio::pin!(serve, shutdown);
         // The server stops gracefully on the same signal as the consumer; if it fails on

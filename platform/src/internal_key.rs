@@ -171,16 +171,22 @@ impl ServerKeys {
         Ok(())
     }
 
-    /// The caller whose key was presented. Every configured key is compared, each in
-    /// constant time, so timing tells nothing about which one (if any) matched.
-    pub fn caller_of(&self, presented: &str) -> Option<Caller> {
-        let mut found = None;
+    /// The callers whose key was presented (several when they share one, as with the
+    /// `INTERNAL_API_KEY` shorthand). Every configured key is compared, each in constant
+    /// time, so timing tells nothing about which one (if any) matched.
+    pub fn callers_of(&self, presented: &str) -> Vec<Caller> {
+        let mut found = Vec::new();
         for (caller, key) in &self.keys {
-            if matches(key, presented) && found.is_none() {
-                found = Some(*caller);
+            if matches(key, presented) {
+                found.push(*caller);
             }
         }
         found
+    }
+
+    /// The first caller whose key was presented.
+    pub fn caller_of(&self, presented: &str) -> Option<Caller> {
+        self.callers_of(presented).first().copied()
     }
 }
 
@@ -188,30 +194,32 @@ impl ServerKeys {
 /// presented. The server puts its [`ServerKeys`] into the request data for this check.
 #[derive(Debug, SecurityScheme)]
 #[oai(ty = "bearer", checker = "caller_of_request")]
-pub struct InternalKey(pub Caller);
+pub struct InternalKey(pub Vec<Caller>);
 
 impl InternalKey {
     /// The caller, if it is one of `allowed`; any other caller's key, valid though it is,
     /// gets 403, so a leaked key opens only the routes its caller needs.
     pub fn permit(&self, allowed: &[Caller]) -> Result<Caller, crate::error::Failure> {
-        if allowed.contains(&self.0) {
-            return Ok(self.0);
+        if let Some(caller) = self.0.iter().find(|c| allowed.contains(c)) {
+            return Ok(*caller);
         }
+        let name = self.0.first().map_or("unknown", |c| c.name());
         tracing::warn!(
-            caller = self.0.name(),
+            caller = name,
             "403: this caller's internal key is not accepted on this route"
         );
         Err(crate::error::Failure::Forbidden(
             poem_openapi::payload::Json(crate::error::ErrorBody::new(
                 "Forbidden",
-                format!("The {} key is not accepted on this route.", self.0.name()),
+                format!("The {name} key is not accepted on this route."),
             )),
         ))
     }
 }
 
-async fn caller_of_request(request: &Request, bearer: Bearer) -> Option<Caller> {
-    request.data::<ServerKeys>()?.caller_of(&bearer.token)
+async fn caller_of_request(request: &Request, bearer: Bearer) -> Option<Vec<Caller>> {
+    let callers = request.data::<ServerKeys>()?.callers_of(&bearer.token);
+    (!callers.is_empty()).then_some(callers)
 }
 
 /// The key a client presents to one server: its own setting, else the shorthand.
@@ -261,8 +269,13 @@ mod tests {
             Some(Caller::Ops)
         );
         assert_eq!(
-            keys.caller_of("shared-key-0123456789abcdef"),
-            Some(Caller::EventConsumer)
+            keys.callers_of("shared-key-0123456789abcdef"),
+            [Caller::EventConsumer]
+        );
+        let shared = ServerKeys::parse(None, Some(&secret("shared-key-0123456789abcdef"))).unwrap();
+        assert_eq!(
+            shared.callers_of("shared-key-0123456789abcdef"),
+            Caller::ALL.to_vec()
         );
         assert_eq!(keys.caller_of("nope"), None);
         assert!(keys.check(Profile::Production).is_ok());

@@ -105,6 +105,174 @@ pub struct User {
     pub version: i64,
 }
 
+/// Where a user stands: active, deactivated by an admin, or erased (a tombstone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum, Serialize, Deserialize)]
+#[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    Active,
+    Deactivated,
+    Erased,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Deactivated => "deactivated",
+            Self::Erased => "erased",
+        }
+    }
+
+    /// From the database's text; anything unknown reads as erased (shows nothing).
+    pub fn from_db(text: &str) -> Self {
+        match text {
+            "active" => Self::Active,
+            "deactivated" => Self::Deactivated,
+            _ => Self::Erased,
+        }
+    }
+}
+
+/// One user as the read model should hold it: user-service's side of `reconcile`. An
+/// erased user has no email, names or phone.
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct DirectoryUser {
+    pub id: Uuid,
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone: Option<String>,
+    pub role: Role,
+    pub status: UserStatus,
+    pub version: i64,
+    /// When the user last changed (newer changes may still be on their way to a consumer).
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A page of users in id order; `next_after` is the `after` of the next page (none at the
+/// end).
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct DirectoryPage {
+    pub users: Vec<DirectoryUser>,
+    pub next_after: Option<Uuid>,
+}
+
+/// Users for whom user-service should write a `UserSnapshot` (at most 1000).
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct SnapshotRequest {
+    pub user_ids: Vec<Uuid>,
+}
+
+/// A `UserSnapshot` written: the user, the version it shows, and its event id.
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct SnapshotWritten {
+    pub user_id: Uuid,
+    pub version: i64,
+    pub event_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct SnapshotResult {
+    pub written: Vec<SnapshotWritten>,
+    /// Ids no user has.
+    pub not_found: Vec<Uuid>,
+}
+
+/// The password that confirms an account's erasure.
+#[derive(Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct AccountErasure {
+    pub password: String,
+}
+
+impl std::fmt::Debug for AccountErasure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccountErasure { .. }")
+    }
+}
+
+/// An erased user: the id and the version of its `UserErased`.
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct Erasure {
+    pub user_id: Uuid,
+    pub version: i64,
+}
+
+/// What one `reconcile` run found.
+#[derive(Debug, Clone, PartialEq, Object, Serialize, Deserialize)]
+pub struct ReconcileSummary {
+    pub started_at: DateTime<Utc>,
+    pub seconds: f64,
+    /// Users compared (user-service's users plus read-model rows it does not know).
+    pub checked: i64,
+    /// Users whose read-model row differs (or is missing) and is not merely behind.
+    pub differ: i64,
+    /// Users whose newer events are still in flight (changed within the grace period).
+    pub behind: i64,
+    /// Users a `UserSnapshot` was asked for (`--repair`).
+    pub repaired: i64,
+}
+
+/// How a user's read-model row stands against user-service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize, Deserialize)]
+#[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Drift {
+    /// Fields differ (or the read model is ahead) at no excuse of events in flight.
+    Differs,
+    /// user-service has the user; the read model has no row, and the user is not new.
+    Missing,
+    /// The read model has a row for an id user-service does not know.
+    Unknown,
+    /// Older than user-service's version, and the user changed within the grace period:
+    /// its newer events are still in flight. Not counted as differing.
+    Behind,
+}
+
+/// One user `reconcile` reports; names the fields that differ, never their values.
+#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct DriftedUser {
+    pub user_id: Uuid,
+    pub drift: Drift,
+    /// The fields that differ (`email`, `first_name`, `last_name`, `phone`, `role`,
+    /// `status`, `version`).
+    pub fields: Vec<String>,
+    pub read_model_version: Option<i64>,
+    pub user_service_version: Option<i64>,
+}
+
+/// What `reconcile` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Object, Serialize, Deserialize)]
+pub struct ReconcileRequest {
+    /// Ask user-service for a `UserSnapshot` of each differing user, wait for them to be
+    /// applied and check again.
+    #[serde(default)]
+    #[oai(default)]
+    pub repair: bool,
+}
+
+/// A `reconcile` run: the summary and the users that differ or are behind (at most 1000
+/// listed). After a repair, `before` is the first check's summary.
+#[derive(Debug, Clone, PartialEq, Object, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    pub summary: ReconcileSummary,
+    pub users: Vec<DriftedUser>,
+    pub before: Option<ReconcileSummary>,
+}
+
+/// The consumer's read model of users.
+#[derive(Debug, Clone, PartialEq, Object, Serialize, Deserialize)]
+pub struct ReadModelStats {
+    /// Rows of `consumer.user_directory` (erased tombstones included).
+    pub users: i64,
+    /// Events parked until the version before them arrives.
+    pub held_events: i64,
+    /// Age in seconds of the oldest parked event; null when none is parked.
+    pub oldest_held_age_s: Option<f64>,
+    /// The latest `reconcile` run, if any.
+    pub last_reconcile: Option<ReconcileSummary>,
+}
+
 /// A registration as the client sends it.
 #[derive(Debug, Clone, Object, Serialize, Deserialize)]
 #[oai(example)]
@@ -235,7 +403,7 @@ pub struct DayCount {
 }
 
 /// The event consumer's live figures.
-#[derive(Debug, Clone, PartialEq, Eq, Object, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Object, Serialize, Deserialize)]
 pub struct EventStats {
     pub processed_total: i64,
     pub duplicates_total: i64,
@@ -245,6 +413,7 @@ pub struct EventStats {
     pub welcome_notifications: WelcomeNotifications,
     /// The last 7 days, oldest first, days without registrations included with 0.
     pub registrations_per_day: Vec<DayCount>,
+    pub read_model: ReadModelStats,
 }
 
 /// Which published outbox rows to re-queue.

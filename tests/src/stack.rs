@@ -244,6 +244,28 @@ impl Stack {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Runs a subcommand with some settings overridden, whatever its exit code: the code
+    /// and stdout (and stderr, when it failed).
+    pub fn run_cli_with(
+        &self,
+        service: Service,
+        args: &[&str],
+        overrides: &[(&str, String)],
+    ) -> anyhow::Result<(i32, String)> {
+        let mut env = self.env(service);
+        env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let output = Command::new(binary_path(service.binary()))
+            .args(args)
+            .env_clear()
+            .envs(env)
+            .output()?;
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            text.push_str(&String::from_utf8_lossy(&output.stderr));
+        }
+        Ok((output.status.code().unwrap_or(-1), text))
+    }
+
     /// SIGKILL: no shutdown hook, no flush, no commit.
     pub fn kill9(&mut self, service: Service) {
         if let Some(mut child) = self.children.remove(&service) {

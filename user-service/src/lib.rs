@@ -6,6 +6,8 @@
 
 pub mod api;
 pub mod config;
+pub mod directory;
+pub mod erasure;
 pub mod lifecycle;
 pub mod password;
 pub mod password_change;

@@ -26,7 +26,8 @@ pub async fn account<C: deadpool_postgres::GenericClient + Sync>(
 ) -> Result<Option<Account>, tokio_postgres::Error> {
     Ok(client
         .query_opt(
-            "SELECT email, first_name, last_name, password_hash FROM users.users WHERE id = $1",
+            "SELECT email, first_name, last_name, password_hash FROM users.users \
+             WHERE id = $1 AND erased_at IS NULL",
             &[&id],
         )
         .await?

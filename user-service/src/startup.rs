@@ -11,6 +11,7 @@ use platform::service::{Service, Shutdown};
 use poem_openapi::OpenApiService;
 
 use crate::api::admin::AdminApi;
+use crate::api::directory::DirectoryApi;
 use crate::api::users::UsersApi;
 use crate::config::Config;
 use crate::password::{HashError, Hasher};
@@ -77,6 +78,9 @@ impl Service for App {
                     state: self.state.clone(),
                 },
                 AdminApi {
+                    state: self.state.clone(),
+                },
+                DirectoryApi {
                     state: self.state.clone(),
                 },
             ),

@@ -6,7 +6,7 @@ pub use platform::wire::UserStats as Stats;
 
 // The unpublished and published look-ups are written to use the outbox's partial indexes.
 const STATS: &str = "SELECT \
-    (SELECT count(*) FROM users.users) AS users_total, \
+    (SELECT count(*) FROM users.users WHERE erased_at IS NULL) AS users_total, \
     (SELECT count(*) FROM users.users \
         WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') \
         AS registered_today, \

@@ -71,7 +71,7 @@ impl Taken {
 pub(crate) const COLUMNS: &str =
     "id, email, phone, first_name, last_name, role, is_active, created_at, version";
 
-/// The user `id`, its row locked until the caller's transaction ends (a change of the user
+/// The user `id` (not erased), its row locked until the caller's transaction ends (a change of the user
 /// and its versioned event are written under this lock).
 pub async fn lock<C: GenericClient + Sync>(
     tx: &C,
@@ -79,7 +79,9 @@ pub async fn lock<C: GenericClient + Sync>(
 ) -> Result<Option<User>, tokio_postgres::Error> {
     let row = tx
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM users.users WHERE id = $1 FOR UPDATE"),
+            &format!(
+                "SELECT {COLUMNS} FROM users.users WHERE id = $1 AND erased_at IS NULL FOR UPDATE"
+            ),
             &[&id],
         )
         .await?;
@@ -122,7 +124,9 @@ pub async fn find_by_id<C: GenericClient + Sync>(
     id: Uuid,
 ) -> Result<Option<User>, tokio_postgres::Error> {
     let statement = client
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM users.users WHERE id = $1"))
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM users.users WHERE id = $1 AND erased_at IS NULL"
+        ))
         .await?;
     Ok(client
         .query_opt(&statement, &[&id])

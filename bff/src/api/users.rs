@@ -16,7 +16,7 @@ use crate::idempotency::{self, Claim, Scoped, MAX_KEY_LEN};
 use crate::rate_limit::ClientIp;
 use crate::state::AppState;
 use crate::upstream::Answer;
-use platform::wire::{PasswordChange, ProfileUpdate};
+use platform::wire::{AccountErasure, PasswordChange, ProfileUpdate};
 
 /// An answer as the idempotency record keeps it: status and JSON body.
 fn into_stored(answer: RegisterResponse) -> (u16, serde_json::Value) {
@@ -187,6 +187,42 @@ impl UsersApi {
         }
     }
 
+    /// Erases the signed-in user, confirmed with `password`: the user's personal data
+    /// leaves every service (user-service keeps a tombstone with the id; the outbox rows
+    /// lose their personal data; the consumer's read model and effect tables lose it when
+    /// `UserErased` is applied), every session and stored registration answer of the user
+    /// goes, and every token of the user is refused from now on. The email may be
+    /// registered again. Records already in Kafka stay until the topic's retention.
+    #[oai(path = "/api/v1/protected/account", method = "delete")]
+    async fn erase_account(
+        &self,
+        auth: BearerAuth,
+        body: Json<AccountErasure>,
+    ) -> Result<AccountErased, ApiError> {
+        let claims = authenticate(&self.state, &auth).await?;
+        match self.state.upstream.erase(claims.sub, &body.0).await? {
+            Answer::Ok(erased) => {
+                let mut client = self.state.pool.get().await?;
+                let sessions = crate::sessions::forget_user(&mut client, claims.sub).await?;
+                for sid in &sessions {
+                    self.state.liveness.revoked(*sid);
+                }
+                tracing::info!(
+                    user_id = %claims.sub,
+                    version = erased.version,
+                    sessions = sessions.len(),
+                    "account erased; sessions deleted"
+                );
+                Ok(AccountErased::Erased)
+            }
+            Answer::Refused(status, error) => Ok(match status.as_u16() {
+                403 => AccountErased::WrongPassword(Json(error)),
+                400 => return Err(ApiError::BadRequest(Json(error))),
+                _ => return Err(ApiError::unauthorized()),
+            }),
+        }
+    }
+
     /// Changes the signed-in user's `first_name`, `last_name` and `phone` (any subset,
     /// the registration's rules; `"phone": null` removes it). Send the profile's `ETag`
     /// as `If-Match` to change only what you read: a stale one gets 412 with the current
@@ -248,6 +284,16 @@ pub enum ProfilePatched {
     /// A field breaks the registration's rules (`details` lists each).
     #[oai(status = 422)]
     Invalid(Json<ErrorBody>),
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum AccountErased {
+    /// Erased; every session of the user is gone.
+    #[oai(status = 204)]
+    Erased,
+    /// The password is wrong; nothing changed.
+    #[oai(status = 403)]
+    WrongPassword(Json<ErrorBody>),
 }
 
 #[derive(Debug, ApiResponse)]

@@ -3,4 +3,5 @@
 //! [`platform::error::Failure`].
 
 pub mod dlq;
+pub mod reconcile;
 pub mod stats;

@@ -12,6 +12,8 @@ pub(crate) enum Tag {
     Stats,
     /// The dead-letter topic: list, show, redrive.
     DeadLetters,
+    /// The read model against user-service: drift check and repair.
+    Reconcile,
 }
 
 /// The consumer's API; its context is the pool of its own tables.

@@ -3,6 +3,7 @@
 //! endpoint may give besides its own are [`platform::error::Failure`].
 
 pub mod admin;
+pub mod directory;
 pub mod users;
 
 use poem_openapi::Tags;
@@ -13,4 +14,7 @@ pub(crate) enum Tag {
     Users,
     /// Dashboard numbers and outbox replay (called by the BFF's admin endpoints).
     Admin,
+    /// The read model's source of truth for `reconcile`, and repair snapshots (called by
+    /// the event consumer and operators).
+    Directory,
 }

@@ -3,7 +3,8 @@
 use platform::error::{ErrorBody, Failure, Found};
 use platform::internal_key::{Caller, InternalKey};
 use platform::wire::{
-    Credentials, PasswordChange, ProfileUpdate, RegisterResponse, Registration, User, Verification,
+    AccountErasure, Credentials, Erasure, PasswordChange, ProfileUpdate, RegisterResponse,
+    Registration, User, Verification,
 };
 use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
@@ -282,6 +283,85 @@ impl UsersApi {
             )))),
         }
     }
+
+    /// Erases the user, confirmed by its password: personal data leaves the user row (a
+    /// tombstone keeps the id, role and version) and every earlier outbox row, and
+    /// `UserErased` is written, in one transaction. The caller (the BFF) ends the
+    /// user's sessions.
+    #[oai(path = "/users/:id/erase", method = "post")]
+    async fn erase(
+        &self,
+        key: InternalKey,
+        id: Path<Uuid>,
+        /// W3C trace context, stored with the event.
+        traceparent: Header<Option<String>>,
+        body: Json<AccountErasure>,
+    ) -> Result<AccountErased, Failure> {
+        key.permit(&[Caller::Bff])?;
+        let not_found =
+            || AccountErased::NotFound(Json(ErrorBody::new("Not found", "No user has this id.")));
+        let wrong = || {
+            AccountErased::WrongPassword(Json(ErrorBody::new(
+                "Forbidden",
+                "The password is wrong.",
+            )))
+        };
+        let account = {
+            let client = self.state.pool.get().await?;
+            crate::password_change::account(&client, id.0).await?
+        };
+        let Some(account) = account else {
+            return Ok(not_found());
+        };
+        let right = self
+            .state
+            .hasher
+            .verify(body.0.password, Some(account.password_hash.clone()))
+            .await?;
+        if !right {
+            return Ok(wrong());
+        }
+        let mut client = self.state.pool.get().await?;
+        let topic = &self.state.settings.events_topic;
+        let erased = crate::erasure::erase(
+            &mut client,
+            id.0,
+            Some(&account.password_hash),
+            topic,
+            traceparent.0,
+        )
+        .await?;
+        match erased {
+            Some(erased) => {
+                tracing::info!(
+                    user_id = %id.0,
+                    version = erased.version,
+                    scrubbed_outbox_rows = erased.scrubbed,
+                    "user erased"
+                );
+                Ok(AccountErased::Erased(Json(Erasure {
+                    user_id: id.0,
+                    version: erased.version,
+                })))
+            }
+            // The password changed, or the user was erased, since it was checked.
+            None => Ok(wrong()),
+        }
+    }
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum AccountErased {
+    /// Erased: the user row is a tombstone, the outbox rows are scrubbed and `UserErased`
+    /// is enqueued.
+    #[oai(status = 200)]
+    Erased(Json<Erasure>),
+    /// The password is wrong.
+    #[oai(status = 403)]
+    WrongPassword(Json<ErrorBody>),
+    /// No user has this id (or it is erased already).
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
 }
 
 #[derive(Debug, ApiResponse)]

@@ -1,0 +1,512 @@
+//! The `consumer.user_directory` read model: each user's row, built only from events and
+//! applied in version order. An event whose version is not the next one waits in
+//! `consumer.held_events` (its partition goes on) until the missing version arrives or a
+//! snapshot covers it; an older or equal version is a duplicate and is skipped; a
+//! `UserSnapshot` at or above the row's version sets the whole row; `UserErased` leaves a
+//! tombstone without personal data, and every later event of that user is skipped.
+//!
+//! Set-based like the inbox: per batch, one locking read of the rows and one read of the
+//! held events of the batch's users, then one upsert, one delete and one insert.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use platform::wire::UserStatus;
+use uuid::Uuid;
+
+use crate::event::{Change, UserChange};
+
+/// A user's row in the read model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone: Option<String>,
+    pub role: String,
+    pub status: UserStatus,
+    pub version: i64,
+}
+
+impl Entry {
+    fn tombstone(role: String, version: i64) -> Self {
+        Entry {
+            email: None,
+            first_name: None,
+            last_name: None,
+            phone: None,
+            role,
+            status: UserStatus::Erased,
+            version,
+        }
+    }
+}
+
+/// One event for the read model, new in this batch or held from an earlier one.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub change: UserChange,
+    /// When it was parked, for an event that was held.
+    pub held_at: Option<DateTime<Utc>>,
+}
+
+/// What the read model did with a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Events whose change is now in a row.
+    pub applied: u64,
+    /// Events at or below their user's version: skipped as duplicates.
+    pub stale: u64,
+    /// Events parked for a gap (new in this batch).
+    pub held: u64,
+    /// Events of an erased user, skipped.
+    pub erased_skipped: u64,
+    /// Users erased by this batch.
+    pub erased: Vec<Uuid>,
+    /// Users whose row ends the batch as a tombstone (erased now or before).
+    pub tombstones: HashSet<Uuid>,
+}
+
+/// How one user's events settle against the row.
+#[derive(Debug, Default)]
+struct Settled {
+    row: Option<Entry>,
+    changed: bool,
+    /// Events still waiting for the version before them.
+    held: Vec<Pending>,
+    /// Held events that left the table (applied, stale or skipped).
+    released: Vec<i64>,
+    outcome: Outcome,
+}
+
+/// Applies `events` (in any order) to the rows `row` of one user, with the events already
+/// held for that user.
+fn settle(row: Option<Entry>, mut events: Vec<Pending>) -> Settled {
+    events.sort_by_key(|p| (p.change.version, p.held_at.is_none()));
+    let mut settled = Settled {
+        row,
+        ..Settled::default()
+    };
+    let mut waiting: Vec<Pending> = Vec::new();
+    let mut seen = HashSet::new();
+    for pending in events {
+        let version = pending.change.version;
+        let was_held = pending.held_at.is_some();
+        let current = settled.row.as_ref().map(|r| (r.version, r.status));
+        let release = |settled: &mut Settled| {
+            if was_held {
+                settled.released.push(version);
+            }
+        };
+        if !seen.insert(version) {
+            // A second event at the same version: the first one (held, or earlier in
+            // the batch) stands.
+            settled.outcome.stale += 1;
+            release(&mut settled);
+            continue;
+        }
+        if current.is_some_and(|(_, status)| status == UserStatus::Erased) {
+            settled.outcome.erased_skipped += 1;
+            release(&mut settled);
+            continue;
+        }
+        let next = current.map_or(1, |(v, _)| v + 1);
+        let applies = match &pending.change.change {
+            // Erasure is final: it applies over any gap.
+            Change::Erased => current.is_none_or(|(v, _)| version > v),
+            Change::Snapshot { .. } => current.is_none_or(|(v, _)| version >= v),
+            _ if version == next => true,
+            _ if current.is_some_and(|(v, _)| version <= v) => false,
+            _ => {
+                waiting.push(pending);
+                continue;
+            }
+        };
+        if !applies {
+            settled.outcome.stale += 1;
+            release(&mut settled);
+            continue;
+        }
+        settled.row = Some(apply(settled.row.take(), &pending.change));
+        settled.changed = true;
+        settled.outcome.applied += 1;
+        if matches!(pending.change.change, Change::Erased) {
+            settled.outcome.erased.push(pending.change.user_id);
+        }
+        release(&mut settled);
+    }
+    // A snapshot or an erasure may have jumped past what waits; the rest keeps waiting.
+    let final_version = settled.row.as_ref().map(|r| (r.version, r.status));
+    for pending in waiting {
+        let covered = final_version
+            .is_some_and(|(v, status)| pending.change.version <= v || status == UserStatus::Erased);
+        if covered {
+            if final_version.is_some_and(|(_, s)| s == UserStatus::Erased) {
+                settled.outcome.erased_skipped += 1;
+            } else {
+                settled.outcome.stale += 1;
+            }
+            if pending.held_at.is_some() {
+                settled.released.push(pending.change.version);
+            }
+        } else {
+            if pending.held_at.is_none() {
+                settled.outcome.held += 1;
+            }
+            settled.held.push(pending);
+        }
+    }
+    settled
+}
+
+/// The row after `change` (which applies: the version checks are [`settle`]'s).
+fn apply(row: Option<Entry>, change: &UserChange) -> Entry {
+    let version = change.version;
+    match (&change.change, row) {
+        (
+            Change::Registered {
+                email,
+                first_name,
+                last_name,
+                phone,
+                role,
+            },
+            _,
+        ) => Entry {
+            email: Some(email.clone()),
+            first_name: Some(first_name.clone()),
+            last_name: Some(last_name.clone()),
+            phone: phone.clone(),
+            role: role.clone(),
+            status: UserStatus::Active,
+            version,
+        },
+        (
+            Change::Snapshot {
+                email,
+                first_name,
+                last_name,
+                phone,
+                role,
+                status,
+            },
+            _,
+        ) => {
+            if *status == UserStatus::Erased {
+                return Entry::tombstone(role.clone(), version);
+            }
+            Entry {
+                email: email.clone(),
+                first_name: first_name.clone(),
+                last_name: last_name.clone(),
+                phone: phone.clone(),
+                role: role.clone(),
+                status: *status,
+                version,
+            }
+        }
+        (Change::Erased, row) => {
+            let role = row.map_or_else(|| "user".to_owned(), |r| r.role);
+            Entry::tombstone(role, version)
+        }
+        // Only a registration, a snapshot or an erasure can start a row; `settle` holds
+        // anything else until one has.
+        (_, None) => unreachable!("a change applied to a user without a row"),
+        (change, Some(mut row)) => {
+            match change {
+                Change::Profile {
+                    first_name,
+                    last_name,
+                    sets_phone,
+                    phone,
+                } => {
+                    if let Some(first) = first_name {
+                        row.first_name = Some(first.clone());
+                    }
+                    if let Some(last) = last_name {
+                        row.last_name = Some(last.clone());
+                    }
+                    if *sets_phone {
+                        row.phone = phone.clone();
+                    }
+                }
+                Change::Role { role } => row.role = role.clone(),
+                Change::Status { active } => {
+                    row.status = if *active {
+                        UserStatus::Active
+                    } else {
+                        UserStatus::Deactivated
+                    }
+                }
+                Change::Password
+                | Change::Registered { .. }
+                | Change::Snapshot { .. }
+                | Change::Erased => {}
+            }
+            row.version = version;
+            row
+        }
+    }
+}
+
+const ROWS: &str = "
+    SELECT user_id, email, first_name, last_name, phone, role, status, version
+    FROM consumer.user_directory WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE";
+
+const HELD: &str = "
+    SELECT user_id, version, event_id, event_type, change, held_at
+    FROM consumer.held_events WHERE user_id = ANY($1)";
+
+const UPSERT: &str = "
+    INSERT INTO consumer.user_directory
+        (user_id, email, first_name, last_name, phone, role, status, version)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::int8[])
+    ON CONFLICT (user_id) DO UPDATE SET
+        email = EXCLUDED.email, first_name = EXCLUDED.first_name,
+        last_name = EXCLUDED.last_name, phone = EXCLUDED.phone, role = EXCLUDED.role,
+        status = EXCLUDED.status, version = EXCLUDED.version, updated_at = now()";
+
+const RELEASE: &str = "
+    DELETE FROM consumer.held_events h
+    USING unnest($1::uuid[], $2::int8[]) AS r(user_id, version)
+    WHERE h.user_id = r.user_id AND h.version = r.version";
+
+const HOLD: &str = "
+    INSERT INTO consumer.held_events (user_id, version, event_id, event_type, change)
+    SELECT * FROM unnest($1::uuid[], $2::int8[], $3::uuid[], $4::text[], $5::jsonb[])
+    ON CONFLICT (user_id, version) DO NOTHING";
+
+const FORGET_WELCOME: &str = "DELETE FROM consumer.welcome_notifications WHERE user_id = ANY($1)";
+
+/// Applies the batch's user events (new ones only: the inbox has deduplicated them by
+/// id) to the read model, in the caller's transaction.
+pub async fn apply_batch(
+    client: &impl GenericClient,
+    events: Vec<Pending>,
+) -> Result<Outcome, tokio_postgres::Error> {
+    if events.is_empty() {
+        return Ok(Outcome::default());
+    }
+    let mut per_user: BTreeMap<Uuid, Vec<Pending>> = BTreeMap::new();
+    for pending in events {
+        per_user
+            .entry(pending.change.user_id)
+            .or_default()
+            .push(pending);
+    }
+    let users: Vec<Uuid> = per_user.keys().copied().collect();
+
+    let statement = client.prepare_cached(ROWS).await?;
+    let mut rows: BTreeMap<Uuid, Entry> = client
+        .query(&statement, &[&users])
+        .await?
+        .iter()
+        .map(|row| {
+            (
+                row.get(0),
+                Entry {
+                    email: row.get(1),
+                    first_name: row.get(2),
+                    last_name: row.get(3),
+                    phone: row.get(4),
+                    role: row.get(5),
+                    status: UserStatus::from_db(row.get(6)),
+                    version: row.get(7),
+                },
+            )
+        })
+        .collect();
+    let statement = client.prepare_cached(HELD).await?;
+    for row in client.query(&statement, &[&users]).await? {
+        let user_id: Uuid = row.get(0);
+        let change: serde_json::Value = row.get(4);
+        // A held change this build cannot read back stays where it is, for a snapshot.
+        let Ok(change) = serde_json::from_value::<Change>(change) else {
+            continue;
+        };
+        per_user.entry(user_id).or_default().push(Pending {
+            event_id: row.get(2),
+            event_type: row.get(3),
+            change: UserChange {
+                user_id,
+                version: row.get(1),
+                change,
+            },
+            held_at: Some(row.get(5)),
+        });
+    }
+
+    let mut outcome = Outcome::default();
+    let mut upserts: Vec<(Uuid, Entry)> = Vec::new();
+    let mut released: Vec<(Uuid, i64)> = Vec::new();
+    let mut holds: Vec<Pending> = Vec::new();
+    for (user, events) in per_user {
+        let settled = settle(rows.remove(&user), events);
+        outcome.applied += settled.outcome.applied;
+        outcome.stale += settled.outcome.stale;
+        outcome.held += settled.outcome.held;
+        outcome.erased_skipped += settled.outcome.erased_skipped;
+        outcome.erased.extend(settled.outcome.erased);
+        released.extend(settled.released.into_iter().map(|v| (user, v)));
+        holds.extend(settled.held.into_iter().filter(|p| p.held_at.is_none()));
+        if let Some(row) = settled.row {
+            if row.status == UserStatus::Erased {
+                outcome.tombstones.insert(user);
+            }
+            if settled.changed {
+                upserts.push((user, row));
+            }
+        }
+    }
+    write(client, &upserts, &released, &holds).await?;
+    if !outcome.erased.is_empty() {
+        let statement = client.prepare_cached(FORGET_WELCOME).await?;
+        client.execute(&statement, &[&outcome.erased]).await?;
+    }
+    Ok(outcome)
+}
+
+async fn write(
+    client: &impl GenericClient,
+    upserts: &[(Uuid, Entry)],
+    released: &[(Uuid, i64)],
+    holds: &[Pending],
+) -> Result<(), tokio_postgres::Error> {
+    if !upserts.is_empty() {
+        let ids: Vec<Uuid> = upserts.iter().map(|(id, _)| *id).collect();
+        let email: Vec<Option<&str>> = upserts.iter().map(|(_, r)| r.email.as_deref()).collect();
+        let first: Vec<Option<&str>> = upserts
+            .iter()
+            .map(|(_, r)| r.first_name.as_deref())
+            .collect();
+        let last: Vec<Option<&str>> = upserts
+            .iter()
+            .map(|(_, r)| r.last_name.as_deref())
+            .collect();
+        let phone: Vec<Option<&str>> = upserts.iter().map(|(_, r)| r.phone.as_deref()).collect();
+        let role: Vec<&str> = upserts.iter().map(|(_, r)| r.role.as_str()).collect();
+        let status: Vec<&str> = upserts.iter().map(|(_, r)| r.status.as_str()).collect();
+        let version: Vec<i64> = upserts.iter().map(|(_, r)| r.version).collect();
+        let statement = client.prepare_cached(UPSERT).await?;
+        client
+            .execute(
+                &statement,
+                &[
+                    &ids, &email, &first, &last, &phone, &role, &status, &version,
+                ],
+            )
+            .await?;
+    }
+    if !released.is_empty() {
+        let ids: Vec<Uuid> = released.iter().map(|(id, _)| *id).collect();
+        let versions: Vec<i64> = released.iter().map(|(_, v)| *v).collect();
+        let statement = client.prepare_cached(RELEASE).await?;
+        client.execute(&statement, &[&ids, &versions]).await?;
+    }
+    if !holds.is_empty() {
+        let ids: Vec<Uuid> = holds.iter().map(|p| p.change.user_id).collect();
+        let versions: Vec<i64> = holds.iter().map(|p| p.change.version).collect();
+        let events: Vec<Uuid> = holds.iter().map(|p| p.event_id).collect();
+        let types: Vec<&str> = holds.iter().map(|p| p.event_type.as_str()).collect();
+        let changes: Vec<serde_json::Value> = holds
+            .iter()
+            .map(|p| serde_json::to_value(&p.change.change).unwrap_or_default())
+            .collect();
+        let statement = client.prepare_cached(HOLD).await?;
+        client
+            .execute(&statement, &[&ids, &versions, &events, &types, &changes])
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(version: i64, change: Change) -> Pending {
+        Pending {
+            event_id: Uuid::now_v7(),
+            event_type: "T".into(),
+            change: UserChange {
+                user_id: Uuid::nil(),
+                version,
+                change,
+            },
+            held_at: None,
+        }
+    }
+
+    fn registered() -> Change {
+        Change::Registered {
+            email: "a@example.com".into(),
+            first_name: "Ada".into(),
+            last_name: "L".into(),
+            phone: None,
+            role: "user".into(),
+        }
+    }
+
+    fn rename(first: &str) -> Change {
+        Change::Profile {
+            first_name: Some(first.into()),
+            last_name: None,
+            sets_phone: false,
+            phone: None,
+        }
+    }
+
+    #[test]
+    fn a_gap_waits_and_the_missing_version_releases_it() {
+        let first = settle(None, vec![event(1, registered()), event(3, rename("C"))]);
+        assert_eq!(first.row.as_ref().unwrap().version, 1);
+        assert_eq!(first.held.len(), 1);
+        assert_eq!(first.outcome.held, 1);
+
+        let mut held = first.held[0].clone();
+        held.held_at = Some(Utc::now());
+        let second = settle(first.row, vec![held, event(2, rename("B"))]);
+        let row = second.row.unwrap();
+        assert_eq!((row.version, row.first_name.as_deref()), (3, Some("C")));
+        assert_eq!(second.released, vec![3]);
+        assert!(second.held.is_empty());
+    }
+
+    #[test]
+    fn older_or_equal_versions_are_duplicates_and_a_snapshot_sets_the_row() {
+        let start = settle(None, vec![event(1, registered()), event(2, rename("B"))]);
+        let again = settle(
+            start.row.clone(),
+            vec![event(2, rename("X")), event(1, registered())],
+        );
+        assert_eq!(again.outcome.stale, 2);
+        assert!(!again.changed);
+
+        let snapshot = Change::Snapshot {
+            email: Some("a@example.com".into()),
+            first_name: Some("Fixed".into()),
+            last_name: Some("L".into()),
+            phone: Some("+15550100".into()),
+            role: "admin".into(),
+            status: UserStatus::Deactivated,
+        };
+        let repaired = settle(start.row, vec![event(2, snapshot)]);
+        let row = repaired.row.unwrap();
+        assert_eq!(row.first_name.as_deref(), Some("Fixed"));
+        assert_eq!((row.status, row.version), (UserStatus::Deactivated, 2));
+    }
+
+    #[test]
+    fn after_erasure_the_row_keeps_no_personal_data_and_later_events_are_skipped() {
+        let erased = settle(None, vec![event(1, registered()), event(5, Change::Erased)]);
+        let row = erased.row.clone().unwrap();
+        assert_eq!(row, Entry::tombstone("user".into(), 5));
+        let later = settle(erased.row, vec![event(6, rename("Z"))]);
+        assert_eq!(later.outcome.erased_skipped, 1);
+        assert!(!later.changed);
+    }
+}
