@@ -54,7 +54,7 @@ pub async fn read(client: &impl GenericClient) -> Result<Stats, tokio_postgres::
             total: row.get(6),
         },
         registrations_per_day: days,
-        read_model,
+        read_model: Some(read_model),
     })
 }
 

@@ -413,7 +413,9 @@ pub struct EventStats {
     pub welcome_notifications: WelcomeNotifications,
     /// The last 7 days, oldest first, days without registrations included with 0.
     pub registrations_per_day: Vec<DayCount>,
-    pub read_model: ReadModelStats,
+    /// The user read model (absent from a consumer older than it: the rest still shows).
+    #[serde(default)]
+    pub read_model: Option<ReadModelStats>,
 }
 
 /// Which published outbox rows to re-queue.

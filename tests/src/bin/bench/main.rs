@@ -9,6 +9,7 @@ mod consumer;
 mod db_limit;
 mod http;
 mod producer;
+mod reconcile;
 mod relay;
 mod stats;
 mod write_overhead;
@@ -240,6 +241,16 @@ async fn main() -> anyhow::Result<()> {
     );
     report["outbox_write_overhead_ms"] = overhead;
 
+    // reconcile over 100k users (BENCH_RECONCILE_USERS).
+    let reconcile_users: i64 = env_or("BENCH_RECONCILE_USERS", 100_000);
+    let reconcile_db = scratch_db().await;
+    let reconciled = reconcile::measure(&reconcile_db, reconcile_users).await?;
+    eprintln!(
+        "[bench] reconcile: {} users in {} s",
+        reconciled["users"], reconciled["seconds_in_sync"]
+    );
+    report["reconcile"] = reconciled;
+
     // The public API under load.
     let http_db = scratch_db().await;
     let http_figures = http::measure(&http_db, http_seconds).await?;
@@ -417,6 +428,10 @@ fn print_table(r: &Value) {
             "consumer events/s (backlog)",
             f(&r["consumer"]["events_per_s"]),
             20_000.0,
+        ),
+        Row::info(
+            "reconcile of 100k users, s",
+            f(&r["reconcile"]["seconds_in_sync"]),
         ),
         Row::info(
             "outbox row cost, p50 ms",
