@@ -85,7 +85,11 @@ struct Settled {
 /// Applies `events` (in any order) to the rows `row` of one user, with the events already
 /// held for that user.
 fn settle(row: Option<Entry>, mut events: Vec<Pending>) -> Settled {
-    events.sort_by_key(|p| (p.change.version, p.held_at.is_none()));
+    // At one version a snapshot (or an erasure) goes first: it covers what waits there.
+    events.sort_by_key(|p| {
+        let covers = matches!(p.change.change, Change::Snapshot { .. } | Change::Erased);
+        (p.change.version, !covers, p.held_at.is_none())
+    });
     let mut settled = Settled {
         row,
         ..Settled::default()
@@ -498,6 +502,27 @@ mod tests {
         let row = repaired.row.unwrap();
         assert_eq!(row.first_name.as_deref(), Some("Fixed"));
         assert_eq!((row.status, row.version), (UserStatus::Deactivated, 2));
+    }
+
+    #[test]
+    fn a_snapshot_at_the_version_that_waits_covers_it() {
+        let start = settle(None, vec![event(1, registered())]);
+        let mut held = event(3, rename("C"));
+        held.held_at = Some(Utc::now());
+        let snapshot = Change::Snapshot {
+            email: Some("a@example.com".into()),
+            first_name: Some("C".into()),
+            last_name: Some("L".into()),
+            phone: None,
+            role: "user".into(),
+            status: UserStatus::Active,
+        };
+        let repaired = settle(start.row, vec![held, event(3, snapshot)]);
+        let row = repaired.row.unwrap();
+        assert_eq!((row.version, row.first_name.as_deref()), (3, Some("C")));
+        assert_eq!(repaired.released, vec![3]);
+        assert!(repaired.held.is_empty());
+        assert_eq!((repaired.outcome.applied, repaired.outcome.stale), (1, 1));
     }
 
     #[test]

@@ -154,11 +154,16 @@ async fn a_registration_reaches_kafka_in_the_contract_form_and_has_exactly_one_e
         .await?;
     assert_eq!(profile["id"], user_id.as_str());
 
-    // The admin dashboard's figures follow: two users now, both applied by the consumer.
+    // The admin dashboard's figures follow: two users now, both applied by the consumer
+    // (the admin's role change too).
     let token = admin_token(&stack).await?;
     assert!(
         eventually(Duration::from_secs(30), || async {
             welcome_rows(&stack).await == 2
+                && stack
+                    .count("SELECT processed_total FROM consumer.counters")
+                    .await
+                    .is_ok_and(|n| n == 3)
         })
         .await
     );
@@ -172,7 +177,12 @@ async fn a_registration_reaches_kafka_in_the_contract_form_and_has_exactly_one_e
         .await?;
     let text = dashboard.to_string();
     assert!(text.contains("\"users_total\":2"), "dashboard: {text}");
-    assert!(text.contains("\"processed_total\":2"), "dashboard: {text}");
+    // Two registrations and the admin's UserRoleChanged; both users in the read model.
+    assert!(text.contains("\"processed_total\":3"), "dashboard: {text}");
+    assert_eq!(
+        dashboard["events"]["read_model"]["users"], 2,
+        "dashboard: {text}"
+    );
     Ok(())
 }
 

@@ -486,3 +486,114 @@ async fn replay_into_an_empty_read_model_converges_and_reconcile_repairs_what_dr
     assert!(text.contains("\"last_reconcile\""), "{text}");
     assert!(text.contains("\"repaired\":2"), "{text}");
 }
+
+/// The user's version in the read model, if it has a row.
+async fn version_of(client: &tokio_postgres::Client, id: &str) -> Option<i64> {
+    client
+        .query_opt(
+            "SELECT version FROM consumer.user_directory WHERE user_id::text = $1",
+            &[&id],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|row| row.get(0))
+}
+
+#[tokio::test]
+async fn an_overdue_gap_is_reported_and_repaired_by_a_snapshot() {
+    let mut stack = Stack::new().await.expect("scratch database and topics");
+    stack.set_env("RATE_LIMIT_LOGIN_PER_MIN", "100");
+    stack.set_env("CONSUMER_GAP_TIMEOUT_MS", "500");
+    stack.set_env("CONSUMER_GAP_CHECK_MS", "100");
+    let mut stack = stack.started().await.expect("stack");
+    let user = new_user(&tag());
+    let email = user["email"].as_str().unwrap().to_owned();
+    let (status, created) = post(&stack, "/api/v1/register", None, user).await;
+    assert_eq!(status, 201);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let client = stack.db_client().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let (client, id) = (&client, id.clone());
+            async move { version_of(client, &id).await == Some(1) }
+        })
+        .await
+    );
+
+    // Versions 2 and 3 are written while the relay is down, and version 2's outbox row is
+    // lost before it is published (as if purged): the consumer gets version 3 alone.
+    stack.kill9(Service::Relay);
+    let (access, _) = login(&stack, &email, PASSWORD).await;
+    for name in ["Second", "Third"] {
+        let body = json!({"last_name": name});
+        let path = "/api/v1/protected/profile";
+        let (status, _) = call(
+            &stack,
+            reqwest::Method::PATCH,
+            path,
+            Some(&access),
+            Some(body),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let lost = client
+        .execute(
+            "DELETE FROM users.outbox WHERE aggregate_id = $1 AND (payload->>'version')::int = 2",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(lost, 1);
+    stack.start(Service::Relay).unwrap();
+
+    // Parked, reported as overdue, then repaired by the snapshot the consumer asks for.
+    let metrics_url = stack.url(Service::Consumer, "/metrics");
+    let http = stack.http.clone();
+    let reported = eventually(Duration::from_secs(30), || {
+        let (http, url) = (http.clone(), metrics_url.clone());
+        async move {
+            let text = match http.get(&url).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => return false,
+            };
+            text.contains("consumer_held_total 1")
+        }
+    })
+    .await;
+    assert!(reported, "the gap was never parked");
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let (client, id) = (&client, id.clone());
+            async move { version_of(client, &id).await == Some(3) }
+        })
+        .await,
+        "the gap was not repaired"
+    );
+    let snapshots: i64 = client
+        .query_one(
+            "SELECT count(*) FROM users.outbox WHERE aggregate_id = $1 AND event_type = 'UserSnapshot'",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(snapshots >= 1);
+    let last_name: String = client
+        .query_one(
+            "SELECT last_name FROM consumer.user_directory WHERE user_id::text = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(last_name, "Third");
+    let held: i64 = client
+        .query_one("SELECT count(*) FROM consumer.held_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 0);
+}
