@@ -285,6 +285,7 @@ pub async fn check(
         summary,
         users,
         before: None,
+        repaired_users: Vec::new(),
     })
 }
 
@@ -324,6 +325,11 @@ pub async fn repair(
     let mut after = check(pool, source, options).await?;
     after.summary.repaired = ids.len() as i64;
     after.before = Some(report.summary);
+    after.repaired_users = report
+        .users
+        .into_iter()
+        .filter(|u| u.drift != Drift::Behind)
+        .collect();
     Ok(after)
 }
 
@@ -397,7 +403,8 @@ pub async fn run(
 pub fn lines(report: &ReconcileReport) -> Vec<String> {
     let mut lines = Vec::new();
     let version = |v: Option<i64>| v.map_or_else(|| "none".to_owned(), |v| format!("v{v}"));
-    for user in &report.users {
+    let listed = report.repaired_users.iter().chain(&report.users);
+    for user in listed {
         let what = match user.drift {
             Drift::Differs => "differs",
             Drift::Missing => "missing",
@@ -423,11 +430,14 @@ pub fn lines(report: &ReconcileReport) -> Vec<String> {
         )
     };
     if let Some(before) = &report.before {
-        lines.push(summary("before repair: ", before));
-        lines.push(format!(
+        // The repaired users are listed first (as the first check found them).
+        let first = report.repaired_users.len();
+        lines.insert(first, summary("before repair: ", before));
+        let asked = format!(
             "repair: asked user-service for {} snapshots",
             report.summary.repaired
-        ));
+        );
+        lines.insert(first + 1, asked);
     }
     lines.push(summary("", &report.summary));
     lines

@@ -258,6 +258,9 @@ pub struct ReconcileReport {
     pub summary: ReconcileSummary,
     pub users: Vec<DriftedUser>,
     pub before: Option<ReconcileSummary>,
+    /// After a repair: the users the first check found, that snapshots were asked for.
+    #[serde(default)]
+    pub repaired_users: Vec<DriftedUser>,
 }
 
 /// The consumer's read model of users.
