@@ -198,3 +198,57 @@ async fn a_crash_between_produce_and_mark_duplicates_events_but_never_loses_one(
     assert_eq!(seen.len(), 20);
     assert_eq!(seen.values().filter(|n| **n == 2).count(), 12);
 }
+
+/// One event of `aggregate` with sequence `seq`, as `write_events` writes them.
+fn event_of(topic: &str, aggregate: &str, seq: u32) -> outbox_relay::NewEvent {
+    outbox_relay::NewEvent {
+        aggregate_type: "user".into(),
+        aggregate_id: aggregate.into(),
+        event_type: "UserRegistered".into(),
+        topic: topic.into(),
+        source: "/user-service".into(),
+        data: serde_json::json!({ "user_id": aggregate, "seq": seq }),
+        traceparent: None,
+        user_version: None,
+    }
+}
+
+#[tokio::test]
+async fn a_row_whose_transaction_commits_after_a_later_rows_is_still_published_in_order() {
+    let db = scratch_db().await;
+    let topic = scratch_topic(3).await;
+    let x = uuid::Uuid::now_v7().to_string();
+    let y = uuid::Uuid::now_v7().to_string();
+    write_events(&db, &topic, "UserRegistered", &[(x.clone(), 0)]).await;
+
+    // X's second event takes its id first, but its transaction stays open while Y's
+    // event (a higher id) commits and the relay publishes a batch.
+    let pool = db.pool();
+    let mut slow = pool.get().await.unwrap();
+    let open = slow.transaction().await.unwrap();
+    let slow_id = outbox_relay::enqueue(&open, &event_of(&topic, &x, 1))
+        .await
+        .unwrap();
+    write_events(&db, &topic, "UserRegistered", &[(y.clone(), 0)]).await;
+    let mut relay = relay(&db, fast_config(100));
+    assert_eq!(drain(&mut relay).await, 2, "X's first event and Y's");
+
+    open.commit().await.unwrap();
+    write_events(&db, &topic, "UserRegistered", &[(x.clone(), 2)]).await;
+    assert_eq!(
+        drain(&mut relay).await,
+        2,
+        "the late commit and the event after it"
+    );
+    assert_eq!(unpublished(&db).await, 0);
+
+    let records = read_topic(&topic, 4, Duration::from_secs(20)).await;
+    let ids = event_ids(&records);
+    assert_eq!(ids.len(), 4, "every event exactly once: {ids:?}");
+    assert!(
+        ids.contains(&slow_id),
+        "the late-committing row reached Kafka"
+    );
+    assert_eq!(sequence_of(&records, &x), vec![0, 1, 2]);
+    assert_eq!(sequence_of(&records, &y), vec![0]);
+}
