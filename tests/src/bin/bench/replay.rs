@@ -1,0 +1,66 @@
+//! Replay for recovery: `replay --all` over a million published rows, and the relay
+//! publishing them all again.
+
+use std::time::Instant;
+
+use outbox_relay::relay::{create_producer, Relay};
+use outbox_relay::ReplayFilter;
+use platform::db::DbConfig;
+use serde_json::{json, Value};
+
+/// Fills the outbox with `rows` rows already published, replays them all and drains the
+/// relay; seconds from the replay's start to the last delivery report.
+pub(crate) async fn measure(
+    db: &DbConfig,
+    topic: &str,
+    rows: i64,
+    batch: i64,
+) -> anyhow::Result<Value> {
+    let client = db.connect().await?;
+    tests::fill_outbox(&client, rows, topic).await?;
+    client
+        .execute("UPDATE users.outbox SET published_at = created_at", &[])
+        .await?;
+    client.batch_execute("VACUUM ANALYZE users.outbox").await?;
+
+    let mut relay = Relay::new(
+        db.clone(),
+        create_producer(&crate::relay::producer_settings())?,
+        crate::relay::relay_config(batch),
+    );
+    let started = Instant::now();
+    let requeued = outbox_relay::replay(
+        &client,
+        &ReplayFilter {
+            all: true,
+            ..ReplayFilter::default()
+        },
+        false,
+    )
+    .await?;
+    let requeue_s = started.elapsed().as_secs_f64();
+    let mut published = 0usize;
+    loop {
+        let outcome = relay.relay_once().await?;
+        anyhow::ensure!(
+            outcome.failed == 0,
+            "deliveries failed during the replay: {outcome:?}"
+        );
+        if outcome.claimed == 0 {
+            break;
+        }
+        published += outcome.published;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        published as u64 == requeued,
+        "replayed {requeued} rows but published {published}"
+    );
+    Ok(json!({
+        "rows": requeued,
+        "seconds_for_1m": crate::stats::round3(seconds * 1_000_000.0 / requeued.max(1) as f64),
+        "seconds": crate::stats::round3(seconds),
+        "seconds_requeue": crate::stats::round3(requeue_s),
+        "events_per_s": crate::stats::round0(published as f64 / seconds),
+    }))
+}
