@@ -30,6 +30,23 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The user id and the row of a query that selects `user_id, email, first_name,
+    /// last_name, phone, role, status, version` from `consumer.user_directory`.
+    pub fn from_row(row: &tokio_postgres::Row) -> (Uuid, Self) {
+        (
+            row.get(0),
+            Entry {
+                email: row.get(1),
+                first_name: row.get(2),
+                last_name: row.get(3),
+                phone: row.get(4),
+                role: row.get(5),
+                status: UserStatus::from_db(row.get(6)),
+                version: row.get(7),
+            },
+        )
+    }
+
     fn tombstone(role: String, version: i64) -> Self {
         Entry {
             email: None,
@@ -309,20 +326,7 @@ pub async fn apply_batch(
         .query(&statement, &[&users])
         .await?
         .iter()
-        .map(|row| {
-            (
-                row.get(0),
-                Entry {
-                    email: row.get(1),
-                    first_name: row.get(2),
-                    last_name: row.get(3),
-                    phone: row.get(4),
-                    role: row.get(5),
-                    status: UserStatus::from_db(row.get(6)),
-                    version: row.get(7),
-                },
-            )
-        })
+        .map(Entry::from_row)
         .collect();
     let statement = client.prepare_cached(HELD).await?;
     for row in client.query(&statement, &[&users]).await? {

@@ -13,7 +13,7 @@ use chrono::Utc;
 use deadpool_postgres::{GenericClient, Pool};
 use platform::wire::{
     DirectoryPage, DirectoryUser, Drift, DriftedUser, ReconcileReport, ReconcileSummary,
-    SnapshotRequest, SnapshotResult, UserStatus,
+    SnapshotRequest, SnapshotResult,
 };
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -202,20 +202,7 @@ async fn rows_in(
         .query(&statement, &[&after, &through])
         .await?
         .iter()
-        .map(|row| {
-            (
-                row.get(0),
-                Entry {
-                    email: row.get(1),
-                    first_name: row.get(2),
-                    last_name: row.get(3),
-                    phone: row.get(4),
-                    role: row.get(5),
-                    status: UserStatus::from_db(row.get(6)),
-                    version: row.get(7),
-                },
-            )
-        })
+        .map(Entry::from_row)
         .collect())
 }
 
@@ -473,6 +460,7 @@ pub async fn command(config: &crate::config::Config, repair_it: bool, grace: Opt
 mod tests {
     use super::*;
     use platform::wire::Role;
+    use platform::wire::UserStatus;
 
     fn source(version: i64, updated_ago_s: i64) -> DirectoryUser {
         DirectoryUser {
