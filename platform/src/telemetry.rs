@@ -74,11 +74,25 @@ fn provider(service: &'static str) -> Result<SdkTracerProvider, String> {
     Ok(builder.build())
 }
 
+/// Log targets that print data, not code paths, below `info`: tokio-postgres logs every
+/// statement's parameters at debug (emails, names, phone numbers, password hashes). They
+/// stay at `info` whatever `LOG_LEVEL` says, so no level ever logs personal data.
+const CAPPED: &[&str] = &["tokio_postgres::query=info"];
+
+/// The log filter of a `LOG_LEVEL` directive (`info`, `debug`, `info,bff=debug`...), with
+/// [`CAPPED`] added last so that it wins over the same targets in `level`.
+fn log_filter(level: &str) -> EnvFilter {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    CAPPED.iter().fold(filter, |filter, directive| {
+        filter.add_directive(directive.parse().expect("a valid directive"))
+    })
+}
+
 /// Installs the global subscriber. `level` is an `EnvFilter` directive for the log
-/// (`info`, `debug,tokio_postgres=info`...); exported spans are those at `info` and above,
+/// (`info`, `debug`, `info,bff=debug`...); exported spans are those at `info` and above,
 /// whatever the log's level. A second call in one process is a no-op.
 pub fn init(service: &'static str, level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = log_filter(level);
     let log = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -234,6 +248,39 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_log_level_lets_tokio_postgres_print_statement_parameters() {
+        use tracing::Level;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        for level in [
+            "debug",
+            "trace",
+            "tokio_postgres=trace",
+            "info,tokio_postgres::query=debug",
+        ] {
+            let subscriber = tracing_subscriber::registry().with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::sink)
+                    .with_filter(log_filter(level)),
+            );
+            tracing::subscriber::with_default(subscriber, || {
+                assert!(
+                    !tracing::enabled!(target: "tokio_postgres::query", Level::DEBUG),
+                    "{level}"
+                );
+                assert!(tracing::enabled!(target: "tokio_postgres::query", Level::INFO));
+            });
+        }
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::sink)
+                .with_filter(log_filter("debug")),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(tracing::enabled!(target: "bff::upstream", Level::DEBUG));
+        });
+    }
 
     #[test]
     fn a_traceparent_names_its_remote_context() {

@@ -85,6 +85,8 @@ pub struct Stack {
     children: HashMap<Service, Child>,
     extras: Vec<Child>,
     extra_env: Vec<(String, String)>,
+    /// Where the services' output goes once [`Stack::capture_logs`] was called.
+    log_dir: Option<std::path::PathBuf>,
     pub http: reqwest::Client,
 }
 
@@ -113,6 +115,7 @@ impl Stack {
             children: HashMap::new(),
             extras: Vec::new(),
             extra_env: Vec::new(),
+            log_dir: None,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()?,
@@ -191,14 +194,58 @@ impl Stack {
         env
     }
 
+    /// From now on, each service's stdout and stderr go to a file of its own (appended
+    /// across restarts) instead of the test's output; [`Stack::logs`] reads them.
+    pub fn capture_logs(&mut self) -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("stack-logs-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        self.log_dir = Some(dir);
+        Ok(())
+    }
+
+    /// Everything the services printed since [`Stack::capture_logs`], each line prefixed
+    /// with the service's binary name.
+    pub fn logs(&self) -> anyhow::Result<String> {
+        let mut all = String::new();
+        let Some(dir) = &self.log_dir else {
+            anyhow::bail!("logs are not captured: call capture_logs before starting services")
+        };
+        for service in Service::ALL {
+            let path = dir.join(format!("{}.log", service.binary()));
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            for line in text.lines() {
+                all.push_str(service.binary());
+                all.push_str(": ");
+                all.push_str(line);
+                all.push('\n');
+            }
+        }
+        Ok(all)
+    }
+
+    /// stdout and stderr for a process of `service`: the test's own, or its log file.
+    fn output(&self, service: Service) -> anyhow::Result<(Stdio, Stdio)> {
+        let Some(dir) = &self.log_dir else {
+            return Ok((Stdio::inherit(), Stdio::inherit()));
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{}.log", service.binary())))?;
+        Ok((Stdio::from(file.try_clone()?), Stdio::from(file)))
+    }
+
     /// Starts (or restarts) one service process.
     pub fn start(&mut self, service: Service) -> anyhow::Result<()> {
+        let (stdout, stderr) = self.output(service)?;
         let child = Command::new(binary_path(service.binary()))
             .env_clear()
             .envs(self.env(service))
             .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()?;
         self.children.insert(service, child);
         Ok(())
@@ -306,6 +353,9 @@ impl Drop for Stack {
         {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(dir) = &self.log_dir {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -159,7 +159,13 @@ async fn events_of(
 
 #[tokio::test]
 async fn one_users_whole_life_is_ordered_versioned_events_and_erasure_leaves_no_personal_data() {
-    let stack = started().await;
+    // Every service logs at debug level, into files this test reads at the end.
+    let mut stack = Stack::new().await.expect("scratch database and topics");
+    stack.set_env("RATE_LIMIT_REGISTER_PER_MIN", "100");
+    stack.set_env("RATE_LIMIT_LOGIN_PER_MIN", "100");
+    stack.set_env("LOG_LEVEL", "debug");
+    stack.capture_logs().expect("a log directory");
+    let stack = stack.started().await.expect("stack");
     let admin = admin_token(&stack).await;
     let user = new_user(&tag());
     let email = user["email"].as_str().unwrap().to_owned();
@@ -357,6 +363,30 @@ async fn one_users_whole_life_is_ordered_versioned_events_and_erasure_leaves_no_
     assert_eq!(again.0, 201, "{:?}", again.1);
     assert_ne!(again.1["id"], json!(id));
     converged(&stack).await;
+
+    // Not one line any service logged, at debug level, carries the user's email, names,
+    // phone or either password.
+    let logs = stack.logs().expect("the services' logs");
+    assert!(
+        logs.lines().count() > 100,
+        "too little was logged to prove anything: {logs}"
+    );
+    let lowered = logs.to_lowercase();
+    for value in pii
+        .iter()
+        .map(String::as_str)
+        .chain([PASSWORD, NEW_PASSWORD])
+    {
+        let value = value.to_lowercase();
+        let line = logs
+            .lines()
+            .find(|line| line.to_lowercase().contains(&value));
+        assert!(
+            !lowered.contains(&value),
+            "a log line carries {value:?}: {}",
+            line.unwrap_or_default()
+        );
+    }
 }
 
 fn new_user_with_email(email: &str) -> Value {
