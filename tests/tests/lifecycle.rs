@@ -172,6 +172,9 @@ async fn one_users_whole_life_is_ordered_versioned_events_and_erasure_leaves_no_
     let (status, created) = post(&stack, "/api/v1/register", None, user.clone()).await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
+    // The same email again is refused (and the refusal is not logged with the email).
+    let (status, taken) = post(&stack, "/api/v1/register", None, user.clone()).await;
+    assert_eq!(status, 409, "{taken}");
     let (access, _) = login(&stack, &email, PASSWORD).await;
 
     // A profile change at version 1, then two changes racing from version 2: one wins,
