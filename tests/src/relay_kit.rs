@@ -47,20 +47,26 @@ pub async fn write_events(
     let mut ids = Vec::new();
     for (aggregate, seq) in events {
         let tx = client.transaction().await.expect("begin");
-        let event = NewEvent {
-            aggregate_type: "user".into(),
-            aggregate_id: aggregate.clone(),
-            event_type: event_type.into(),
-            topic: topic.into(),
-            source: "/user-service".into(),
-            data: serde_json::json!({ "user_id": aggregate, "seq": seq }),
-            traceparent: None,
-            user_version: None,
-        };
+        let event = sequenced(topic, event_type, aggregate, *seq);
         ids.push(enqueue(&tx, &event).await.expect("enqueue"));
         tx.commit().await.expect("commit");
     }
     ids
+}
+
+/// An `event_type` event of `aggregate` whose data is its sequence number `seq` (what
+/// [`write_events`] writes and [`sequence_of`] reads back).
+pub fn sequenced(topic: &str, event_type: &str, aggregate: &str, seq: u32) -> NewEvent {
+    NewEvent {
+        aggregate_type: "user".into(),
+        aggregate_id: aggregate.into(),
+        event_type: event_type.into(),
+        topic: topic.into(),
+        source: "/user-service".into(),
+        data: serde_json::json!({ "user_id": aggregate, "seq": seq }),
+        traceparent: None,
+        user_version: None,
+    }
 }
 
 /// A `UserRegistered` event of a new user on `topic`, as the user service writes it.

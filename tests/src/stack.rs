@@ -211,8 +211,7 @@ impl Stack {
             anyhow::bail!("logs are not captured: call capture_logs before starting services")
         };
         for service in Service::ALL {
-            let path = dir.join(format!("{}.log", service.binary()));
-            let Ok(text) = std::fs::read_to_string(&path) else {
+            let Ok(text) = std::fs::read_to_string(log_file(dir, service)) else {
                 continue;
             };
             for line in text.lines() {
@@ -233,7 +232,7 @@ impl Stack {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join(format!("{}.log", service.binary())))?;
+            .open(log_file(dir, service))?;
         Ok((Stdio::from(file.try_clone()?), Stdio::from(file)))
     }
 
@@ -341,6 +340,11 @@ impl Stack {
     pub async fn count(&self, sql: &str) -> anyhow::Result<i64> {
         Ok(self.db_client().await?.query_one(sql, &[]).await?.get(0))
     }
+}
+
+/// The file a captured service's output goes to.
+fn log_file(dir: &std::path::Path, service: Service) -> std::path::PathBuf {
+    dir.join(format!("{}.log", service.binary()))
 }
 
 impl Drop for Stack {

@@ -199,20 +199,6 @@ async fn a_crash_between_produce_and_mark_duplicates_events_but_never_loses_one(
     assert_eq!(seen.values().filter(|n| **n == 2).count(), 12);
 }
 
-/// One event of `aggregate` with sequence `seq`, as `write_events` writes them.
-fn event_of(topic: &str, aggregate: &str, seq: u32) -> outbox_relay::NewEvent {
-    outbox_relay::NewEvent {
-        aggregate_type: "user".into(),
-        aggregate_id: aggregate.into(),
-        event_type: "UserRegistered".into(),
-        topic: topic.into(),
-        source: "/user-service".into(),
-        data: serde_json::json!({ "user_id": aggregate, "seq": seq }),
-        traceparent: None,
-        user_version: None,
-    }
-}
-
 #[tokio::test]
 async fn a_row_whose_transaction_commits_after_a_later_rows_is_still_published_in_order() {
     let db = scratch_db().await;
@@ -226,7 +212,7 @@ async fn a_row_whose_transaction_commits_after_a_later_rows_is_still_published_i
     let pool = db.pool();
     let mut slow = pool.get().await.unwrap();
     let open = slow.transaction().await.unwrap();
-    let slow_id = outbox_relay::enqueue(&open, &event_of(&topic, &x, 1))
+    let slow_id = outbox_relay::enqueue(&open, &sequenced(&topic, "UserRegistered", &x, 1))
         .await
         .unwrap();
     write_events(&db, &topic, "UserRegistered", &[(y.clone(), 0)]).await;

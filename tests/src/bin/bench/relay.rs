@@ -34,14 +34,17 @@ pub(crate) fn producer_settings() -> ProducerSettings {
     }
 }
 
-/// Drains whatever backlog the outbox holds with `relay_once` and returns rows/s.
-pub(crate) async fn drain_per_s(db: &DbConfig, batch: i64) -> anyhow::Result<f64> {
-    let mut relay = Relay::new(
+/// A relay engine on `db` with the bench's producer and `batch`-row batches.
+pub(crate) fn engine(db: &DbConfig, batch: i64) -> anyhow::Result<Relay> {
+    Ok(Relay::new(
         db.clone(),
         create_producer(&producer_settings())?,
         relay_config(batch),
-    );
-    let started = Instant::now();
+    ))
+}
+
+/// Runs `relay_once` until the outbox holds nothing unpublished; returns the rows published.
+pub(crate) async fn drain(relay: &mut Relay) -> anyhow::Result<usize> {
     let mut total = 0usize;
     loop {
         let outcome = relay.relay_once().await?;
@@ -50,10 +53,17 @@ pub(crate) async fn drain_per_s(db: &DbConfig, batch: i64) -> anyhow::Result<f64
             "deliveries failed during the drain: {outcome:?}"
         );
         if outcome.claimed == 0 {
-            break;
+            return Ok(total);
         }
         total += outcome.published;
     }
+}
+
+/// Drains whatever backlog the outbox holds with `relay_once` and returns rows/s.
+pub(crate) async fn drain_per_s(db: &DbConfig, batch: i64) -> anyhow::Result<f64> {
+    let mut relay = engine(db, batch)?;
+    let started = Instant::now();
+    let total = drain(&mut relay).await?;
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 

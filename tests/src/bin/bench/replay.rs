@@ -3,7 +3,6 @@
 
 use std::time::Instant;
 
-use outbox_relay::relay::{create_producer, Relay};
 use outbox_relay::ReplayFilter;
 use platform::db::DbConfig;
 use serde_json::{json, Value};
@@ -23,11 +22,7 @@ pub(crate) async fn measure(
         .await?;
     client.batch_execute("VACUUM ANALYZE users.outbox").await?;
 
-    let mut relay = Relay::new(
-        db.clone(),
-        create_producer(&crate::relay::producer_settings())?,
-        crate::relay::relay_config(batch),
-    );
+    let mut relay = crate::relay::engine(db, batch)?;
     let started = Instant::now();
     let requeued = outbox_relay::replay(
         &client,
@@ -39,18 +34,7 @@ pub(crate) async fn measure(
     )
     .await?;
     let requeue_s = started.elapsed().as_secs_f64();
-    let mut published = 0usize;
-    loop {
-        let outcome = relay.relay_once().await?;
-        anyhow::ensure!(
-            outcome.failed == 0,
-            "deliveries failed during the replay: {outcome:?}"
-        );
-        if outcome.claimed == 0 {
-            break;
-        }
-        published += outcome.published;
-    }
+    let published = crate::relay::drain(&mut relay).await?;
     let seconds = started.elapsed().as_secs_f64();
     // A million dead row versions would keep autovacuum busy through the figures measured
     // after this one: drop them with the table's files, and write the dirty pages out now.
