@@ -48,7 +48,14 @@ const USERS: &str = "SELECT count(*) FROM users.users";
 const OUTBOX_READ: &str = "SELECT count(*) FROM users.outbox";
 const OUTBOX_WRITE: &str = "INSERT INTO users.outbox (event_id, aggregate_type, aggregate_id, \
      event_type, topic, payload) VALUES (gen_random_uuid(), 'user', 'u', 'T', 't', '{}')";
-const OUTBOX_MARK: &str = "UPDATE users.outbox SET published_at = now() WHERE false";
+const OUTBOX_CHANGE: &str = "UPDATE users.outbox SET payload = '{}' WHERE false";
+const RELAY_RECORD: &str =
+    "UPDATE users.outbox_relay SET published_total = published_total WHERE false";
+const RELAY_PARK: &str = "INSERT INTO users.outbox_parked (outbox_id, aggregate_id, error) \
+     SELECT 0, 'a', 'e' WHERE false";
+const RELAY_REPLAYS: &str = "UPDATE users.outbox_replays SET sent = sent WHERE false";
+const REPLAY_REQUEST: &str = "INSERT INTO users.outbox_replays (up_to, published, rows) \
+     SELECT 0, '3:3:', 0 WHERE false";
 const OUTBOX_PURGE: &str = "DELETE FROM users.outbox WHERE false";
 const SESSIONS: &str = "SELECT count(*) FROM auth.sessions";
 const INBOX: &str = "SELECT count(*) FROM consumer.processed_events";
@@ -73,15 +80,32 @@ async fn each_service_role_works_on_what_it_owns_and_nothing_else() {
     let expected: [(&str, &[&str], &[&str]); 4] = [
         (
             "user_service",
-            &[USERS, OUTBOX_READ, OUTBOX_WRITE, OUTBOX_MARK, AUDIT_ADD],
+            &[
+                USERS,
+                OUTBOX_READ,
+                OUTBOX_WRITE,
+                OUTBOX_CHANGE,
+                REPLAY_REQUEST,
+                AUDIT_ADD,
+            ],
             &[SESSIONS, INBOX, AUDIT_READ, AUDIT_CHANGE, AUDIT_DELETE],
         ),
         (
             "outbox_relay",
-            &[OUTBOX_READ, OUTBOX_MARK, OUTBOX_PURGE, AUDIT_ADD],
+            &[
+                OUTBOX_READ,
+                OUTBOX_PURGE,
+                RELAY_RECORD,
+                RELAY_PARK,
+                RELAY_REPLAYS,
+                REPLAY_REQUEST,
+                AUDIT_ADD,
+            ],
             &[
                 USERS,
                 OUTBOX_WRITE,
+                // The relay never changes an outbox row.
+                OUTBOX_CHANGE,
                 SESSIONS,
                 INBOX,
                 AUDIT_READ,

@@ -1,5 +1,6 @@
-//! Replay: re-queue published outbox rows so the relay publishes them again, in their
-//! original order (by id). Used by `outbox-relay replay` and the user service's admin API.
+//! Replay: publish published outbox rows again, in their original order (by id), to
+//! recover a lost or rebuilt topic. Used by `outbox-relay replay` and the user service's
+//! admin API.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;
@@ -36,14 +37,44 @@ pub enum ReplayError {
     Database(#[from] tokio_postgres::Error),
 }
 
-const WHERE: &str = "published_at IS NOT NULL \
-    AND ($1::timestamptz IS NULL OR created_at >= $1) \
-    AND ($2::timestamptz IS NULL OR created_at < $2) \
-    AND ($3::text IS NULL OR event_type = $3) \
-    AND ($4::text IS NULL OR aggregate_id = $4)";
+/// The filter, over outbox row `o`.
+macro_rules! matching {
+    () => {
+        "($1::timestamptz IS NULL OR o.created_at >= $1) \
+         AND ($2::timestamptz IS NULL OR o.created_at < $2) \
+         AND ($3::text IS NULL OR o.event_type = $3) \
+         AND ($4::text IS NULL OR o.aggregate_id = $4)"
+    };
+}
 
-/// Re-queues the published rows `filter` matches (or only counts them with `dry_run`) and
-/// returns how many. Run it in a transaction of its own or the caller's.
+/// How many published rows the filter matches.
+const COUNT: &str = concat!(
+    "SELECT count(*) FROM users.outbox_relay r, users.outbox o WHERE ",
+    matching!(),
+    " AND ",
+    crate::bookkeeping::published_by!("o", "r")
+);
+
+/// A replay request: the matching rows up to the highest id there is, as published now
+/// (the state is copied, so what the relay publishes meanwhile is not replayed twice).
+/// Nothing is written when nothing matches.
+const REQUEST: &str = concat!(
+    "WITH r AS (SELECT * FROM users.outbox_relay), \
+          matching AS (SELECT count(*) AS rows FROM r, users.outbox o WHERE ",
+    matching!(),
+    " AND ",
+    crate::bookkeeping::published_by!("o", "r"),
+    ") INSERT INTO users.outbox_replays \
+        (since, until, event_type, aggregate_id, up_to, published, window_snapshot, window_after, rows) \
+     SELECT $1, $2, $3, $4, (SELECT coalesce(max(id), 0) FROM users.outbox), \
+        r.published, r.window_snapshot, r.window_after, matching.rows \
+     FROM r, matching WHERE matching.rows > 0 RETURNING rows"
+);
+
+/// Asks the relay to publish again the published rows `filter` matches (or only counts
+/// them with `dry_run`) and returns how many. Nothing is rewritten: the request is one row
+/// in `users.outbox_replays`, which the relay works through in id order before new events,
+/// recording its progress there. Run it in a transaction of its own or the caller's.
 #[tracing::instrument(skip(client), err)]
 pub async fn replay<C: GenericClient>(
     client: &C,
@@ -65,20 +96,18 @@ pub async fn replay<C: GenericClient>(
         &filter.aggregate_id,
     ];
     if dry_run {
-        let sql = format!("SELECT count(*) FROM users.outbox WHERE {WHERE}");
-        let row = client.query_one(&sql, &params).await?;
+        let row = client.query_one(COUNT, &params).await?;
         return Ok(row.get::<_, i64>(0) as u64);
     }
-    let sql = format!(
-        "UPDATE users.outbox SET published_at = NULL, attempts = 0, last_error = NULL WHERE {WHERE}"
-    );
-    let count = client.execute(&sql, &params).await?;
-    if count > 0 {
-        // Wake the relay now rather than at its next poll.
-        client
-            .execute("SELECT pg_notify('outbox_events', 'replay')", &[])
-            .await?;
-    }
-    tracing::info!(count, "outbox rows re-queued for replay");
+    let Some(row) = client.query_opt(REQUEST, &params).await? else {
+        tracing::info!("outbox replay matched no published row");
+        return Ok(0);
+    };
+    let count = row.get::<_, i64>(0) as u64;
+    // Wake the relay now rather than at its next poll.
+    client
+        .execute("SELECT pg_notify('outbox_events', 'replay')", &[])
+        .await?;
+    tracing::info!(count, "outbox replay requested");
     Ok(count)
 }

@@ -3,6 +3,7 @@
 
 pub mod bff_kit;
 pub mod otlp;
+pub mod relay_faults;
 pub mod relay_kit;
 pub mod stack;
 

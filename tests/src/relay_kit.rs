@@ -6,19 +6,22 @@
 use std::time::Duration;
 
 use outbox_relay::envelope::Record;
-use outbox_relay::relay::{create_producer, ProducerSettings, Relay, RelayConfig};
+use outbox_relay::relay::{BatchOutcome, Error, ProducerSettings, Relay, RelayConfig};
 use outbox_relay::{enqueue, NewEvent};
 use platform::db::DbConfig;
 pub use platform::testing::{brokers, eventually, scratch_db, scratch_topic};
 use uuid::Uuid;
 
-/// Test-speed engine settings: small batches, quick polls and backoffs.
+/// Test-speed engine settings: small batches, quick polls and backoffs, a short lease
+/// (a relay that died is replaced within 2 s) and quick retries of parked rows.
 pub fn fast_config(batch_size: i64) -> RelayConfig {
     RelayConfig {
         batch_size,
         poll_interval: Duration::from_millis(100),
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(500),
+        lease: Duration::from_millis(1_500),
+        parked_retry: Duration::from_millis(200),
         ..RelayConfig::default()
     }
 }
@@ -26,9 +29,43 @@ pub fn fast_config(batch_size: i64) -> RelayConfig {
 pub fn relay_on(db: &DbConfig, brokers: &str, config: RelayConfig) -> Relay {
     let mut settings = ProducerSettings::new(brokers);
     settings.message_timeout_ms = 1_500;
-    let producer = create_producer(&settings).expect("producer");
-    Relay::new(db.clone(), producer, config)
+    Relay::new(db.clone(), settings, config)
 }
+
+/// Runs `relay_once` until a page finds nothing to publish; returns the rows published.
+/// A lease another relay left behind (one that "crashed") is waited out.
+pub async fn drain(relay: &mut Relay) -> usize {
+    let mut published = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay never drained the outbox"
+        );
+        match relay.relay_once().await {
+            Ok(BatchOutcome { claimed: 0, .. }) => return published,
+            Ok(outcome) => published += outcome.published,
+            Err(Error::NotLeader) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(error) => panic!("batch: {}", platform::telemetry::error_chain(&error)),
+        }
+    }
+}
+
+/// Counts every row committed so far as published, as a relay would have (for tests of
+/// what comes after publishing: replay, retention, the dashboard).
+pub async fn mark_published(db: &DbConfig) {
+    db.connect()
+        .await
+        .expect("connect")
+        .batch_execute(MARK_PUBLISHED)
+        .await
+        .expect("mark published");
+}
+
+/// The state row once every committed row is published.
+pub const MARK_PUBLISHED: &str = "UPDATE users.outbox_relay SET \
+    published = pg_current_snapshot(), window_snapshot = NULL, window_after = NULL, \
+    high_water = (SELECT coalesce(max(id), 0) FROM users.outbox), published_at = now()";
 
 pub fn relay(db: &DbConfig, config: RelayConfig) -> Relay {
     relay_on(db, &brokers(), config)
@@ -129,16 +166,14 @@ pub fn event_ids(records: &[Record]) -> Vec<Uuid> {
         .collect()
 }
 
+/// Rows the relay still has to send (as the dashboard counts them).
 pub async fn unpublished(db: &DbConfig) -> i64 {
-    let client = db.connect().await.expect("connect");
-    client
-        .query_one(
-            "SELECT count(*) FROM users.outbox WHERE published_at IS NULL",
-            &[],
-        )
+    let pool = db.pool();
+    let client = pool.get().await.expect("connect");
+    outbox_relay::bookkeeping::backlog(&client)
         .await
-        .expect("count")
-        .get(0)
+        .expect("backlog")
+        .rows
 }
 
 /// Reads `topic` from the start until `at_least` records arrived and then nothing more for

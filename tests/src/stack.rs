@@ -312,6 +312,36 @@ impl Stack {
         Ok((output.status.code().unwrap_or(-1), text))
     }
 
+    /// Starts another process of `service` on a port of its own, with some settings
+    /// overridden; the caller owns it (signals it, kills it; dropping it kills it). Its
+    /// output goes to a file of its own ([`Process::log`]).
+    pub fn spawn(&self, service: Service, overrides: &[(&str, String)]) -> anyhow::Result<Process> {
+        let port = free_port();
+        let mut env = self.env(service);
+        env.push(("PORT".into(), port.to_string()));
+        env.extend(overrides.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let log = std::env::temp_dir().join(format!(
+            "{}-{}-{}.log",
+            service.binary(),
+            port,
+            Uuid::new_v4().simple()
+        ));
+        let file = std::fs::File::create(&log)?;
+        let child = Command::new(binary_path(service.binary()))
+            .env_clear()
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .spawn()?;
+        Ok(Process {
+            child,
+            port,
+            log,
+            http: self.http.clone(),
+        })
+    }
+
     /// SIGKILL: no shutdown hook, no flush, no commit.
     pub fn kill9(&mut self, service: Service) {
         if let Some(mut child) = self.children.remove(&service) {
@@ -339,6 +369,82 @@ impl Stack {
     /// Counts rows of a query returning one bigint.
     pub async fn count(&self, sql: &str) -> anyhow::Result<i64> {
         Ok(self.db_client().await?.query_one(sql, &[]).await?.get(0))
+    }
+}
+
+/// A service process a test owns: it can be frozen (SIGSTOP), thawed (SIGCONT) and killed
+/// (SIGKILL, also on drop).
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    pub port: u16,
+    log: std::path::PathBuf,
+    http: reqwest::Client,
+}
+
+impl Process {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
+        nix::sys::signal::kill(pid, signal)?;
+        Ok(())
+    }
+
+    /// SIGSTOP: the process stops where it is, its sockets stay open.
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// SIGCONT.
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    /// SIGKILL, and waits for it to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// What it printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its `/health` body (`None` while it does not answer).
+    pub async fn health(&self) -> Option<serde_json::Value> {
+        let response = self.http.get(self.url("/health")).send().await.ok()?;
+        response.json().await.ok()
+    }
+
+    /// The value of the metric `name` (a counter or gauge without labels) on `/metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .find_map(|line| {
+                let (key, value) = line.split_once(' ')?;
+                (key == name).then(|| value.trim().parse().ok()).flatten()
+            })
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.thaw();
+        self.kill9();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 

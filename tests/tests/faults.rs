@@ -88,7 +88,7 @@ async fn all_effects(stack: &Stack, n: usize, timeout: Duration) -> bool {
     eventually(timeout, || async { effects(stack).await == (n, n) }).await
 }
 
-const UNPUBLISHED: &str = "SELECT count(*) FROM users.outbox WHERE published_at IS NULL";
+const UNPUBLISHED: &str = outbox_relay::bookkeeping::BACKLOG_ROWS;
 
 #[tokio::test]
 async fn kafka_down_registrations_still_succeed_and_all_arrive_after() -> anyhow::Result<()> {
@@ -238,4 +238,56 @@ async fn kill_9_of_relay_and_consumer_loses_nothing_and_applies_nothing_twice() 
     );
     assert_eq!(processed, TOTAL as i64);
     Ok(())
+}
+
+/// The relay draining a backlog while `outage` stops a piece of the infrastructure (and
+/// brings it back) once a few pages are out: every event reaches Kafka, each user's in
+/// order, and the relay goes on by itself.
+async fn drain_through(outage: &str) -> anyhow::Result<()> {
+    use tests::relay_faults::{backlog, check, plan, relay, write, writer};
+    let _serial = SERIAL.lock().await;
+    let _restore = Restore;
+    let stack = Stack::new().await?;
+    // 50,000 events in pages of 100: the outage comes while the relay is busy.
+    let events = plan(500, 100);
+    let ids = write(&mut writer(&stack.db).await?, &stack.topic, &events, 500).await?;
+    let relay = relay(&stack, 1_500, false)?;
+    let started = eventually(Duration::from_secs(30), || async {
+        let left = backlog(&stack.db).await;
+        (0..49_000).contains(&left)
+    })
+    .await;
+    assert!(started, "the relay publishes");
+
+    infra(&format!("{outage}-down"))?;
+    let left = backlog(&stack.db).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    infra(&format!("{outage}-up"))?;
+    eprintln!("{outage} stopped with {left} rows to go (-1: the database was away)");
+    let drained = eventually(Duration::from_secs(120), || async {
+        backlog(&stack.db).await == 0
+    })
+    .await;
+    assert!(
+        drained,
+        "after {outage} came back: {} rows left",
+        backlog(&stack.db).await
+    );
+    let delivered = check(&stack.topic, &ids, &events).await;
+    eprintln!(
+        "{outage} away mid-drain: {delivered:?} for {} events",
+        ids.len()
+    );
+    drop(relay);
+    Ok(())
+}
+
+#[tokio::test]
+async fn kafka_away_in_the_middle_of_a_drain_loses_nothing() -> anyhow::Result<()> {
+    drain_through("kafka").await
+}
+
+#[tokio::test]
+async fn postgres_restarting_in_the_middle_of_a_drain_loses_nothing() -> anyhow::Result<()> {
+    drain_through("pg").await
 }

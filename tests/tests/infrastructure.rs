@@ -23,15 +23,27 @@ async fn migrations_create_the_schemas_constraints_index_and_trigger() -> anyhow
         .collect();
     assert_eq!(schemas, ["auth", "consumer", "users"]);
 
-    // The unpublished-rows index is partial.
-    let predicate: Option<String> = client
+    // Each outbox row records its transaction (the relay's windows are made of those),
+    // and the relay's state starts with nothing published.
+    let default: Option<String> = client
         .query_one(
-            "SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = 'users.outbox_unpublished_idx'::regclass",
+            "SELECT pg_get_expr(adbin, adrelid) FROM pg_attrdef d JOIN pg_attribute a \
+             ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
+             WHERE d.adrelid = 'users.outbox'::regclass AND a.attname = 'xact_id'",
             &[],
         )
         .await?
         .get(0);
-    assert_eq!(predicate.as_deref(), Some("(published_at IS NULL)"));
+    assert_eq!(default.as_deref(), Some("pg_current_xact_id()"));
+    let state = client
+        .query_one(
+            "SELECT published::text, window_snapshot IS NULL, epoch FROM users.outbox_relay",
+            &[],
+        )
+        .await?;
+    assert_eq!(state.get::<_, String>(0), "3:3:");
+    assert!(state.get::<_, bool>(1));
+    assert_eq!(state.get::<_, i64>(2), 0);
 
     // Email uniqueness ignores case; the violation names the constraint.
     let insert =

@@ -39,8 +39,8 @@ async fn drained(db: &DbConfig) -> bool {
 }
 
 /// Whether, within 10 s, the scratch database shows the relay's LISTEN connection and
-/// its pool connection both idle after their statements: `LISTEN` done, and a claim of
-/// unpublished rows finished.
+/// its pool connection both idle after their statements: `LISTEN` done, and a read of a
+/// window of new rows finished.
 async fn idle(db: &DbConfig) -> bool {
     let client = db.connect().await.expect("connect");
     let listen = format!("LISTEN {}", outbox_relay::listen::CHANNEL);
@@ -50,7 +50,7 @@ async fn idle(db: &DbConfig) -> bool {
             let row = client
                 .query_one(
                     "SELECT count(*) FILTER (WHERE query = $1), \
-                            count(*) FILTER (WHERE query LIKE 'SELECT id, aggregate_id, %FROM users.outbox%') \
+                            count(*) FILTER (WHERE query LIKE 'SELECT s.snap::text, o.*%') \
                      FROM pg_stat_activity \
                      WHERE datname = current_database() AND state = 'idle' AND pid <> pg_backend_pid()",
                     &[listen],

@@ -121,12 +121,7 @@ fn replay_command(db: &DbConfig, args: &[&str]) -> std::process::Output {
 async fn the_replay_command_refuses_no_filter_counts_on_dry_run_and_requeues() {
     let db = scratch_db().await;
     write_events(&db, "unused", "UserRegistered", &interleaved(3, 1)).await;
-    db.connect()
-        .await
-        .unwrap()
-        .batch_execute("UPDATE users.outbox SET published_at = now()")
-        .await
-        .unwrap();
+    mark_published(&db).await;
 
     let refused = replay_command(&db, &[]);
     assert_eq!(refused.status.code(), Some(2));

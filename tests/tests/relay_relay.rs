@@ -4,20 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use outbox_relay::envelope::{decode, H_CONTENT_TYPE, H_SPECVERSION};
-use outbox_relay::relay::{BatchOutcome, Delivery};
+use outbox_relay::relay::Error;
 use tests::relay_kit::*;
-
-async fn drain(relay: &mut outbox_relay::relay::Relay) -> usize {
-    let mut published = 0;
-    for _ in 0..200 {
-        let outcome = relay.relay_once().await.expect("batch");
-        published += outcome.published;
-        if outcome.claimed == 0 {
-            return published;
-        }
-    }
-    panic!("the relay never drained the outbox");
-}
 
 #[tokio::test]
 async fn events_of_each_key_arrive_in_commit_order_across_batches() {
@@ -54,120 +42,140 @@ async fn events_of_each_key_arrive_in_commit_order_across_batches() {
 }
 
 #[tokio::test]
-async fn an_unreachable_broker_marks_nothing_and_the_backlog_drains_when_kafka_is_back() {
+async fn an_unreachable_broker_records_nothing_and_the_backlog_drains_when_kafka_is_back() {
     let db = scratch_db().await;
     let topic = scratch_topic(1).await;
     let ids = write_events(&db, &topic, "UserRegistered", &interleaved(2, 3)).await;
 
     let mut down = relay_on(&db, "127.0.0.1:1", fast_config(100));
-    let outcome = down.relay_once().await.expect("batch");
+    let refused = down.relay_once().await;
+    assert!(matches!(refused, Err(Error::Kafka(_))), "{refused:?}");
     assert_eq!(
-        outcome,
-        BatchOutcome {
-            claimed: 6,
-            published: 0,
-            failed: 6,
-            held_back: 0
-        }
+        unpublished(&db).await,
+        6,
+        "nothing recorded while Kafka is away"
     );
     let client = db.connect().await.unwrap();
-    let rows = client
-        .query(
-            "SELECT published_at IS NULL, attempts, last_error FROM users.outbox",
+    let state = client
+        .query_one(
+            "SELECT published_total, published_at IS NULL FROM users.outbox_relay",
             &[],
         )
         .await
         .unwrap();
-    for row in &rows {
-        assert!(row.get::<_, bool>(0), "nothing marked while Kafka is away");
-        assert_eq!(row.get::<_, i32>(1), 1);
-        assert!(row
-            .get::<_, Option<String>>(2)
-            .is_some_and(|e| !e.is_empty()));
-    }
-    // The failing aggregates back off instead of spinning.
-    assert_eq!(down.relay_once().await.unwrap().claimed, 0);
+    assert_eq!(state.get::<_, i64>(0), 0);
+    assert!(state.get::<_, bool>(1));
+    // The same relay keeps failing (it does not spin: the process backs off) ...
+    assert!(down.relay_once().await.is_err());
+    down.release().await;
 
+    // ... and one that reaches Kafka publishes everything, in order.
     let mut up = relay(&db, fast_config(100));
     assert_eq!(drain(&mut up).await, 6);
     assert_eq!(published_ids(&topic, 6).await, ids);
+    assert_eq!(unpublished(&db).await, 0);
 }
 
-#[tokio::test]
-async fn a_failed_row_holds_back_later_rows_of_its_aggregate_only() {
-    let db = scratch_db().await;
-    let topic = scratch_topic(1).await;
-    let a = uuid::Uuid::now_v7().to_string();
-    let b = uuid::Uuid::now_v7().to_string();
-    write_events(
-        &db,
-        &topic,
-        "UserRegistered",
-        &[(a.clone(), 0), (a.clone(), 1), (b.clone(), 0)],
-    )
-    .await;
+/// An event of `aggregate` too large for Kafka (librdkafka's message.max.bytes is 1 MB).
+fn oversized(topic: &str, aggregate: &str, seq: u32) -> outbox_relay::NewEvent {
+    let mut event = sequenced(topic, "UserRegistered", aggregate, seq);
+    event.data["pad"] = serde_json::Value::String("x".repeat(1_500_000));
+    event
+}
 
-    let mut relay = relay(&db, fast_config(10));
-    let rows = relay.claim().await.unwrap();
-    // Delivery reports as Kafka might give them: a's first event failed, the rest arrived.
-    let deliveries = rows
-        .into_iter()
-        .enumerate()
-        .map(|(i, row)| Delivery {
-            row,
-            result: if i == 0 {
-                Err("Message timed out".into())
-            } else {
-                Ok(chrono::Utc::now())
-            },
-        })
-        .collect();
-    let outcome = relay.mark(deliveries).await.unwrap();
-    assert_eq!(
-        (outcome.published, outcome.failed, outcome.held_back),
-        (1, 1, 1)
-    );
-
-    let client = db.connect().await.unwrap();
-    let state: HashMap<(String, i64), (bool, i32)> = client
+async fn parked(db: &platform::db::DbConfig) -> Vec<(String, i64, String)> {
+    db.connect()
+        .await
+        .unwrap()
         .query(
-            "SELECT aggregate_id, (payload->>'seq')::bigint, published_at IS NOT NULL, attempts \
-             FROM users.outbox",
+            "SELECT o.aggregate_id, (o.payload->>'seq')::bigint, p.error \
+             FROM users.outbox_parked p JOIN users.outbox o ON o.id = p.outbox_id ORDER BY o.id",
             &[],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
-        .collect();
-    assert_eq!(
-        state[&(a.clone(), 0)],
-        (false, 1),
-        "failed: counted, unmarked"
-    );
-    assert_eq!(state[&(a.clone(), 1)], (false, 0), "held back behind it");
-    assert_eq!(
-        state[&(b.clone(), 0)],
-        (true, 0),
-        "other aggregates proceed"
-    );
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
 
-    // While a backs off none of its rows is claimed; afterwards both come, in order.
-    assert!(relay.claim().await.unwrap().is_empty());
-    // Poll (with a deadline) until the backoff has ended.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let claimed = loop {
-        let rows = relay.claim().await.unwrap();
-        if !rows.is_empty() || tokio::time::Instant::now() > deadline {
-            break rows;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let again: Vec<(String, i64)> = claimed
-        .iter()
-        .map(|r| (r.aggregate_id.clone(), r.payload["seq"].as_i64().unwrap()))
-        .collect();
-    assert_eq!(again, vec![(a.clone(), 0), (a, 1)]);
+#[tokio::test]
+async fn a_row_kafka_refuses_is_parked_with_the_later_rows_of_its_aggregate_and_the_rest_flows() {
+    let db = scratch_db().await;
+    let topic = scratch_topic(1).await;
+    let a = uuid::Uuid::now_v7().to_string();
+    let b = uuid::Uuid::now_v7().to_string();
+    {
+        let pool = db.pool();
+        let mut client = pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        outbox_relay::enqueue(&tx, &oversized(&topic, &a, 0))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    write_events(
+        &db,
+        &topic,
+        "UserRegistered",
+        &[(a.clone(), 1), (b.clone(), 0)],
+    )
+    .await;
+
+    let mut relay = relay(&db, fast_config(10));
+    let outcome = relay.relay_once().await.unwrap();
+    assert_eq!(
+        (outcome.claimed, outcome.published, outcome.parked),
+        (3, 1, 2)
+    );
+    let set_apart = parked(&db).await;
+    assert_eq!(set_apart.len(), 2);
+    assert_eq!((set_apart[0].0.as_str(), set_apart[0].1), (a.as_str(), 0));
+    assert!(set_apart[0].2.contains("too large"), "{}", set_apart[0].2);
+    assert_eq!((set_apart[1].0.as_str(), set_apart[1].1), (a.as_str(), 1));
+    assert!(
+        set_apart[1].2.contains("waiting behind"),
+        "{}",
+        set_apart[1].2
+    );
+    assert_eq!(unpublished(&db).await, 2, "parked rows are not published");
+
+    // New rows of a wait behind; b's flow.
+    write_events(
+        &db,
+        &topic,
+        "UserRegistered",
+        &[(a.clone(), 2), (b.clone(), 1)],
+    )
+    .await;
+    assert_eq!(drain(&mut relay).await, 1);
+    assert_eq!(parked(&db).await.len(), 3);
+
+    // Once the row fits (an operator trimmed it), the next retry publishes a's rows, in order.
+    db.connect()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE users.outbox SET payload = payload - 'pad' WHERE aggregate_id = $1",
+            &[&a],
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !parked(&db).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the parked rows were never published: {:?}",
+            parked(&db).await
+        );
+        relay.relay_once().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(unpublished(&db).await, 0);
+
+    let records = read_topic(&topic, 5, Duration::from_secs(20)).await;
+    assert_eq!(sequence_of(&records, &a), vec![0, 1, 2]);
+    assert_eq!(sequence_of(&records, &b), vec![0, 1]);
 }
 
 #[tokio::test]
@@ -176,13 +184,14 @@ async fn a_crash_between_produce_and_mark_duplicates_events_but_never_loses_one(
     let topic = scratch_topic(3).await;
     let ids = write_events(&db, &topic, "UserRegistered", &interleaved(5, 4)).await;
 
-    // The first relay produces a batch and dies before marking it.
-    let crashed = relay(&db, fast_config(12));
-    let rows = crashed.claim().await.unwrap();
-    let deliveries = crashed.produce(rows).await;
-    assert!(deliveries.iter().all(|d| d.result.is_ok()));
+    // The first relay commits a page to Kafka and dies before recording it (and without
+    // giving its lease up).
+    let mut crashed = relay(&db, fast_config(12));
+    let page = crashed.next_page().await.unwrap();
+    assert_eq!(page.rows.len(), 12);
+    crashed.send(page).await.unwrap();
     drop(crashed);
-    assert_eq!(unpublished(&db).await, 20, "nothing was marked");
+    assert_eq!(unpublished(&db).await, 20, "nothing was recorded");
 
     let mut restarted = relay(&db, fast_config(12));
     assert_eq!(drain(&mut restarted).await, 20);

@@ -1,33 +1,37 @@
-//! The relay engine: claim unpublished rows in id order, produce them all, await every
-//! delivery report, then mark the delivered rows in one statement. A row is never marked
-//! before Kafka acknowledged it; a crash between produce and mark only re-sends (Kafka may
-//! hold duplicates, never gaps).
+//! The relay engine. While it holds the leadership lease it reads the outbox a page at a
+//! time (a visibility window of new rows, a replay, or the parked rows), produces each
+//! page in ONE Kafka transaction, and after the commit records what Kafka acknowledged in
+//! ONE statement on the outbox's state row. Nothing counts as published before Kafka's
+//! commit; a crash between the commit and that statement only sends the page again (Kafka
+//! may hold duplicates, never gaps).
 //!
-//! Tests and benchmarks drive it step by step ([`Relay::relay_once`], or [`Relay::claim`] +
-//! [`Relay::produce`] + [`Relay::mark`]); the process runs [`Relay::run`], which adds
-//! leadership, LISTEN wake-ups and retention.
+//! Tests and benchmarks drive it step by step ([`Relay::relay_once`], or
+//! [`Relay::next_page`] + [`Relay::send`] + [`Relay::record`]); the process runs
+//! [`Relay::run`], which adds the standby loop, LISTEN wake-ups, retention, the parked
+//! rows' retries, and overlaps reading the next page and recording the last one with
+//! the transaction under way.
 
-mod backoff;
 pub mod producer;
 mod run;
 pub mod store;
+mod transaction;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use deadpool_postgres::Pool;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureRecord};
 
-use crate::envelope::headers_from_json;
-use crate::kafka::owned_headers;
-use backoff::Backoff;
+use crate::bookkeeping::Cursor;
+use crate::leader::{self, Lease};
 use platform::db::DbConfig;
+use platform::kafka::KafkaContext;
+use producer::TxProducer;
 pub use producer::{create_producer, create_producer_with, Producer, ProducerSettings};
 pub use store::OutboxRow;
+use store::{Replay, Settled};
+use transaction::Transacted;
 
 pub(crate) const M_PUBLISHED: &str = "outbox_published_total";
 pub(crate) const M_FAILURES: &str = "outbox_publish_failures_total";
@@ -36,6 +40,8 @@ pub(crate) const M_LATENCY: &str = "outbox_commit_to_ack_seconds";
 pub(crate) const M_BACKLOG: &str = "outbox_backlog";
 pub(crate) const M_OLDEST: &str = "outbox_oldest_unpublished_age_seconds";
 pub(crate) const M_DELIVERY: &str = "outbox_kafka_delivery_seconds";
+pub(crate) const M_PARKED: &str = "outbox_parked";
+pub(crate) const M_TAKEOVERS: &str = "outbox_relay_takeovers_total";
 
 /// The families the relay records (their `# HELP` lines).
 pub const METRICS: &[platform::metrics::Family] = {
@@ -45,50 +51,80 @@ pub const METRICS: &[platform::metrics::Family] = {
             M_PUBLISHED,
             Counter,
             None,
-            "Outbox rows Kafka acknowledged.",
+            "Outbox rows Kafka acknowledged (new, replayed and released parked rows).",
         ),
         (
             M_FAILURES,
             Counter,
             None,
-            "Outbox rows whose send failed (retried later).",
+            "Kafka transactions that failed (retried later) and rows Kafka refused (parked).",
         ),
         (
             M_IS_LEADER,
             Gauge,
             None,
-            "1 while this relay holds the leader lock, else 0.",
+            "1 while this relay holds the leadership lease, else 0.",
+        ),
+        (
+            M_TAKEOVERS,
+            Counter,
+            None,
+            "Times this relay took the leadership lease.",
         ),
         (
             M_LATENCY,
             Histogram,
             Some(platform::metrics::Unit::Seconds),
-            "From the outbox row's commit to Kafka's acknowledgement.",
+            "From the outbox row's creation to Kafka's commit of its transaction.",
         ),
         (
             M_DELIVERY,
             Histogram,
             Some(platform::metrics::Unit::Seconds),
-            "From handing a batch to the producer to Kafka's delivery report of each of its rows.",
+            "From handing a page to the producer to the commit of its Kafka transaction.",
         ),
-        (M_BACKLOG, Gauge, None, "Outbox rows not published yet."),
+        (
+            M_BACKLOG,
+            Gauge,
+            None,
+            "Outbox rows not published yet (parked ones included).",
+        ),
         (
             M_OLDEST,
             Gauge,
             Some(platform::metrics::Unit::Seconds),
             "Age of the oldest unpublished outbox row.",
         ),
+        (
+            M_PARKED,
+            Gauge,
+            None,
+            "Outbox rows Kafka refused, set apart.",
+        ),
     ]
 };
 
-pub use platform::error::DbError as Error;
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database unavailable")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database error")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("Kafka: {0}")]
+    Kafka(String),
+    #[error("another relay holds the leadership lease")]
+    NotLeader,
+    #[error("fenced: another relay took the leadership over")]
+    Fenced,
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// How the relay works (`RELAY_BATCH_SIZE`, `RELAY_POLL_INTERVAL_MS`, `OUTBOX_RETENTION`).
+/// How the relay works (`RELAY_BATCH_SIZE`, `RELAY_POLL_INTERVAL_MS`, `OUTBOX_RETENTION`,
+/// `RELAY_LEASE_MS`, `RELAY_PARKED_RETRY_MS`).
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// Rows claimed and produced per batch.
+    /// Rows read and produced per Kafka transaction.
     pub batch_size: i64,
     /// The fallback poll when no notification arrives.
     pub poll_interval: Duration,
@@ -96,53 +132,50 @@ pub struct RelayConfig {
     pub retention: Option<Duration>,
     /// How often the leader purges.
     pub retention_interval: Duration,
-    /// Rows deleted per purge statement (one short transaction each).
+    /// Ids per purge statement (one short transaction each).
     pub purge_batch: i64,
-    /// First and largest wait of a failing aggregate (and of the loop after an error).
+    /// First and largest wait after a failed transaction or database error.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// How long a leadership lease runs without renewal: the longest a standby waits for
+    /// a leader that died.
+    pub lease: Duration,
+    /// How often the leader tries the parked rows again.
+    pub parked_retry: Duration,
 }
 
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
-            batch_size: 1000,
+            batch_size: 10_000,
             poll_interval: Duration::from_millis(500),
             retention: Some(Duration::from_secs(7 * 86_400)),
             retention_interval: Duration::from_secs(60),
-            purge_batch: 1000,
+            purge_batch: 10_000,
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
+            lease: Duration::from_secs(5),
+            parked_retry: Duration::from_secs(60),
         }
     }
 }
 
-/// What one batch did.
+/// What one page did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
-    /// Rows claimed.
+    /// Rows read.
     pub claimed: usize,
-    /// Rows delivered and marked published.
+    /// Rows Kafka acknowledged (committed in the page's transaction).
     pub published: usize,
-    /// Rows whose delivery failed (attempts + 1, last_error set).
-    pub failed: usize,
-    /// Rows delivered but left unmarked because an earlier row of the same aggregate
-    /// failed: they are sent again after it, so the last write stays last.
-    pub held_back: usize,
-}
-
-/// A claimed row and its delivery report.
-#[derive(Debug)]
-pub struct Delivery {
-    pub row: OutboxRow,
-    /// `Ok` with the time Kafka acknowledged it, or the error text.
-    pub result: Result<chrono::DateTime<Utc>, String>,
+    /// Rows set apart: refused by Kafka, or behind a refused row of their aggregate.
+    pub parked: usize,
 }
 
 /// Live state other parts of the process (health, tests) look at.
 #[derive(Debug, Default)]
 pub struct RelayStatus {
     leader: AtomicBool,
+    ready: AtomicBool,
     published: AtomicU64,
 }
 
@@ -151,24 +184,84 @@ impl RelayStatus {
         self.leader.load(Ordering::SeqCst)
     }
 
-    /// Rows this relay marked published since it started.
+    /// Whether this relay leads with its producer ready for transactions.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Rows this relay published and recorded since it started.
     pub fn published(&self) -> u64 {
         self.published.load(Ordering::SeqCst)
     }
 
+    pub(crate) fn add_published(&self, rows: u64) {
+        self.published.fetch_add(rows, Ordering::SeqCst);
+    }
+
     pub(crate) fn set_leader(&self, leader: bool) {
         self.leader.store(leader, Ordering::SeqCst);
+        if !leader {
+            self.ready.store(false, Ordering::SeqCst);
+        }
         metrics::gauge!(M_IS_LEADER).set(if leader { 1.0 } else { 0.0 });
     }
+}
+
+/// Where a page comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// New rows: the window whose snapshot this is.
+    Window(String),
+    Replay(Replay),
+    Parked,
+}
+
+/// Rows read, in the order they are produced.
+#[derive(Debug)]
+pub struct Page {
+    source: Source,
+    pub rows: Vec<OutboxRow>,
+    /// As many rows as asked for: more may follow.
+    full: bool,
+}
+
+impl Page {
+    fn ids(&self) -> Vec<i64> {
+        self.rows.iter().map(|r| r.id).collect()
+    }
+}
+
+/// A page Kafka committed (or refused rows of), ready to be recorded.
+#[derive(Debug)]
+pub struct Sent {
+    page: Page,
+    /// Rows set apart, with why: (index in the page, reason).
+    parked: Vec<(usize, String)>,
+}
+
+/// What the leader holds.
+struct Lead {
+    lease: Lease,
+    transactional_id: String,
+    /// Initialised for transactions; `None` until it is (or after a failure that left it
+    /// unusable).
+    producer: Option<Arc<TxProducer>>,
+    cursor: Cursor,
+    /// Aggregates with parked rows: their new rows wait behind them.
+    parked: HashSet<String>,
+    parked_tried: Instant,
 }
 
 pub struct Relay {
     db: DbConfig,
     pool: Pool,
-    producer: Producer,
+    settings: ProducerSettings,
+    kafka: KafkaContext,
     config: RelayConfig,
-    backoff: Backoff,
     status: Arc<RelayStatus>,
+    /// Who this relay is, in the state row's `leader`.
+    holder: String,
+    lead: Option<Lead>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -176,248 +269,431 @@ impl std::fmt::Debug for Relay {
         f.debug_struct("Relay")
             .field("db", &self.db)
             .field("config", &self.config)
+            .field("holder", &self.holder)
             .field("status", &self.status)
             .finish_non_exhaustive()
     }
 }
 
 impl Relay {
-    /// A relay over the database `db` (its own small pool; leadership and LISTEN use
-    /// dedicated connections) publishing with `producer`.
-    pub fn new(db: DbConfig, producer: Producer, config: RelayConfig) -> Self {
+    /// A relay over the database `db` (its own small pool; the lease and LISTEN use
+    /// dedicated connections) publishing with a producer of `settings`.
+    pub fn new(db: DbConfig, settings: ProducerSettings, config: RelayConfig) -> Self {
         let pool = DbConfig {
-            db_pool_size: 2,
+            db_pool_size: 3,
             ..db.clone()
         }
         .pool();
-        let backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        let holder = format!(
+            "{}/{}/{}",
+            hostname(),
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         Self {
             db,
             pool,
-            producer,
+            settings,
+            kafka: KafkaContext::default(),
             config,
-            backoff,
             status: Arc::default(),
+            holder,
+            lead: None,
         }
+    }
+
+    /// Reports the producer's broker errors and refusals through `kafka` (the process's
+    /// readiness watches it).
+    pub fn with_kafka_context(mut self, kafka: KafkaContext) -> Self {
+        self.kafka = kafka;
+        self
     }
 
     pub fn status(&self) -> Arc<RelayStatus> {
         self.status.clone()
     }
 
-    pub fn producer(&self) -> &Producer {
-        &self.producer
-    }
-
-    /// One batch: claim, produce, await every delivery report, mark.
+    /// One page: take the lease if nobody holds it, read, produce in one Kafka
+    /// transaction, record.
     #[tracing::instrument(level = "debug", skip_all, err)]
     pub async fn relay_once(&mut self) -> Result<BatchOutcome> {
-        let rows = self.claim().await?;
-        if rows.is_empty() {
-            return Ok(BatchOutcome::default());
-        }
-        let deliveries = self.produce(rows).await;
-        self.mark(deliveries).await
-    }
-
-    /// The next batch of unpublished rows in id order, skipping aggregates in backoff.
-    pub async fn claim(&self) -> Result<Vec<OutboxRow>> {
-        let client = self.pool.get().await?;
-        let blocked = self.backoff.blocked(Instant::now());
-        Ok(store::claim(&client, self.config.batch_size, &blocked).await?)
-    }
-
-    /// Produces `rows` in order and waits for every delivery report.
-    pub async fn produce(&self, rows: Vec<OutboxRow>) -> Vec<Delivery> {
-        let spans = tracing_spans::publish(&rows);
-        let mut pending = Vec::with_capacity(rows.len());
-        let sent_at = Instant::now();
-        for row in &rows {
-            pending.push(self.send(row).await);
-        }
-        let delivery = metrics::histogram!(M_DELIVERY);
-        let mut deliveries = Vec::with_capacity(rows.len());
-        for (i, (row, sent)) in rows.into_iter().zip(pending).enumerate() {
-            let result = match sent {
-                Err(error) => Err(error),
-                Ok(future) => match future.await {
-                    Ok(Ok(_)) => {
-                        delivery.record(sent_at.elapsed().as_secs_f64());
-                        Ok(Utc::now())
-                    }
-                    Ok(Err((error, _))) => Err(error.to_string()),
-                    Err(_) => Err("producer dropped the delivery report".to_owned()),
-                },
-            };
-            if let Some(spans) = &spans {
-                spans.delivered(i, result.as_ref().err());
-            }
-            deliveries.push(Delivery { row, result });
-        }
-        deliveries
-    }
-
-    /// Hands one row to librdkafka, waiting while its queue is full (so rows enter the
-    /// queue strictly in id order).
-    async fn send(&self, row: &OutboxRow) -> std::result::Result<DeliveryFuture, String> {
-        let payload = serde_json::to_vec(&row.payload).map_err(|e| e.to_string())?;
-        let headers = owned_headers(&headers_from_json(&row.headers));
-        let mut record = FutureRecord::to(&row.topic)
-            .key(&row.aggregate_id)
-            .payload(&payload)
-            .headers(headers);
         loop {
-            match self.producer.send_result(record) {
-                Ok(future) => return Ok(future),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+            let page = self.next_page().await?;
+            if page.rows.is_empty() {
+                // A window that ended on a page boundary, a replay finished, or no parked
+                // row left: on to the next page. A new window with nothing in it is the end.
+                let done = matches!(page.source, Source::Window(_))
+                    && self
+                        .lead
+                        .as_ref()
+                        .is_some_and(|l| l.cursor.window.is_none());
+                self.finish_empty(page).await?;
+                if done {
+                    return Ok(BatchOutcome::default());
                 }
-                Err((error, _)) => return Err(error.to_string()),
+                continue;
+            }
+            let sent = self.send(page).await?;
+            return self.record(sent).await;
+        }
+    }
+
+    /// Becomes the leader if nobody else is (renewing the lease of a leader driven step
+    /// by step), and readies the producer.
+    async fn ensure_leading(&mut self) -> Result<()> {
+        if let Some(lead) = &self.lead {
+            if lead.lease.holds_for(lead.lease.ttl() / 2) {
+                return self.ensure_producer().await;
+            }
+            let asked = Instant::now();
+            let client = self.pool.get().await?;
+            if leader::renew(&**client, lead.lease.epoch, lead.lease.ttl()).await? {
+                lead.lease.renewed(asked);
+                return self.ensure_producer().await;
+            }
+            self.step_down(false).await;
+            return Err(Error::Fenced);
+        }
+        if !self.try_lead().await? {
+            return Err(Error::NotLeader);
+        }
+        self.ensure_producer().await
+    }
+
+    /// Tries once to take the lease; on success reads the cursor and the parked
+    /// aggregates.
+    async fn try_lead(&mut self) -> Result<bool> {
+        let client = self.pool.get().await?;
+        let asked = Instant::now();
+        let Some(acquired) =
+            leader::try_acquire(&**client, &self.holder, self.config.lease).await?
+        else {
+            return Ok(false);
+        };
+        let parked = store::parked_aggregates(&client).await?;
+        tracing::info!(epoch = acquired.epoch, holder = %self.holder, "this relay is now the leader");
+        metrics::counter!(M_TAKEOVERS).increment(1);
+        self.lead = Some(Lead {
+            lease: Lease::new(acquired.epoch, self.config.lease, asked),
+            transactional_id: acquired.transactional_id,
+            producer: None,
+            cursor: acquired.cursor,
+            parked: parked.into_iter().collect(),
+            parked_tried: Instant::now(),
+        });
+        self.status.set_leader(true);
+        Ok(true)
+    }
+
+    /// Creates the transactional producer and initialises it, which fences every earlier
+    /// producer of this outbox (and aborts a transaction one left open).
+    async fn ensure_producer(&mut self) -> Result<()> {
+        let lead = self.lead.as_mut().ok_or(Error::NotLeader)?;
+        if lead.producer.is_some() {
+            return Ok(());
+        }
+        let producer = producer::create_transactional(
+            &self.settings,
+            &lead.transactional_id,
+            self.kafka.clone(),
+        )
+        .map_err(|e| Error::Kafka(e.to_string()))?;
+        let producer = Arc::new(producer);
+        let timeout = Duration::from_millis(self.settings.message_timeout_ms.min(30_000));
+        let init = producer.clone();
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer as _;
+            init.init_transactions(timeout)
+        })
+        .await
+        .map_err(|e| Error::Kafka(e.to_string()))?
+        .map_err(|e| Error::Kafka(format!("cannot initialise transactions: {e}")))?;
+        lead.producer = Some(producer);
+        self.status.ready.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Gives the leadership up: the producer goes (with whatever it held) and, when
+    /// `release`, the lease too, so that a standby takes over at once.
+    async fn step_down(&mut self, release: bool) {
+        let Some(lead) = self.lead.take() else { return };
+        self.status.set_leader(false);
+        if let Some(producer) = lead.producer {
+            use rdkafka::producer::{Producer as _, PurgeConfig};
+            producer.purge(PurgeConfig::default().queue().inflight());
+        }
+        if release {
+            if let Ok(client) = self.pool.get().await {
+                if let Err(error) = leader::release(&**client, lead.lease.epoch).await {
+                    tracing::warn!(%error, "cannot release the leadership lease");
+                }
             }
         }
     }
 
-    /// Marks the delivered rows published (one statement) and counts the failures, except
-    /// that after a failed row no later row of the same aggregate is marked.
-    pub async fn mark(&mut self, deliveries: Vec<Delivery>) -> Result<BatchOutcome> {
-        let mut outcome = BatchOutcome {
-            claimed: deliveries.len(),
-            ..BatchOutcome::default()
-        };
-        let mut failed_aggregates = HashSet::new();
-        let mut published = Vec::with_capacity(deliveries.len());
-        let mut acked = Vec::with_capacity(deliveries.len());
-        let mut failures = Vec::new();
-        for delivery in &deliveries {
-            let row = &delivery.row;
-            match &delivery.result {
-                Err(error) => {
-                    failed_aggregates.insert(row.aggregate_id.as_str());
-                    failures.push((row.id, error.clone()));
-                }
-                Ok(_) if failed_aggregates.contains(row.aggregate_id.as_str()) => {
-                    outcome.held_back += 1;
-                }
-                Ok(at) => {
-                    published.push(row.id);
-                    acked.push((*at - row.created_at).to_std().unwrap_or_default());
-                }
-            }
-        }
-        let client = self.pool.get().await?;
-        store::mark_published(&client, &published).await?;
-        store::mark_failed(&client, &failures).await?;
+    /// Gives the lease up so that a standby takes over at once (a relay stopping, or a
+    /// test done with it).
+    pub async fn release(&mut self) {
+        self.step_down(true).await;
+    }
 
-        let now = Instant::now();
-        for aggregate in &failed_aggregates {
-            self.backoff.failed(aggregate, now);
+    /// The next page: parked rows when their retry is due, else the oldest pending replay,
+    /// else the window of new rows.
+    pub async fn next_page(&mut self) -> Result<Page> {
+        self.ensure_leading().await?;
+        let plan = self.plan(true).await?;
+        self.fetch(plan).await
+    }
+
+    /// What to read next (without asking the database about replays unless `replays`).
+    async fn plan(&mut self, replays: bool) -> Result<Plan> {
+        let lead = self.lead.as_mut().ok_or(Error::NotLeader)?;
+        if !lead.parked.is_empty() && lead.parked_tried.elapsed() >= self.config.parked_retry {
+            lead.parked_tried = Instant::now();
+            return Ok(Plan::Parked);
         }
-        for delivery in &deliveries {
-            if delivery.result.is_ok()
-                && !failed_aggregates.contains(delivery.row.aggregate_id.as_str())
-            {
-                self.backoff.succeeded(&delivery.row.aggregate_id);
+        if replays {
+            let client = self.pool.get().await?;
+            if let Some(replay) = store::next_replay(&client).await? {
+                return Ok(Plan::Replay(replay));
             }
         }
-        outcome.published = published.len();
-        outcome.failed = failures.len();
-        let histogram = metrics::histogram!(M_LATENCY);
-        for latency in acked {
-            histogram.record(latency.as_secs_f64());
+        Ok(Plan::Window(lead.cursor.clone()))
+    }
+
+    async fn fetch(&self, plan: Plan) -> Result<Page> {
+        fetch(&self.pool, plan, self.config.batch_size).await
+    }
+
+    /// A window with no rows: the next one starts from its snapshot; a replay with no
+    /// more rows is finished.
+    async fn finish_empty(&mut self, page: Page) -> Result<()> {
+        match &page.source {
+            Source::Window(_) | Source::Replay(_) => {
+                let sent = Sent {
+                    page,
+                    parked: Vec::new(),
+                };
+                self.record(sent).await.map(|_| ())
+            }
+            Source::Parked => Ok(()),
         }
-        metrics::counter!(M_PUBLISHED).increment(outcome.published as u64);
-        metrics::counter!(M_FAILURES).increment(outcome.failed as u64);
-        self.status
-            .published
-            .fetch_add(outcome.published as u64, Ordering::SeqCst);
-        if let Some((_, error)) = failures.first() {
-            tracing::warn!(failed = outcome.failed, held_back = outcome.held_back, %error, "deliveries failed; backing off those aggregates");
+    }
+
+    /// Produces `page` in one Kafka transaction and waits for its commit. Rows Kafka
+    /// refuses for themselves (too large, an unknown topic, ...) are set apart with the
+    /// later rows of their aggregates, and the rest is committed; when the broker is away
+    /// nothing is committed and the error says why.
+    pub async fn send(&mut self, page: Page) -> Result<Sent> {
+        self.ensure_leading().await?;
+        let lead = self.lead.as_ref().ok_or(Error::NotLeader)?;
+        if !lead.lease.holds_for(self.config.lease / 5) {
+            return Err(Error::NotLeader);
         }
+        let producer = lead.producer.clone().ok_or(Error::NotLeader)?;
+        let blocked = match page.source {
+            Source::Parked => HashSet::new(),
+            _ => lead.parked.clone(),
+        };
+        let timeout = Duration::from_millis(self.settings.message_timeout_ms + 5_000);
+        match transaction::transact(producer, page, blocked, timeout).await {
+            Transacted::Committed(sent) => Ok(sent),
+            Transacted::Failed { error, fatal } => {
+                metrics::counter!(M_FAILURES).increment(1);
+                if fatal {
+                    // Fenced by a newer leader, or a producer left unusable: never again
+                    // with this one.
+                    if let Some(lead) = self.lead.as_mut() {
+                        lead.producer = None;
+                    }
+                    self.status.ready.store(false, Ordering::SeqCst);
+                }
+                Err(Error::Kafka(error))
+            }
+        }
+    }
+
+    /// Records what `sent` settled, if this relay still leads (else it writes nothing and
+    /// steps down: [`Error::Fenced`]).
+    pub async fn record(&mut self, sent: Sent) -> Result<BatchOutcome> {
+        let lead = self.lead.as_mut().ok_or(Error::NotLeader)?;
+        let epoch = lead.lease.epoch;
+        let (settled, outcome) = settle(lead, &sent);
+        match record(&self.pool, epoch, &settled).await {
+            Ok(()) => {}
+            Err(error) => {
+                // The cursor in memory is ahead of the database's now: start again from
+                // the database's (what was not recorded is sent again).
+                self.step_down(false).await;
+                return Err(error);
+            }
+        }
+        if matches!(sent.page.source, Source::Parked) {
+            let client = self.pool.get().await?;
+            let parked = store::parked_aggregates(&client).await?;
+            if let Some(lead) = self.lead.as_mut() {
+                lead.parked = parked.into_iter().collect();
+            }
+        }
+        acknowledged(&sent, &outcome, epoch);
+        self.status.add_published(outcome.published as u64);
         Ok(outcome)
     }
 }
 
-/// The spans of a batch, when spans are exported: one `publish` span per event, a child of
-/// the context its outbox row stored (the request that wrote it), linked to the batch's
-/// span, which is linked to each of them (OpenTelemetry's messaging conventions for
-/// batches).
-mod tracing_spans {
-    use super::OutboxRow;
-    use crate::envelope::{headers_from_json, H_TRACEPARENT};
-
-    pub(super) struct Publish {
-        _batch: tracing::Span,
-        events: Vec<tracing::Span>,
+/// Counts what Kafka acknowledged (the metrics; the status counts once it is recorded).
+fn acknowledged(sent: &Sent, outcome: &BatchOutcome, epoch: i64) {
+    tracing::debug!(
+        epoch,
+        rows = outcome.published,
+        parked = outcome.parked,
+        "page published: Kafka committed its transaction"
+    );
+    metrics::counter!(M_PUBLISHED).increment(outcome.published as u64);
+    if outcome.parked > 0 {
+        metrics::counter!(M_FAILURES).increment(outcome.parked as u64);
+        tracing::warn!(
+            parked = outcome.parked,
+            reason = %sent.parked.first().map(|(_, r)| r.as_str()).unwrap_or(""),
+            "rows set apart: Kafka refused them (later rows of their aggregates wait behind)"
+        );
     }
+    let now = chrono::Utc::now();
+    let latency = metrics::histogram!(M_LATENCY);
+    let parked: HashSet<usize> = sent.parked.iter().map(|(i, _)| *i).collect();
+    for (i, row) in sent.page.rows.iter().enumerate() {
+        if !parked.contains(&i) {
+            latency.record(
+                (now - row.created_at)
+                    .to_std()
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            );
+        }
+    }
+}
 
-    pub(super) fn publish(rows: &[OutboxRow]) -> Option<Publish> {
-        if !platform::telemetry::exporting() {
+/// What to read.
+#[derive(Debug, Clone)]
+enum Plan {
+    Window(Cursor),
+    Replay(Replay),
+    Parked,
+}
+
+impl Plan {
+    /// The plan of the page after `page`, if more may follow it.
+    fn after(page: &Page, cursor: &Cursor) -> Option<Plan> {
+        if !page.full {
             return None;
         }
-        let topic = rows.first().map(|r| r.topic.as_str()).unwrap_or_default();
-        let batch = tracing::info_span!(
-            parent: None,
-            "outbox.batch",
-            otel.name = format!("publish {topic} (batch)"),
-            otel.kind = "producer",
-            messaging.system = "kafka",
-            messaging.destination.name = topic,
-            messaging.operation.type = "send",
-            messaging.batch.message_count = rows.len(),
-        );
-        let events = rows
-            .iter()
-            .map(|row| {
-                let headers = headers_from_json(&row.headers);
-                let header = |name: &str| {
-                    headers
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                };
-                let traceparent = header(H_TRACEPARENT);
-                let span = tracing::info_span!(
-                    parent: None,
-                    "outbox.publish",
-                    otel.name = format!("publish {}", row.topic),
-                    otel.kind = "producer",
-                    otel.status_code = tracing::field::Empty,
-                    messaging.system = "kafka",
-                    messaging.destination.name = row.topic.as_str(),
-                    messaging.operation.type = "send",
-                    messaging.kafka.message.key = row.aggregate_id.as_str(),
-                    messaging.message.id = header("ce_id").unwrap_or_default(),
-                    cloudevents.event_id = header("ce_id").unwrap_or_default(),
-                    cloudevents.event_type = header("ce_type").unwrap_or_default(),
-                    outbox.id = row.id,
-                    error.type = tracing::field::Empty,
-                );
-                platform::telemetry::continue_from(&span, traceparent.as_deref());
-                platform::telemetry::link(
-                    &span,
-                    platform::telemetry::traceparent_of(&batch).as_deref(),
-                );
-                platform::telemetry::link(
-                    &batch,
-                    platform::telemetry::traceparent_of(&span).as_deref(),
-                );
-                span
-            })
-            .collect();
-        Some(Publish {
-            _batch: batch,
-            events,
-        })
-    }
-
-    impl Publish {
-        /// Kafka's answer for event `i`: its span ends, as an error if it failed.
-        pub(super) fn delivered(&self, i: usize, error: Option<&String>) {
-            if let (Some(span), Some(error)) = (self.events.get(i), error) {
-                span.record("otel.status_code", "ERROR");
-                span.record("error.type", error.as_str());
+        let last = page.rows.last()?.id;
+        match &page.source {
+            Source::Window(snapshot) => {
+                Some(Plan::Window(cursor.after_page(snapshot, &page.ids(), true)))
             }
+            Source::Replay(replay) => Some(Plan::Replay(replay.from(last))),
+            Source::Parked => None,
         }
     }
+}
+
+/// Records `settled` for the leadership `epoch`; [`Error::Fenced`] when another relay has
+/// taken over (nothing was written).
+async fn record(pool: &Pool, epoch: i64, settled: &Settled) -> Result<()> {
+    let client = pool.get().await?;
+    if store::record(&client, epoch, settled).await? {
+        Ok(())
+    } else {
+        tracing::warn!(epoch, "fenced: another relay took over; stepping down");
+        Err(Error::Fenced)
+    }
+}
+
+async fn fetch(pool: &Pool, plan: Plan, limit: i64) -> Result<Page> {
+    let client = pool.get().await?;
+    let page = match plan {
+        Plan::Window(cursor) => {
+            let (snapshot, rows) = store::window_page(&client, &cursor, limit).await?;
+            Page {
+                source: Source::Window(snapshot),
+                full: rows.len() as i64 >= limit,
+                rows,
+            }
+        }
+        Plan::Replay(replay) => {
+            let rows = store::replay_page(&client, &replay, limit).await?;
+            Page {
+                source: Source::Replay(replay),
+                full: rows.len() as i64 >= limit,
+                rows,
+            }
+        }
+        Plan::Parked => {
+            let rows = store::parked_page(&client, limit).await?;
+            Page {
+                source: Source::Parked,
+                full: false,
+                rows,
+            }
+        }
+    };
+    Ok(page)
+}
+
+/// Moves the leader's cursor and parked set past `sent`, and says what to record.
+fn settle(lead: &mut Lead, sent: &Sent) -> (Settled, BatchOutcome) {
+    let page = &sent.page;
+    let parked_at: HashSet<usize> = sent.parked.iter().map(|(i, _)| *i).collect();
+    let acknowledged = page.rows.len() - parked_at.len();
+    let mut settled = Settled {
+        parked: sent
+            .parked
+            .iter()
+            .map(|(i, why)| {
+                let row = &page.rows[*i];
+                (row.id, row.aggregate_id.clone(), why.clone())
+            })
+            .collect(),
+        ..Settled::default()
+    };
+    for (_, aggregate, _) in &settled.parked {
+        lead.parked.insert(aggregate.clone());
+    }
+    let last = page.rows.last().map(|r| r.id);
+    match &page.source {
+        Source::Window(snapshot) => {
+            lead.cursor = lead.cursor.after_page(snapshot, &page.ids(), page.full);
+            settled.cursor = Some(lead.cursor.clone());
+            settled.published = acknowledged as i64;
+        }
+        Source::Replay(replay) => {
+            settled.replay = Some((replay.id, last.unwrap_or(replay.after), !page.full));
+            settled.replayed = acknowledged as i64;
+        }
+        Source::Parked => {
+            settled.released = page
+                .rows
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !parked_at.contains(i))
+                .map(|(_, row)| row.id)
+                .collect();
+            settled.published = acknowledged as i64;
+        }
+    }
+    let outcome = BatchOutcome {
+        claimed: page.rows.len(),
+        published: acknowledged,
+        parked: parked_at.len(),
+    };
+    (settled, outcome)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "relay".to_owned())
 }

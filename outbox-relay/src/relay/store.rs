@@ -1,87 +1,373 @@
-//! The relay's SQL: claim unpublished rows, mark delivered ones, record failures.
+//! The relay's SQL: the pages it reads (a window of new rows, a replay, the parked rows)
+//! and the one statement that records what Kafka acknowledged.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
+use tokio_postgres::types::{FromSql, Type};
 
-/// One outbox row as the relay needs it.
+use crate::bookkeeping::Cursor;
+
+/// One outbox row as the relay publishes it: the payload and headers as their JSON text,
+/// never parsed.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub id: i64,
     pub aggregate_id: String,
     pub topic: String,
-    pub payload: serde_json::Value,
-    pub headers: serde_json::Value,
+    pub payload: Vec<u8>,
+    pub headers: Vec<u8>,
     pub created_at: DateTime<Utc>,
 }
 
-// No FOR UPDATE: only the leader (advisory lock) claims, so nobody races us for these rows,
-// and a row lock would last only as long as this autocommit statement anyway.
-const CLAIM: &str = "SELECT id, aggregate_id, topic, payload, headers, created_at \
-    FROM users.outbox \
-    WHERE published_at IS NULL AND NOT (aggregate_id = ANY($2)) \
-    ORDER BY id LIMIT $1";
+impl OutboxRow {
+    fn from_row(row: &tokio_postgres::Row, first: usize) -> Self {
+        OutboxRow {
+            id: row.get(first),
+            aggregate_id: row.get(first + 1),
+            topic: row.get(first + 2),
+            payload: row.get::<_, RawJson>(first + 3).0,
+            headers: row.get::<_, RawJson>(first + 4).0,
+            created_at: row.get(first + 5),
+        }
+    }
+}
 
-const MARK_PUBLISHED: &str = "UPDATE users.outbox SET published_at = now() WHERE id = ANY($1)";
+/// A `json` or `jsonb` value as its text, as PostgreSQL sends it.
+struct RawJson(Vec<u8>);
 
-const MARK_FAILED: &str = "UPDATE users.outbox AS o \
-    SET attempts = o.attempts + 1, last_error = f.error \
-    FROM unnest($1::bigint[], $2::text[]) AS f(id, error) WHERE o.id = f.id";
+impl<'a> FromSql<'a> for RawJson {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = if *ty == Type::JSONB {
+            // jsonb's binary form is a version byte (1) and the text.
+            match raw.split_first() {
+                Some((1, text)) => text,
+                _ => return Err("unsupported jsonb format".into()),
+            }
+        } else {
+            raw
+        };
+        Ok(RawJson(text.to_vec()))
+    }
 
-/// The oldest `limit` unpublished rows, in id order, except those of `blocked` aggregates.
-pub async fn claim<C: GenericClient + Sync>(
+    tokio_postgres::types::accepts!(JSON, JSONB);
+}
+
+const COLUMNS: &str = "id, aggregate_id, topic, payload, headers, created_at";
+
+/// The next rows of a window, in id order: those whose transaction is visible in the
+/// window's snapshot (`$1`; a new window takes the statement's own, and returns it) but
+/// not in the published one (`$2`), above `$3` (the window's progress). Rows at or below
+/// the high water (`$4`) can only be late commits, found by the transaction index (and
+/// only looked for while `$6` says some may be left: the first page of a window finds
+/// them all unless there are more than a page of them); rows above it are new, found by
+/// the primary key.
+fn window_sql() -> String {
+    format!(
+        "SELECT s.snap::text, o.* \
+         FROM (SELECT coalesce($1::text::pg_snapshot, pg_current_snapshot()) AS snap) s \
+         LEFT JOIN LATERAL ( \
+            (SELECT {COLUMNS} FROM users.outbox \
+              WHERE $6::boolean AND $3::bigint < $4::bigint \
+                AND xact_id >= pg_snapshot_xmin($2::text::pg_snapshot) \
+                AND id > $3 AND id <= $4 \
+                AND NOT pg_visible_in_snapshot(xact_id, $2::text::pg_snapshot) \
+                AND pg_visible_in_snapshot(xact_id, s.snap) \
+              ORDER BY id LIMIT $5) \
+            UNION ALL \
+            (SELECT {COLUMNS} FROM users.outbox \
+              WHERE id > greatest($3, $4) \
+                AND NOT pg_visible_in_snapshot(xact_id, $2::text::pg_snapshot) \
+                AND pg_visible_in_snapshot(xact_id, s.snap) \
+              ORDER BY id LIMIT $5) \
+            ORDER BY id LIMIT $5 \
+         ) o ON true"
+    )
+}
+
+/// The next page of the window `cursor` is in (or of a new one): its snapshot and rows.
+pub async fn window_page<C: GenericClient + Sync>(
+    client: &C,
+    cursor: &Cursor,
+    limit: i64,
+) -> Result<(String, Vec<OutboxRow>), tokio_postgres::Error> {
+    debug_assert!(
+        cursor.window.is_some() || cursor.late,
+        "a new window looks for late rows"
+    );
+    let statement = client.prepare_cached(&window_sql()).await?;
+    let (snapshot, after) = match &cursor.window {
+        Some((snapshot, after)) => (Some(snapshot.as_str()), *after),
+        None => (None, 0),
+    };
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &snapshot,
+                &cursor.published,
+                &after,
+                &cursor.high_water,
+                &limit,
+                &cursor.late,
+            ],
+        )
+        .await?;
+    let snapshot: String = rows
+        .first()
+        .map(|row| row.get(0))
+        .unwrap_or_else(|| cursor.published.clone());
+    let rows = rows
+        .iter()
+        .filter(|row| row.get::<_, Option<i64>>(1).is_some())
+        .map(|row| OutboxRow::from_row(row, 1))
+        .collect();
+    Ok((snapshot, rows))
+}
+
+/// A replay under way: its request and its progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Replay {
+    pub(crate) id: i64,
+    pub(crate) after: i64,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    event_type: Option<String>,
+    aggregate_id: Option<String>,
+    up_to: i64,
+    published: String,
+    window: Option<String>,
+    window_after: Option<i64>,
+}
+
+impl Replay {
+    /// The same replay, on from `after`.
+    pub(crate) fn from(&self, after: i64) -> Self {
+        Self {
+            after,
+            ..self.clone()
+        }
+    }
+}
+
+const NEXT_REPLAY: &str = "SELECT id, after, since, until, event_type, aggregate_id, up_to, \
+        published::text, window_snapshot::text, window_after \
+    FROM users.outbox_replays WHERE finished_at IS NULL ORDER BY id LIMIT 1";
+
+pub(crate) async fn next_replay<C: GenericClient + Sync>(
+    client: &C,
+) -> Result<Option<Replay>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(NEXT_REPLAY).await?;
+    Ok(client.query_opt(&statement, &[]).await?.map(|row| Replay {
+        id: row.get(0),
+        after: row.get(1),
+        since: row.get(2),
+        until: row.get(3),
+        event_type: row.get(4),
+        aggregate_id: row.get(5),
+        up_to: row.get(6),
+        published: row.get(7),
+        window: row.get(8),
+        window_after: row.get(9),
+    }))
+}
+
+/// The next rows of a replay above `$1`: up to its `up_to` (`$2`), matching its filter
+/// (`$3`-`$6`), published as of its request (`$7`-`$9`). Its values are parameters, not
+/// a join, so that the rows are read in primary-key order.
+fn replay_sql() -> String {
+    format!(
+        "SELECT {} FROM users.outbox o, \
+            (SELECT $7::text::pg_snapshot AS published, $8::text::pg_snapshot AS window_snapshot, \
+                    $9::bigint AS window_after) j \
+         WHERE o.id > $1 AND o.id <= $2 \
+           AND ($3::timestamptz IS NULL OR o.created_at >= $3) \
+           AND ($4::timestamptz IS NULL OR o.created_at < $4) \
+           AND ($5::text IS NULL OR o.event_type = $5) \
+           AND ($6::text IS NULL OR o.aggregate_id = $6) \
+           AND {} \
+         ORDER BY o.id LIMIT $10",
+        COLUMNS
+            .split(", ")
+            .map(|c| format!("o.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        crate::bookkeeping::published_by!("o", "j"),
+    )
+}
+
+pub(crate) async fn replay_page<C: GenericClient + Sync>(
+    client: &C,
+    replay: &Replay,
+    limit: i64,
+) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(&replay_sql()).await?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &replay.after,
+                &replay.up_to,
+                &replay.since,
+                &replay.until,
+                &replay.event_type,
+                &replay.aggregate_id,
+                &replay.published,
+                &replay.window,
+                &replay.window_after,
+                &limit,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| OutboxRow::from_row(row, 0)).collect())
+}
+
+fn parked_sql() -> String {
+    format!(
+        "SELECT {} FROM users.outbox_parked p JOIN users.outbox o ON o.id = p.outbox_id \
+         ORDER BY o.id LIMIT $1",
+        COLUMNS
+            .split(", ")
+            .map(|c| format!("o.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// The parked rows, oldest first.
+pub(crate) async fn parked_page<C: GenericClient + Sync>(
     client: &C,
     limit: i64,
-    blocked: &[String],
 ) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(CLAIM).await?;
-    let rows = client.query(&statement, &[&limit, &blocked]).await?;
-    Ok(rows
-        .iter()
-        .map(|row| OutboxRow {
-            id: row.get(0),
-            aggregate_id: row.get(1),
-            topic: row.get(2),
-            payload: row.get(3),
-            headers: row.get(4),
-            created_at: row.get(5),
-        })
-        .collect())
+    let statement = client.prepare_cached(&parked_sql()).await?;
+    let rows = client.query(&statement, &[&limit]).await?;
+    Ok(rows.iter().map(|row| OutboxRow::from_row(row, 0)).collect())
 }
 
-/// Marks rows published, in one statement. Only ever called with delivered rows.
-pub async fn mark_published<C: GenericClient + Sync>(
+const PARKED_AGGREGATES: &str = "SELECT DISTINCT aggregate_id FROM users.outbox_parked";
+
+/// The aggregates that have parked rows: their new rows wait behind them.
+pub(crate) async fn parked_aggregates<C: GenericClient + Sync>(
     client: &C,
-    ids: &[i64],
-) -> Result<u64, tokio_postgres::Error> {
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    let statement = client.prepare_cached(MARK_PUBLISHED).await?;
-    client.execute(&statement, &[&ids]).await
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(PARKED_AGGREGATES).await?;
+    let rows = client.query(&statement, &[]).await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
-/// Counts a failed attempt on each row with its error text, in one statement.
-pub async fn mark_failed<C: GenericClient + Sync>(
-    client: &C,
-    failures: &[(i64, String)],
-) -> Result<u64, tokio_postgres::Error> {
-    if failures.is_empty() {
-        return Ok(0);
-    }
-    let (ids, errors): (Vec<i64>, Vec<String>) = failures.iter().cloned().unzip();
-    let statement = client.prepare_cached(MARK_FAILED).await?;
-    client.execute(&statement, &[&ids, &errors]).await
+/// What one Kafka transaction settled, to be recorded.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Settled {
+    /// The cursor after the transaction (for a window page).
+    pub(crate) cursor: Option<Cursor>,
+    /// A replay's progress: (replay, last id sent, finished).
+    pub(crate) replay: Option<(i64, i64, bool)>,
+    /// Rows set apart: (id, aggregate, why).
+    pub(crate) parked: Vec<(i64, String, String)>,
+    /// Parked rows now published.
+    pub(crate) released: Vec<i64>,
+    /// Rows Kafka acknowledged: new ones, replayed ones.
+    pub(crate) published: i64,
+    pub(crate) replayed: i64,
 }
 
-const BACKLOG: &str = "SELECT count(*), \
-    COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) \
-    FROM users.outbox WHERE published_at IS NULL";
+/// Records a settled transaction in ONE statement (one transaction, one round trip),
+/// only while `$1` is still the leadership's epoch: the state row is updated first, and
+/// every other change is made only if it was. Committed asynchronously: a bookkeeping
+/// write lost in a crash of PostgreSQL only makes the relay send those rows again.
+const RECORD: &str = "
+    WITH state AS (
+        UPDATE users.outbox_relay SET
+            published = coalesce($2::text::pg_snapshot, published),
+            window_snapshot = CASE WHEN $2::text IS NULL THEN window_snapshot
+                                   ELSE $3::text::pg_snapshot END,
+            window_after = CASE WHEN $2::text IS NULL THEN window_after ELSE $4 END,
+            high_water = greatest(high_water, coalesce($5::bigint, 0)),
+            published_total = published_total + $6,
+            replayed_total = replayed_total + $7,
+            published_at = CASE WHEN $6 + $7 > 0 THEN now() ELSE published_at END
+        WHERE epoch = $1
+        RETURNING epoch
+    ), parked AS (
+        INSERT INTO users.outbox_parked (outbox_id, aggregate_id, error)
+        SELECT * FROM unnest($8::bigint[], $9::text[], $10::text[])
+        WHERE EXISTS (SELECT 1 FROM state)
+        ON CONFLICT (outbox_id) DO UPDATE SET
+            attempts = users.outbox_parked.attempts + 1,
+            error = EXCLUDED.error,
+            tried_at = now()
+    ), released AS (
+        DELETE FROM users.outbox_parked
+        WHERE outbox_id = ANY($11) AND EXISTS (SELECT 1 FROM state)
+    ), replay AS (
+        UPDATE users.outbox_replays SET
+            after = $13,
+            sent = sent + $7,
+            finished_at = CASE WHEN $14 THEN now() END
+        WHERE id = $12 AND EXISTS (SELECT 1 FROM state)
+    )
+    SELECT (SELECT count(*) FROM state), set_config('synchronous_commit', 'off', true)";
 
-/// Unpublished rows and the age in seconds of the oldest one (0 when none).
-pub async fn backlog<C: GenericClient + Sync>(
+/// Records `settled` if `epoch` still leads; `false` when another relay took over (this
+/// one is fenced and wrote nothing).
+pub(crate) async fn record<C: GenericClient + Sync>(
     client: &C,
-) -> Result<(i64, f64), tokio_postgres::Error> {
-    let statement = client.prepare_cached(BACKLOG).await?;
-    let row = client.query_one(&statement, &[]).await?;
-    Ok((row.get(0), row.get(1)))
+    epoch: i64,
+    settled: &Settled,
+) -> Result<bool, tokio_postgres::Error> {
+    let statement = client.prepare_cached(RECORD).await?;
+    let (published, window, after, high_water) = match &settled.cursor {
+        Some(cursor) => (
+            Some(cursor.published.as_str()),
+            cursor.window.as_ref().map(|(s, _)| s.as_str()),
+            cursor.window.as_ref().map(|(_, a)| *a),
+            Some(cursor.high_water),
+        ),
+        None => (None, None, None, None),
+    };
+    let ids: Vec<i64> = settled.parked.iter().map(|(id, _, _)| *id).collect();
+    let aggregates: Vec<&str> = settled.parked.iter().map(|(_, a, _)| a.as_str()).collect();
+    let errors: Vec<&str> = settled.parked.iter().map(|(_, _, e)| e.as_str()).collect();
+    let (replay, replay_after, finished) = settled.replay.unwrap_or((0, 0, false));
+    let row = client
+        .query_one(
+            &statement,
+            &[
+                &epoch,
+                &published,
+                &window,
+                &after,
+                &high_water,
+                &settled.published,
+                &settled.replayed,
+                &ids,
+                &aggregates,
+                &errors,
+                &settled.released,
+                &replay,
+                &replay_after,
+                &finished,
+            ],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) == 1)
+}
+
+/// Records, for the leadership `epoch`, that the rows up to `cursor` are published,
+/// outside any Kafka transaction: what the benchmark measures as the database's own
+/// limit (reading pages and recording them, with no broker in between).
+pub async fn record_cursor<C: GenericClient + Sync>(
+    client: &C,
+    epoch: i64,
+    cursor: &Cursor,
+    rows: i64,
+) -> Result<bool, tokio_postgres::Error> {
+    let settled = Settled {
+        cursor: Some(cursor.clone()),
+        published: rows,
+        ..Settled::default()
+    };
+    record(client, epoch, &settled).await
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 #[serde(default)]
 pub struct Settings {
     pub port: u16,
-    /// Rows claimed and produced per batch.
+    /// Rows read and produced per Kafka transaction.
     pub relay_batch_size: i64,
     /// Fallback poll when no NOTIFY arrives.
     pub relay_poll_interval_ms: u64,
@@ -19,19 +19,27 @@ pub struct Settings {
     pub relay_linger_ms: u64,
     pub relay_compression: Compression,
     pub relay_message_timeout_ms: u64,
+    /// How long the leadership lease runs without renewal (the longest a standby waits
+    /// for a leader that died).
+    pub relay_lease_ms: u64,
+    /// How often the leader tries the parked rows again.
+    pub relay_parked_retry_ms: u64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         let producer = ProducerSettings::new("127.0.0.1:9092");
+        let relay = RelayConfig::default();
         Self {
             port: 8082,
-            relay_batch_size: 1000,
-            relay_poll_interval_ms: 500,
-            outbox_retention: Some(Duration::from_secs(7 * 86_400)),
+            relay_batch_size: relay.batch_size,
+            relay_poll_interval_ms: relay.poll_interval.as_millis() as u64,
+            outbox_retention: relay.retention,
             relay_linger_ms: producer.linger_ms,
             relay_compression: Compression::Lz4,
             relay_message_timeout_ms: producer.message_timeout_ms,
+            relay_lease_ms: relay.lease.as_millis() as u64,
+            relay_parked_retry_ms: relay.parked_retry.as_millis() as u64,
         }
     }
 }
@@ -99,6 +107,17 @@ impl ServiceSettings for Settings {
                 "RELAY_POLL_INTERVAL_MS must be at least 1".into(),
             ));
         }
+        if self.relay_lease_ms < 500 {
+            return Err(ConfigError::Refused(
+                "RELAY_LEASE_MS must be at least 500 (the lease is renewed every third of it)"
+                    .into(),
+            ));
+        }
+        if self.relay_parked_retry_ms == 0 {
+            return Err(ConfigError::Refused(
+                "RELAY_PARKED_RETRY_MS must be at least 1".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -110,12 +129,14 @@ impl Settings {
             batch_size: self.relay_batch_size,
             poll_interval: Duration::from_millis(self.relay_poll_interval_ms),
             retention: self.outbox_retention,
+            lease: Duration::from_millis(self.relay_lease_ms),
+            parked_retry: Duration::from_millis(self.relay_parked_retry_ms),
             ..RelayConfig::default()
         }
     }
 
     /// The producer's settings over the connection `kafka`; librdkafka may buffer two
-    /// batches.
+    /// pages.
     pub fn producer(&self, kafka: &platform::kafka::KafkaConfig) -> ProducerSettings {
         ProducerSettings {
             kafka: kafka.clone(),
@@ -149,6 +170,8 @@ mod tests {
             ("RELAY_COMPRESSION", "zstd"),
             ("RELAY_LINGER_MS", "2"),
             ("RELAY_MESSAGE_TIMEOUT_MS", "5000"),
+            ("RELAY_LEASE_MS", "3000"),
+            ("RELAY_PARKED_RETRY_MS", "10000"),
             ("KAFKA_BROKERS", "kafka:9092"),
         ]))
         .unwrap();
@@ -156,6 +179,8 @@ mod tests {
         assert_eq!(relay.batch_size, 250);
         assert_eq!(relay.poll_interval, Duration::from_millis(100));
         assert_eq!(relay.retention, Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(relay.lease, Duration::from_secs(3));
+        assert_eq!(relay.parked_retry, Duration::from_secs(10));
         let producer = config.settings.producer(&config.kafka);
         assert_eq!(producer.kafka.kafka_brokers, "kafka:9092");
         assert_eq!(producer.compression, "zstd");
@@ -169,7 +194,8 @@ mod tests {
             config.settings.relay().retention,
             Some(Duration::from_secs(7 * 86_400))
         );
-        assert_eq!(config.settings.relay().batch_size, 1000);
+        assert_eq!(config.settings.relay().batch_size, 10_000);
+        assert_eq!(config.settings.relay().lease, Duration::from_secs(5));
         assert_eq!(config.settings.producer(&config.kafka).compression, "lz4");
         let keep = Config::from_env(env(&[("OUTBOX_RETENTION", "0")])).unwrap();
         assert_eq!(keep.settings.relay().retention, None);
@@ -181,6 +207,7 @@ mod tests {
             ("OUTBOX_RETENTION", "a while"),
             ("RELAY_COMPRESSION", "brotli"),
             ("RELAY_BATCH_SIZE", "0"),
+            ("RELAY_LEASE_MS", "100"),
         ] {
             let error = Config::from_env(env(&[(key, value)])).unwrap_err();
             assert!(error.to_string().contains(key), "{error}");

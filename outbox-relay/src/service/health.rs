@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use rdkafka::producer::Producer as _;
 
-use crate::relay::{store, Producer, M_BACKLOG, M_OLDEST};
+use crate::bookkeeping;
+use crate::relay::{Producer, M_BACKLOG, M_OLDEST, M_PARKED};
 use platform::kafka::BrokerAccess;
 use platform::metrics as platform_metrics;
 
@@ -65,10 +66,11 @@ pub(crate) fn metrics(pool: Pool) -> impl poem::Endpoint<Output = poem::Response
         let pool = pool.clone();
         async move {
             if let Ok(client) = pool.get().await {
-                match store::backlog(&client).await {
-                    Ok((count, oldest)) => {
-                        ::metrics::gauge!(M_BACKLOG).set(count as f64);
-                        ::metrics::gauge!(M_OLDEST).set(oldest);
+                match bookkeeping::backlog(&client).await {
+                    Ok(backlog) => {
+                        ::metrics::gauge!(M_BACKLOG).set(backlog.rows as f64);
+                        ::metrics::gauge!(M_OLDEST).set(backlog.oldest_age_s);
+                        ::metrics::gauge!(M_PARKED).set(backlog.parked as f64);
                     }
                     Err(error) => tracing::warn!(%error, "cannot measure the outbox backlog"),
                 }

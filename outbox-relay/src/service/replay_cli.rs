@@ -81,7 +81,10 @@ pub async fn run(config: &Config, args: ReplayArgs) -> Exit {
             Exit::Usage
         }
         Err(error) => {
-            eprintln!("replay failed: {error}");
+            eprintln!(
+                "replay failed: {}",
+                platform::telemetry::error_chain(&error)
+            );
             Exit::Failed
         }
     }

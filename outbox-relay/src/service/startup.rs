@@ -54,8 +54,12 @@ impl Service for App {
                 .await?;
         let context = platform::kafka::KafkaContext::default();
         let access = context.access.clone();
-        let producer = create_producer_with(&config.settings.producer(&config.kafka), context)?;
-        let relay = Relay::new(config.db.clone(), producer.clone(), config.settings.relay());
+        let settings = config.settings.producer(&config.kafka);
+        // The health probe's plain producer; the relay makes its transactional one when
+        // it leads.
+        let producer = create_producer_with(&settings, context.clone())?;
+        let relay = Relay::new(config.db.clone(), settings, config.settings.relay())
+            .with_kafka_context(context);
         let pool = config.db.pool();
         let status = relay.status();
         let broker = Arc::new(BrokerProbe::new(producer, access.clone()));

@@ -47,7 +47,10 @@ impl Sizes {
     fn from_env() -> Self {
         Self {
             backlog: env_or("BENCH_BACKLOG", 200_000),
-            batch: env_or("BENCH_BATCH", 2_000),
+            batch: env_or(
+                "BENCH_BATCH",
+                outbox_relay::relay::RelayConfig::default().batch_size,
+            ),
             rate: env_or("BENCH_RATE", 1_000),
             latency_run: std::time::Duration::from_secs(env_or("BENCH_LATENCY_SECS", 10)),
             consumer_backlog: env_or("BENCH_CONSUMER_BACKLOG", 100_000),
@@ -83,25 +86,40 @@ async fn sample_record(db: &platform::db::DbConfig) -> anyhow::Result<Sample> {
     })
 }
 
+/// The parts of the run; `BENCH_ONLY=relay,consumer` runs only those (a quick look at
+/// one figure), the default all of them.
+const SECTIONS: [&str; 8] = [
+    "relay",
+    "latency",
+    "consumer",
+    "overhead",
+    "replay",
+    "reconcile",
+    "http",
+    "traced",
+];
+
+fn wanted(section: &str) -> bool {
+    match std::env::var("BENCH_ONLY") {
+        Ok(only) if !only.trim().is_empty() => only.split(',').any(|s| s.trim() == section),
+        _ => true,
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let run_started = Instant::now();
     let mut report = json!({});
     report["machine"] = machine_facts();
-    let Sizes {
-        backlog,
-        batch,
-        rate,
-        latency_run,
-        consumer_backlog,
-        consumer_batch,
-        http_seconds,
-    } = Sizes::from_env();
+    let sizes = Sizes::from_env();
     report["settings"] = json!({
-        "relay_backlog": backlog, "relay_batch_size": batch, "latency_rate_per_s": rate,
-        "latency_run_s": latency_run.as_secs(), "consumer_backlog": consumer_backlog,
-        "consumer_batch_size": consumer_batch, "http_seconds": http_seconds,
-        "synchronous_commit": "on", "latency_run_database": "fresh scratch database, relay and consumer running as in production", "producer": "idempotent, acks=all, lz4, the relay's default linger.ms (BENCH_LINGER_MS overrides)",
+        "relay_backlog": sizes.backlog, "relay_batch_size": sizes.batch,
+        "latency_rate_per_s": sizes.rate, "latency_run_s": sizes.latency_run.as_secs(),
+        "consumer_backlog": sizes.consumer_backlog, "consumer_batch_size": sizes.consumer_batch,
+        "http_seconds": sizes.http_seconds, "synchronous_commit": "on",
+        "latency_run_database": "fresh scratch database, relay and consumer running as in production",
+        "producer": "idempotent, acks=all, lz4, the relay's default linger.ms (BENCH_LINGER_MS overrides); the relay's is also transactional",
+        "sections": SECTIONS.iter().filter(|s| wanted(s)).collect::<Vec<_>>(),
     });
 
     let db = scratch_db().await;
@@ -120,22 +138,126 @@ async fn main() -> anyhow::Result<()> {
         sample.headers.len()
     );
 
-    // The two limits the relay sits between.
+    let mut latencies = None;
+    if wanted("relay") {
+        relay_drain(&db, &sample, &sizes, &mut report).await?;
+    }
+    if wanted("latency") {
+        latencies = Some(latency(&sizes, &mut report).await?);
+    }
+    if wanted("consumer") {
+        consumer_drain(&sizes, &mut report).await?;
+    }
+    if wanted("overhead") {
+        // The outbox row's cost inside the register transaction.
+        let overhead = write_overhead::measure(&db, 2_000).await?;
+        eprintln!(
+            "[bench] outbox row adds {} ms (p50) to the register transaction",
+            overhead["p50"]
+        );
+        report["outbox_write_overhead_ms"] = overhead;
+    }
+    if wanted("replay") {
+        // Replay of a million published rows (BENCH_REPLAY_ROWS), then the purge of them
+        // all, in a database of its own.
+        let rows: i64 = env_or("BENCH_REPLAY_ROWS", 1_000_000);
+        let replay_db = scratch_db().await;
+        let (replayed, purged) =
+            replay::measure(&replay_db, &scratch_topic(3).await, rows, sizes.batch).await?;
+        eprintln!(
+            "[bench] replay: {} rows re-queued and published in {} s; purge: {} rows in {} s, longest statement {} ms",
+            replayed["rows"], replayed["seconds"], purged["rows"], purged["seconds"], purged["longest_statement_ms"]
+        );
+        report["replay"] = replayed;
+        report["retention"] = purged;
+    }
+    if wanted("reconcile") {
+        // reconcile over 100k users (BENCH_RECONCILE_USERS).
+        let users: i64 = env_or("BENCH_RECONCILE_USERS", 100_000);
+        let reconciled = reconcile::measure(&scratch_db().await, users).await?;
+        eprintln!(
+            "[bench] reconcile: {} users in {} s",
+            reconciled["users"], reconciled["seconds_in_sync"]
+        );
+        report["reconcile"] = reconciled;
+    }
+    if wanted("http") {
+        // The public API under load.
+        let figures = http::measure(&scratch_db().await, sizes.http_seconds).await?;
+        eprintln!(
+            "[bench] http: profile {} rps, health/live {} rps",
+            figures["profile_rps"], figures["live_rps"]
+        );
+        report["http"] = figures;
+    }
+    if wanted("traced") {
+        traced_drain(&sizes, &mut report).await?;
+    }
+
+    report["duration_s"] = json!(stats::round0(run_started.elapsed().as_secs_f64()));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    write_report(&dir, &report)?;
+    if let Some((kafka_latency, effect_latency)) = latencies {
+        let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+        chart::draw(
+            &dir.join("chart.svg"),
+            &[
+                ("commit -> Kafka", chart::cdf(&kafka_latency.buckets())),
+                (
+                    "commit -> consumer effect",
+                    chart::cdf(&effect_latency.buckets()),
+                ),
+            ],
+            &[
+                ("relay (real engine)", f(&report["relay"]["events_per_s"])),
+                (
+                    "limit: read-and-record, no Kafka",
+                    f(&report["relay"]["db_limit_per_s"]),
+                ),
+                (
+                    "limit: raw producer, no DB",
+                    f(&report["relay"]["raw_producer_per_s"]),
+                ),
+                ("consumer (backlog)", f(&report["consumer"]["events_per_s"])),
+            ],
+        )?;
+    }
+    print_table(&report, &previous_design());
+    eprintln!(
+        "[bench] wrote {} and chart.svg",
+        dir.join("report.json").display()
+    );
+    Ok(())
+}
+
+/// The relay between its two limits: a raw producer with its settings and no database,
+/// and the database's reading and recording with no Kafka; then the relay itself (the
+/// process's loop) draining the same backlog, what it wrote to the database per event,
+/// and every record read back to count duplicates.
+async fn relay_drain(
+    db: &platform::db::DbConfig,
+    sample: &Sample,
+    sizes: &Sizes,
+    report: &mut Value,
+) -> anyhow::Result<()> {
+    let backlog = sizes.backlog;
     let topic = scratch_topic(3).await;
     let raw = producer::raw_producer_per_s(
         &create_producer(&relay::producer_settings())?,
         &topic,
-        &sample,
+        sample,
         backlog as usize,
     )
     .await?;
     eprintln!("[bench] raw producer: {raw:.0}/s");
 
     fill_outbox(&db.connect().await?, backlog, &topic).await?;
-    let db_limit = db_limit::claim_and_mark_per_s(&db, batch).await?;
-    eprintln!("[bench] claim-and-mark (no Kafka): {db_limit:.0}/s");
+    let db_limit = db_limit::read_and_record_per_s(db, sizes.batch).await?;
+    eprintln!("[bench] read-and-record (no Kafka): {db_limit:.0}/s");
 
-    // The real relay engine over the same backlog and broker.
+    // The real relay over the same backlog and broker, on a topic of its own.
+    let topic = scratch_topic(3).await;
     {
         // Sessions of their own, closed before the first reading: a backend reports its
         // table counters when it exits (when idle, only up to 10 s later), so these
@@ -144,12 +266,13 @@ async fn main() -> anyhow::Result<()> {
         filler.execute("DELETE FROM users.outbox", &[]).await?;
         fill_outbox(&filler, backlog, &topic).await?;
     }
-    let before = write_cost::read(&db).await?;
-    let relay_rate = relay::drain_per_s(&db, batch).await?;
-    let written = write_cost::per_event(before, write_cost::read(&db).await?, backlog as usize);
+    let before = write_cost::read(db).await?;
+    let relay_rate = relay::drain_per_s(db, sizes.batch, backlog as usize).await?;
+    let written = write_cost::per_event(before, write_cost::read(db).await?, backlog as usize);
+    let duplicates = relay::duplicates(&topic, backlog as usize).await?;
     eprintln!(
-        "[bench] relay drain: {relay_rate:.0}/s; per published event {} WAL bytes, {} row versions",
-        written["wal_bytes_per_event"], written["row_versions_per_event"]
+        "[bench] relay drain: {relay_rate:.0}/s; per published event {} WAL bytes, {} row versions; {} duplicates in Kafka",
+        written["wal_bytes_per_event"], written["row_versions_per_event"], duplicates["duplicates"]
     );
     let limit = raw.min(db_limit);
     report["relay"] = json!({
@@ -159,12 +282,18 @@ async fn main() -> anyhow::Result<()> {
         "ratio_to_limit": stats::round3(relay_rate / limit),
         "ratio_to_raw_producer": stats::round3(relay_rate / raw),
         "database_writes_per_event": written,
+        "kafka": duplicates,
     });
+    Ok(())
+}
 
-    // Commit -> Kafka and commit -> effect under a steady open-loop load, with the relay
-    // and the consumer running as in production (leadership, LISTEN wake-ups, polls).
-    // A database of its own: the drain above left hundreds of thousands of dead outbox
-    // tuples for autovacuum, which is not the steady state being measured.
+/// Commit -> Kafka and commit -> effect under a steady open-loop load, with the relay and
+/// the consumer running as in production (leadership, LISTEN wake-ups, polls), in a
+/// database of its own.
+async fn latency(
+    sizes: &Sizes,
+    report: &mut Value,
+) -> anyhow::Result<(stats::Latencies, stats::Latencies)> {
     let latency_db = scratch_db().await;
     let latency_topic = scratch_topic(3).await;
     let dlq_topic = scratch_topic(1).await;
@@ -174,11 +303,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let running = Relay::new(
         latency_db.clone(),
-        create_producer(&relay::producer_settings())?,
-        relay::relay_config(batch),
+        relay::producer_settings(),
+        relay::relay_config(sizes.batch),
     );
     let relay_task = tokio::spawn(running.run(until_stopped(stopped.clone())));
-    let consumer_settings = consumer::settings(&latency_topic, &dlq_topic, consumer_batch);
+    let consumer_settings = consumer::settings(&latency_topic, &dlq_topic, sizes.consumer_batch);
     let consumer_engine = event_consumer::Consumer::new(
         &consumer_settings,
         &platform::kafka::KafkaConfig::plaintext(tests::brokers()),
@@ -201,12 +330,13 @@ async fn main() -> anyhow::Result<()> {
     consumer::effect_latencies(&latency_db, 1, warm).await?;
     tokio::time::timeout(std::time::Duration::from_secs(60), reader.recv()).await??;
     let commits = relay::CommitTimes::default();
-    let expected = (latency_run.as_secs_f64() * rate as f64) as usize;
+    let rate = sizes.rate;
+    let expected = (sizes.latency_run.as_secs_f64() * rate as f64) as usize;
     let writer = tokio::spawn(relay::steady_writer(
         latency_db.clone(),
         latency_topic.clone(),
         rate,
-        latency_run,
+        sizes.latency_run,
         commits.clone(),
     ));
     let effects = {
@@ -228,69 +358,45 @@ async fn main() -> anyhow::Result<()> {
     report["latency_commit_to_consumer_ms"] = effect_latency.summary();
     report["latency_commit_to_consumer_ms"]["rate_per_s"] = json!(rate);
     report["rate_per_s"] = json!(rate);
+    Ok((kafka_latency, effect_latency))
+}
 
-    // The consumer applying a backlog.
+/// The consumer applying a backlog already on its topic.
+async fn consumer_drain(sizes: &Sizes, report: &mut Value) -> anyhow::Result<()> {
     let backlog_topic = scratch_topic(3).await;
+    let dlq_topic = scratch_topic(1).await;
     consumer::fill_topic(
         &create_producer(&relay::producer_settings())?,
         &backlog_topic,
-        consumer_backlog,
+        sizes.consumer_backlog,
     )
     .await?;
     let consumer_db = scratch_db().await;
     let consumer_rate = consumer::drain_per_s(
         &consumer_db,
-        &consumer::settings(&backlog_topic, &dlq_topic, consumer_batch),
-        consumer_backlog,
+        &consumer::settings(&backlog_topic, &dlq_topic, sizes.consumer_batch),
+        sizes.consumer_backlog,
     )
     .await?;
     eprintln!("[bench] consumer: {consumer_rate:.0}/s");
-    report["consumer"] = json!({ "events_per_s": stats::round0(consumer_rate), "backlog": consumer_backlog, "batch_size": consumer_batch });
+    report["consumer"] = json!({
+        "events_per_s": stats::round0(consumer_rate),
+        "backlog": sizes.consumer_backlog,
+        "batch_size": sizes.consumer_batch,
+    });
+    Ok(())
+}
 
-    // The outbox row's cost inside the register transaction.
-    let overhead = write_overhead::measure(&db, 2_000).await?;
-    eprintln!(
-        "[bench] outbox row adds {} ms (p50) to the register transaction",
-        overhead["p50"]
-    );
-    report["outbox_write_overhead_ms"] = overhead;
-
-    // Replay of a million published rows (BENCH_REPLAY_ROWS), in a database of its own.
-    let replay_rows: i64 = env_or("BENCH_REPLAY_ROWS", 1_000_000);
-    let replay_db = scratch_db().await;
-    let replayed = replay::measure(&replay_db, &scratch_topic(3).await, replay_rows, batch).await?;
-    eprintln!(
-        "[bench] replay: {} rows re-queued and published in {} s",
-        replayed["rows"], replayed["seconds"]
-    );
-    report["replay"] = replayed;
-
-    // reconcile over 100k users (BENCH_RECONCILE_USERS).
-    let reconcile_users: i64 = env_or("BENCH_RECONCILE_USERS", 100_000);
-    let reconcile_db = scratch_db().await;
-    let reconciled = reconcile::measure(&reconcile_db, reconcile_users).await?;
-    eprintln!(
-        "[bench] reconcile: {} users in {} s",
-        reconciled["users"], reconciled["seconds_in_sync"]
-    );
-    report["reconcile"] = reconciled;
-
-    // The public API under load.
-    let http_db = scratch_db().await;
-    let http_figures = http::measure(&http_db, http_seconds).await?;
-    eprintln!(
-        "[bench] http: profile {} rps, health {} rps",
-        http_figures["profile_rps"], http_figures["health_rps"]
-    );
-    report["http"] = http_figures;
-
-    // Last, because it turns tracing on for the whole process: the same drain with spans
-    // exported (to an OTLP receiver in this process) under a 1% parent-based sampler,
-    // side by side with an untraced drain just before it, in a database of their own (the
-    // figures measured so far leave other databases for autovacuum to clean).
+/// Last, because it turns tracing on for the whole process: the same drain with spans
+/// exported (to an OTLP receiver in this process) under a 1% parent-based sampler, side
+/// by side with an untraced drain just before it, in a database of their own (the figures
+/// measured so far leave other databases for autovacuum to clean).
+async fn traced_drain(sizes: &Sizes, report: &mut Value) -> anyhow::Result<()> {
+    let backlog = sizes.backlog;
+    let topic = scratch_topic(3).await;
     let trace_db = scratch_db().await;
     fill_outbox(&trace_db.connect().await?, backlog, &topic).await?;
-    let untraced_rate = relay::drain_per_s(&trace_db, batch).await?;
+    let untraced_rate = relay::drain_per_s(&trace_db, sizes.batch, backlog as usize).await?;
     let otlp = tests::otlp::receiver().await;
     for (name, value) in [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint.as_str()),
@@ -308,7 +414,7 @@ async fn main() -> anyhow::Result<()> {
     );
     anyhow::ensure!(platform::telemetry::exporting(), "tracing did not start");
     fill_outbox(&trace_db.connect().await?, backlog, &topic).await?;
-    let traced_rate = relay::drain_per_s(&trace_db, batch).await?;
+    let traced_rate = relay::drain_per_s(&trace_db, sizes.batch, backlog as usize).await?;
     platform::telemetry::shutdown();
     eprintln!(
         "[bench] relay drain, 1% of traces sampled: {traced_rate:.0}/s against {untraced_rate:.0}/s untraced just before ({} spans received)",
@@ -318,40 +424,18 @@ async fn main() -> anyhow::Result<()> {
     report["relay"]["events_per_s_untraced_beside_traced"] = json!(stats::round0(untraced_rate));
     report["relay"]["traced_to_untraced"] = json!(stats::round3(traced_rate / untraced_rate));
     report["relay"]["traced_spans_received"] = json!(otlp.spans().len());
-
-    report["duration_s"] = json!(stats::round0(run_started.elapsed().as_secs_f64()));
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    std::fs::create_dir_all(&dir)?;
-    write_report(&dir, &report)?;
-    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
-    chart::draw(
-        &dir.join("chart.svg"),
-        &[
-            ("commit -> Kafka", chart::cdf(&kafka_latency.buckets())),
-            (
-                "commit -> consumer effect",
-                chart::cdf(&effect_latency.buckets()),
-            ),
-        ],
-        &[
-            ("relay (real engine)", f(&report["relay"]["events_per_s"])),
-            (
-                "limit: claim-and-mark, no Kafka",
-                f(&report["relay"]["db_limit_per_s"]),
-            ),
-            (
-                "limit: raw producer, no DB",
-                f(&report["relay"]["raw_producer_per_s"]),
-            ),
-            ("consumer (backlog)", f(&report["consumer"]["events_per_s"])),
-        ],
-    )?;
-    print_table(&report);
-    eprintln!(
-        "[bench] wrote {} and chart.svg",
-        dir.join("report.json").display()
-    );
     Ok(())
+}
+
+/// The last run of the relay design before this one (one UPDATE per published row),
+/// kept beside this run's figures.
+fn previous_design() -> Value {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench-results/previous-design.json");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null)
 }
 
 /// The broker version `make infra-up` resolves (scripts/kafka/pom.xml).
@@ -394,10 +478,12 @@ fn write_report(dir: &std::path::Path, report: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One line of the table: a figure, its target (`-` for none) and whether it is met.
+/// One line of the table: a figure, the previous design's, its target (`-` for none) and
+/// whether it is met.
 struct Row {
     name: &'static str,
     value: f64,
+    previous: f64,
     target: String,
     met: bool,
 }
@@ -420,14 +506,26 @@ impl Row {
         Self {
             name,
             value,
+            previous: f64::NAN,
             target,
             met,
         }
     }
+
+    /// The previous design's figure at `path` in its report.
+    fn was(mut self, previous: &Value, path: &[&str]) -> Self {
+        self.previous = path
+            .iter()
+            .fold(previous, |v, key| &v[*key])
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        self
+    }
 }
 
-/// The figures against the targets, one line each.
-fn print_table(r: &Value) {
+/// The figures against the targets and the previous design's, one line each (figures of
+/// sections not run are left out).
+fn print_table(r: &Value, was: &Value) {
     let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     let raw = f(&r["relay"]["raw_producer_per_s"]);
     let limit = f(&r["relay"]["db_limit_per_s"]).min(raw);
@@ -435,89 +533,125 @@ fn print_table(r: &Value) {
     let to_kafka = &r["latency_commit_to_kafka_ms"];
     let to_consumer = &r["latency_commit_to_consumer_ms"];
     let (profile, live) = (f(&r["http"]["profile_rps"]), f(&r["http"]["live_rps"]));
+    let writes = &r["relay"]["database_writes_per_event"];
     let rows = [
         Row::new(
             "relay events/s (drain)",
             relay,
             format!(">= 100000 and >= {:.0}", 0.8 * raw),
             relay >= 100_000.0 && relay >= 0.8 * raw,
-        ),
+        )
+        .was(was, &["relay", "events_per_s"]),
         Row::at_least(
             "  relay / raw producer",
             f(&r["relay"]["ratio_to_raw_producer"]),
             0.8,
-        ),
+        )
+        .was(was, &["relay", "ratio_to_raw_producer"]),
         Row::info("  relay / min(limits)", relay / limit),
-        Row::info(
-            "  limit: claim-and-mark, no Kafka",
-            f(&r["relay"]["db_limit_per_s"]),
-        ),
         Row::info(
             "  limit: raw producer, no DB",
             f(&r["relay"]["raw_producer_per_s"]),
+        )
+        .was(was, &["relay", "raw_producer_per_s"]),
+        Row::info(
+            "  limit: DB read+record, no Kafka",
+            f(&r["relay"]["db_limit_per_s"]),
+        )
+        .was(was, &["relay", "db_limit_per_s"]),
+        Row::info(
+            "  WAL bytes per published event",
+            f(&writes["wal_bytes_per_event"]),
+        )
+        .was(
+            was,
+            &["relay", "database_writes_per_event", "wal_bytes_per_event"],
         ),
-        Row::at_most("commit->Kafka p50 ms", f(&to_kafka["p50"]), 2.0),
-        Row::at_most("commit->Kafka p99 ms", f(&to_kafka["p99"]), 10.0),
-        Row::info("commit->Kafka max ms", f(&to_kafka["max"])),
-        Row::info("commit->consumer p50 ms", f(&to_consumer["p50"])),
-        Row::at_most("commit->consumer p99 ms", f(&to_consumer["p99"]), 15.0),
+        Row::info(
+            "  row versions per published event",
+            f(&writes["row_versions_per_event"]),
+        )
+        .was(
+            was,
+            &[
+                "relay",
+                "database_writes_per_event",
+                "row_versions_per_event",
+            ],
+        ),
+        Row::info(
+            "  duplicates in Kafka after the drain",
+            f(&r["relay"]["kafka"]["duplicates"]),
+        ),
+        Row::at_most("commit->Kafka p50 ms", f(&to_kafka["p50"]), 2.0)
+            .was(was, &["latency_commit_to_kafka_ms", "p50"]),
+        Row::at_most("commit->Kafka p99 ms", f(&to_kafka["p99"]), 10.0)
+            .was(was, &["latency_commit_to_kafka_ms", "p99"]),
+        Row::info("commit->Kafka max ms", f(&to_kafka["max"]))
+            .was(was, &["latency_commit_to_kafka_ms", "max"]),
+        Row::info("commit->consumer p50 ms", f(&to_consumer["p50"]))
+            .was(was, &["latency_commit_to_consumer_ms", "p50"]),
+        Row::at_most("commit->consumer p99 ms", f(&to_consumer["p99"]), 15.0)
+            .was(was, &["latency_commit_to_consumer_ms", "p99"]),
         Row::at_least(
             "consumer events/s (backlog)",
             f(&r["consumer"]["events_per_s"]),
             60_000.0,
-        ),
+        )
+        .was(was, &["consumer", "events_per_s"]),
         Row::at_most(
             "replay of 1M rows, s",
             f(&r["replay"]["seconds_for_1m"]),
             15.0,
-        ),
+        )
+        .was(was, &["replay", "seconds_for_1m"]),
         Row::info(
-            "  WAL bytes per published event",
-            f(&r["relay"]["database_writes_per_event"]["wal_bytes_per_event"]),
+            "  purge: longest statement, ms",
+            f(&r["retention"]["longest_statement_ms"]),
         ),
-        Row::info(
-            "  row versions per published event",
-            f(&r["relay"]["database_writes_per_event"]["row_versions_per_event"]),
-        ),
+        Row::info("  purge: rows/s", f(&r["retention"]["rows_per_s"])),
         Row::info(
             "reconcile of 100k users, s",
             f(&r["reconcile"]["seconds_in_sync"]),
-        ),
+        )
+        .was(was, &["reconcile", "seconds_in_sync"]),
         Row::at_most(
             "outbox row cost, p50 ms",
             f(&r["outbox_write_overhead_ms"]["p50"]),
             0.25,
-        ),
+        )
+        .was(was, &["outbox_write_overhead_ms", "p50"]),
         Row::new(
             "BFF /profile rps",
             profile,
             format!(">= {:.0} (0.5 x /health/live)", 0.5 * live),
             profile >= 0.5 * live,
-        ),
-        Row::info("BFF /health rps", f(&r["http"]["health_rps"])),
+        )
+        .was(was, &["http", "profile_rps"]),
+        Row::info("  BFF /health/live rps", live).was(was, &["http", "live_rps"]),
         Row::at_least(
             "BFF /health/live / 404 rps",
             f(&r["http"]["live_to_not_found"]),
             0.8,
-        ),
-        Row::info("  BFF /health/live rps", f(&r["http"]["live_rps"])),
-        Row::info("  BFF 404 rps", f(&r["http"]["not_found_rps"])),
+        )
+        .was(was, &["http", "live_to_not_found"]),
         Row::at_least(
             "relay traced (1%) / untraced",
             f(&r["relay"]["traced_to_untraced"]),
             0.9,
-        ),
+        )
+        .was(was, &["relay", "traced_to_untraced"]),
         Row::info(
             "  relay events/s, 1% traced",
             f(&r["relay"]["events_per_s_traced_1pct"]),
-        ),
-        Row::info(
-            "  relay events/s, untraced beside it",
-            f(&r["relay"]["events_per_s_untraced_beside_traced"]),
-        ),
+        )
+        .was(was, &["relay", "events_per_s_traced_1pct"]),
     ];
-    println!("{:<36} {:>12}  {:<28}", "figure", "value", "target");
-    for row in rows {
+    println!(
+        "{:<38} {:>12} {:>12}  {:<28}",
+        "figure", "value", "previous", "target"
+    );
+    for row in rows.into_iter().filter(|row| !row.value.is_nan()) {
         let mark = if row.target == "-" {
             ""
         } else if row.met {
@@ -525,7 +659,12 @@ fn print_table(r: &Value) {
         } else {
             "MISSED"
         };
+        let previous = if row.previous.is_nan() {
+            "-".to_owned()
+        } else {
+            format!("{:.3}", row.previous)
+        };
         let (name, value, target) = (row.name, row.value, &row.target);
-        println!("{name:<36} {value:>12.3}  {target:<28} {mark}");
+        println!("{name:<38} {value:>12.3} {previous:>12}  {target:<28} {mark}");
     }
 }

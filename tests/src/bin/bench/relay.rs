@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use outbox_relay::relay::{create_producer, ProducerSettings, Relay, RelayConfig};
+use outbox_relay::relay::{ProducerSettings, Relay, RelayConfig};
 use platform::db::DbConfig;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Headers, Message};
@@ -34,37 +34,112 @@ pub(crate) fn producer_settings() -> ProducerSettings {
     }
 }
 
-/// A relay engine on `db` with the bench's producer and `batch`-row batches.
-pub(crate) fn engine(db: &DbConfig, batch: i64) -> anyhow::Result<Relay> {
-    Ok(Relay::new(
-        db.clone(),
-        create_producer(&producer_settings())?,
-        relay_config(batch),
-    ))
+/// A relay engine on `db` with the bench's producer and `batch`-row transactions.
+pub(crate) fn engine(db: &DbConfig, batch: i64) -> Relay {
+    Relay::new(db.clone(), producer_settings(), relay_config(batch))
 }
 
-/// Runs `relay_once` until the outbox holds nothing unpublished; returns the rows published.
-pub(crate) async fn drain(relay: &mut Relay) -> anyhow::Result<usize> {
-    let mut total = 0usize;
-    loop {
-        let outcome = relay.relay_once().await?;
-        anyhow::ensure!(
-            outcome.failed == 0,
-            "deliveries failed during the drain: {outcome:?}"
-        );
-        if outcome.claimed == 0 {
-            return Ok(total);
+/// The relay process's loop on `db` (leadership, LISTEN, the pipelined pages), stopped
+/// when dropped.
+pub(crate) struct Running {
+    pub(crate) status: std::sync::Arc<outbox_relay::relay::RelayStatus>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts the loop and waits until it leads with its producer ready.
+    pub(crate) async fn start(db: &DbConfig, batch: i64) -> anyhow::Result<Self> {
+        let relay = engine(db, batch);
+        let status = relay.status();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(relay.run(async {
+            let _ = stopped.await;
+        }));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !status.is_ready() {
+            anyhow::ensure!(Instant::now() < deadline, "the relay never became ready");
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        total += outcome.published;
+        Ok(Self {
+            status,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Waits until the relay has published `count` rows more than `from`; the seconds it
+    /// took.
+    pub(crate) async fn published(&self, from: u64, count: usize) -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(600);
+        while self.status.published() < from + count as u64 {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "published {} of {count}",
+                self.status.published() - from
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(started.elapsed().as_secs_f64())
+    }
+
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
     }
 }
 
-/// Drains whatever backlog the outbox holds with `relay_once` and returns rows/s.
-pub(crate) async fn drain_per_s(db: &DbConfig, batch: i64) -> anyhow::Result<f64> {
-    let mut relay = engine(db, batch)?;
-    let started = Instant::now();
-    let total = drain(&mut relay).await?;
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+/// The relay process's loop draining the `count` rows the outbox holds; rows/s from the
+/// moment it is ready to the last one recorded.
+pub(crate) async fn drain_per_s(db: &DbConfig, batch: i64, count: usize) -> anyhow::Result<f64> {
+    let running = Running::start(db, batch).await?;
+    let seconds = running.published(0, count).await?;
+    running.stop().await;
+    Ok(count as f64 / seconds)
+}
+
+/// Reads `topic` back (as a consumer reading committed records does) until `expected`
+/// distinct events arrived and then nothing more for a moment: the records, the distinct
+/// events, and the duplicates among them.
+pub(crate) async fn duplicates(topic: &str, expected: usize) -> anyhow::Result<serde_json::Value> {
+    let reader = tests::reader(topic);
+    let mut seen: std::collections::HashSet<Uuid> =
+        std::collections::HashSet::with_capacity(expected);
+    let mut records = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        let wait = if seen.len() >= expected {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(30)
+        };
+        let Ok(message) = tokio::time::timeout(wait, reader.recv()).await else {
+            break;
+        };
+        let message = message?;
+        records += 1;
+        if let Some(id) = message
+            .headers()
+            .and_then(|hs| hs.iter().find(|h| h.key == "ce_id").and_then(|h| h.value))
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|s| Uuid::parse_str(s).ok())
+        {
+            seen.insert(id);
+        }
+    }
+    anyhow::ensure!(
+        seen.len() >= expected,
+        "only {} of {expected} events read back",
+        seen.len()
+    );
+    Ok(serde_json::json!({
+        "records": records,
+        "events": seen.len(),
+        "duplicates": records - seen.len(),
+    }))
 }
 
 /// When each event's transaction committed, by event id (monotonic, and wall clock to
