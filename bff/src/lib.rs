@@ -7,6 +7,7 @@ pub mod audit;
 pub mod client_ip;
 pub mod config;
 pub mod idempotency;
+pub mod profiles;
 pub mod rate_limit;
 pub mod retention;
 mod same_origin;

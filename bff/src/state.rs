@@ -1,5 +1,5 @@
 //! What the handlers share: the pool, the token keys, the upstream clients, the session
-//! liveness cache and the settings.
+//! liveness and profile caches and the settings.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use secrecy::ExposeSecret;
 use platform::health::Readiness;
 
 use crate::config::Settings;
+use crate::profiles::ProfileCache;
 use crate::sessions::LivenessCache;
 use crate::tokens::TokenKeys;
 use crate::upstream::Upstream;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub keys: Arc<TokenKeys>,
     pub upstream: Upstream,
     pub liveness: LivenessCache,
+    /// What `GET /profile` answers, for the same window.
+    pub profiles: ProfileCache,
     pub settings: Settings,
     /// Key of the idempotency fingerprints (derived from the token secret).
     pub fingerprint_key: Vec<u8>,
@@ -40,6 +43,7 @@ impl AppState {
             keys,
             upstream,
             liveness: LivenessCache::new(settings.revocation_cache()),
+            profiles: ProfileCache::new(settings.revocation_cache()),
             settings,
             fingerprint_key,
         }

@@ -253,6 +253,11 @@ impl Consumer {
         let access = Arc::new(BrokerAccess::default());
         let consumer: StreamConsumer<LagContext> = client_config(kafka)
             .set("group.id", &settings.consumer_group)
+            // The relay keeps a Kafka transaction open for a few dozen milliseconds; its
+            // records are real events (committed outbox rows) from the moment Kafka has
+            // them, so they are applied at once. A transaction the relay aborts is sent
+            // again, and the inbox drops the copies.
+            .set("isolation.level", "read_uncommitted")
             .set("enable.auto.commit", "true")
             // Offsets are stored by hand, after the database commit.
             .set("enable.auto.offset.store", "false")

@@ -17,7 +17,23 @@ pub async fn fill_outbox(
     count: i64,
     topic: &str,
 ) -> anyhow::Result<u64> {
-    let inserted = client.execute(FILL_OUTBOX, &[&count, &topic]).await?;
+    let inserted = client
+        .execute(FILL_OUTBOX, &[&count, &topic, &None::<f64>])
+        .await?;
+    Ok(inserted)
+}
+
+/// [`fill_outbox`], each row with the `traceparent` of the request that wrote it, as
+/// when the services export traces: a fraction `sampled` of them sampled.
+pub async fn fill_outbox_traced(
+    client: &tokio_postgres::Client,
+    count: i64,
+    topic: &str,
+    sampled: f64,
+) -> anyhow::Result<u64> {
+    let inserted = client
+        .execute(FILL_OUTBOX, &[&count, &topic, &Some(sampled)])
+        .await?;
     Ok(inserted)
 }
 
@@ -36,6 +52,9 @@ SELECT event_id, 'user', user_id, 'UserRegistered', $2::text,
            'ce_specversion', '1.0', 'ce_id', event_id::text, 'ce_source', '/user-service',
            'ce_type', 'UserRegistered',
            'ce_time', to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
-           'ce_subject', user_id, 'content-type', 'application/json'),
+           'ce_subject', user_id, 'content-type', 'application/json')
+       || CASE WHEN $3::float8 IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('traceparent',
+              '00-' || md5(event_id::text) || '-' || substr(md5(user_id), 1, 16) || '-'
+              || CASE WHEN random() < $3::float8 THEN '01' ELSE '00' END) END,
        at
 FROM rows";

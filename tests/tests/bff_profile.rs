@@ -340,3 +340,62 @@ async fn a_password_change_checks_the_current_one_and_ends_the_other_sessions() 
         assert!(!text.contains(new_password) && !text.contains(PASSWORD) && !text.contains(&hash));
     }
 }
+
+/// `GET /profile`: status, ETag, body.
+async fn read_profile(stack: &Stack, token: &str) -> (u16, String, Value) {
+    let response = stack
+        .http
+        .get(format!("{}{PROFILE}", stack.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, etag, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_profile_a_client_reads_is_never_older_than_the_revocation_window() {
+    // A one-second window, so the test is quick.
+    let stack = spawn_stack(&[("REVOCATION_CACHE_MS", "1000")]).await;
+    stack.register("ada.cache@example.com").await;
+    let (token, _) = stack.login("ada.cache@example.com").await;
+    assert_eq!(read_profile(&stack, &token).await.1, "\"1\"");
+
+    // A change through this BFF shows at once.
+    let (status, _, _) = patch(&stack, &token, None, json!({"first_name": "Augusta"})).await;
+    assert_eq!(status, 200);
+    let (_, etag, body) = read_profile(&stack, &token).await;
+    assert_eq!(
+        (etag.as_str(), &body["first_name"]),
+        ("\"2\"", &json!("Augusta"))
+    );
+
+    // A change made elsewhere (another BFF, an operator) shows within the window.
+    let client = stack.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE users.users SET first_name = 'Ada', version = version + 1 \
+             WHERE lower(email) = 'ada.cache@example.com'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let changed = std::time::Instant::now();
+    let fresh = tests::eventually(std::time::Duration::from_secs(5), || async {
+        read_profile(&stack, &token).await.2["first_name"] == "Ada"
+    })
+    .await;
+    assert!(fresh);
+    assert!(
+        changed.elapsed() < std::time::Duration::from_millis(1_500),
+        "shown after {:?}, past the 1 s window",
+        changed.elapsed()
+    );
+}

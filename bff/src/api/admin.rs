@@ -230,6 +230,7 @@ impl AdminApi {
                     Answer::Ok,
                 )
             });
+        self.state.profiles.forget(id);
         let parameters = json!({ "user_id": id });
         let answer = self
             .audited(

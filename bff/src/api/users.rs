@@ -136,7 +136,18 @@ impl UsersApi {
     #[oai(path = "/api/v1/protected/profile", method = "get")]
     async fn profile(&self, auth: BearerAuth) -> Result<Profile, ApiError> {
         let claims = authenticate(&self.state, &auth).await?;
-        let user = self.state.upstream.user(claims.sub).await?;
+        // No older than the revocation window (a change made through this BFF shows at
+        // once).
+        let user = match self.state.profiles.get(claims.sub) {
+            Some(user) => Some(User::clone(&user)),
+            None => {
+                let user = self.state.upstream.user(claims.sub).await?;
+                if let Some(user) = &user {
+                    self.state.profiles.remember(user);
+                }
+                user
+            }
+        };
         Ok(match user {
             Some(user) => {
                 let etag = format!("\"{}\"", user.version);
@@ -167,6 +178,8 @@ impl UsersApi {
             .await?;
         match answer {
             Answer::Ok(_) => {
+                // The password's change moved the user's version.
+                self.state.profiles.forget(claims.sub);
                 let client = self.state.pool.get().await?;
                 let revoked = crate::sessions::revoke_others(
                     &client,
@@ -202,6 +215,7 @@ impl UsersApi {
         let claims = authenticate(&self.state, &auth).await?;
         match self.state.upstream.erase(claims.sub, &body.0).await? {
             Answer::Ok(erased) => {
+                self.state.profiles.forget(claims.sub);
                 let mut client = self.state.pool.get().await?;
                 let sessions = crate::sessions::forget_user(&mut client, claims.sub).await?;
                 for sid in &sessions {
@@ -242,12 +256,17 @@ impl UsersApi {
             .await?;
         Ok(match answer {
             Answer::Ok(user) => {
+                self.state.profiles.remember(&user);
                 let etag = etag.unwrap_or_else(|| format!("\"{}\"", user.version));
                 ProfilePatched::Ok(Json(user), etag)
             }
             Answer::Refused(status, error) => match status.as_u16() {
                 409 => ProfilePatched::Conflict(Json(error)),
-                412 => ProfilePatched::Stale(Json(error), etag.unwrap_or_default()),
+                412 => {
+                    // Changed elsewhere: the remembered profile is behind too.
+                    self.state.profiles.forget(claims.sub);
+                    ProfilePatched::Stale(Json(error), etag.unwrap_or_default())
+                }
                 404 => ProfilePatched::NotFound(Json(error)),
                 400 => return Err(ApiError::BadRequest(Json(error))),
                 _ => ProfilePatched::Invalid(Json(error)),

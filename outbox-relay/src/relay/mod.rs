@@ -16,7 +16,7 @@ mod run;
 pub mod store;
 mod transaction;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ use producer::TxProducer;
 pub use producer::{create_producer, create_producer_with, Producer, ProducerSettings};
 pub use store::OutboxRow;
 use store::{Replay, Settled};
-use transaction::Transacted;
+use transaction::Ended;
 
 pub(crate) const M_PUBLISHED: &str = "outbox_published_total";
 pub(crate) const M_FAILURES: &str = "outbox_publish_failures_total";
@@ -121,10 +121,10 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// How the relay works (`RELAY_BATCH_SIZE`, `RELAY_POLL_INTERVAL_MS`, `OUTBOX_RETENTION`,
-/// `RELAY_LEASE_MS`, `RELAY_PARKED_RETRY_MS`).
+/// `RELAY_LEASE_MS`, `RELAY_PARKED_RETRY_MS`, `RELAY_COMMIT_INTERVAL_MS`).
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// Rows read and produced per Kafka transaction.
+    /// Rows read per page (and produced per Kafka transaction when driven step by step).
     pub batch_size: i64,
     /// The fallback poll when no notification arrives.
     pub poll_interval: Duration,
@@ -142,6 +142,11 @@ pub struct RelayConfig {
     pub lease: Duration,
     /// How often the leader tries the parked rows again.
     pub parked_retry: Duration,
+    /// How long the process keeps a Kafka transaction open before committing it (it
+    /// commits sooner once it holds `transaction_rows`): consumers reading committed
+    /// records see a row at the latest then, those reading uncommitted ones at once.
+    pub commit_interval: Duration,
+    pub transaction_rows: usize,
 }
 
 impl Default for RelayConfig {
@@ -156,6 +161,8 @@ impl Default for RelayConfig {
             backoff_max: Duration::from_secs(30),
             lease: Duration::from_secs(5),
             parked_retry: Duration::from_secs(60),
+            commit_interval: Duration::from_millis(100),
+            transaction_rows: 100_000,
         }
     }
 }
@@ -226,6 +233,15 @@ pub struct Page {
 }
 
 impl Page {
+    /// No rows, from nowhere in particular.
+    fn empty() -> Self {
+        Page {
+            source: Source::Parked,
+            rows: Vec::new(),
+            full: false,
+        }
+    }
+
     fn ids(&self) -> Vec<i64> {
         self.rows.iter().map(|r| r.id).collect()
     }
@@ -441,12 +457,14 @@ impl Relay {
     /// else the window of new rows.
     pub async fn next_page(&mut self) -> Result<Page> {
         self.ensure_leading().await?;
-        let plan = self.plan(true).await?;
+        let plan = self.plan(true, &[]).await?;
         self.fetch(plan).await
     }
 
-    /// What to read next (without asking the database about replays unless `replays`).
-    async fn plan(&mut self, replays: bool) -> Result<Plan> {
+    /// What to read next (without asking the database about replays unless `replays`);
+    /// `in_flight` is the progress of replays whose pages are in the open transaction
+    /// (not recorded yet).
+    async fn plan(&mut self, replays: bool, in_flight: &[(i64, i64, i64, bool)]) -> Result<Plan> {
         let lead = self.lead.as_mut().ok_or(Error::NotLeader)?;
         if !lead.parked.is_empty() && lead.parked_tried.elapsed() >= self.config.parked_retry {
             lead.parked_tried = Instant::now();
@@ -454,7 +472,16 @@ impl Relay {
         }
         if replays {
             let client = self.pool.get().await?;
-            if let Some(replay) = store::next_replay(&client).await? {
+            let done: Vec<i64> = in_flight
+                .iter()
+                .filter(|(.., done)| *done)
+                .map(|(id, ..)| *id)
+                .collect();
+            if let Some(replay) = store::next_replay(&client, &done).await? {
+                let replay = match in_flight.iter().find(|(id, ..)| *id == replay.id) {
+                    Some((_, after, ..)) => replay.from(*after),
+                    None => replay,
+                };
                 return Ok(Plan::Replay(replay));
             }
         }
@@ -480,10 +507,10 @@ impl Relay {
         }
     }
 
-    /// Produces `page` in one Kafka transaction and waits for its commit. Rows Kafka
-    /// refuses for themselves (too large, an unknown topic, ...) are set apart with the
-    /// later rows of their aggregates, and the rest is committed; when the broker is away
-    /// nothing is committed and the error says why.
+    /// Produces `page` in a Kafka transaction of its own and waits for its commit. Rows
+    /// Kafka refuses for themselves (too large, an unknown topic, ...) are set apart with
+    /// the later rows of their aggregates, and the rest is committed; when the broker is
+    /// away nothing is committed and the error says why.
     pub async fn send(&mut self, page: Page) -> Result<Sent> {
         self.ensure_leading().await?;
         let lead = self.lead.as_ref().ok_or(Error::NotLeader)?;
@@ -495,22 +522,57 @@ impl Relay {
             Source::Parked => HashSet::new(),
             _ => lead.parked.clone(),
         };
-        let timeout = Duration::from_millis(self.settings.message_timeout_ms + 5_000);
-        match transaction::transact(producer, page, blocked, timeout).await {
-            Transacted::Committed(sent) => Ok(sent),
-            Transacted::Failed { error, fatal } => {
-                metrics::counter!(M_FAILURES).increment(1);
-                if fatal {
-                    // Fenced by a newer leader, or a producer left unusable: never again
-                    // with this one.
-                    if let Some(lead) = self.lead.as_mut() {
-                        lead.producer = None;
-                    }
-                    self.status.ready.store(false, Ordering::SeqCst);
+        let timeout = self.kafka_timeout();
+        let mut set_apart = HashMap::new();
+        let mut page = page;
+        loop {
+            if let Err(error) = transaction::begin(&producer) {
+                return Err(self.failed(error.to_string(), transaction::is_fatal(&error)));
+            }
+            let (handed, _) =
+                transaction::hand_over(producer.clone(), page, blocked.clone(), set_apart.clone())
+                    .await;
+            page = handed.page;
+            if let Some(error) = handed.broken {
+                transaction::abort(producer.clone(), timeout).await;
+                return Err(self.failed(error.to_string(), transaction::is_fatal(&error)));
+            }
+            match transaction::finish(producer.clone(), timeout).await {
+                Ended::Committed => {
+                    return Ok(Sent {
+                        page,
+                        parked: handed.parked,
+                    })
                 }
-                Err(Error::Kafka(error))
+                Ended::Failed {
+                    refused,
+                    error,
+                    fatal,
+                } if refused.is_empty() => {
+                    return Err(self.failed(error.unwrap_or_default(), fatal));
+                }
+                // Kafka refused rows at delivery: again without them.
+                Ended::Failed { refused, .. } => set_apart.extend(refused),
             }
         }
+    }
+
+    /// How long a transaction's step may take: a message's timeout, and then some.
+    fn kafka_timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.message_timeout_ms + 5_000)
+    }
+
+    /// A failed transaction: counted, and a producer it left unusable (fenced by a newer
+    /// leader, or its state lost) is never used again.
+    fn failed(&mut self, error: String, fatal: bool) -> Error {
+        metrics::counter!(M_FAILURES).increment(1);
+        if fatal {
+            if let Some(lead) = self.lead.as_mut() {
+                lead.producer = None;
+            }
+            self.status.ready.store(false, Ordering::SeqCst);
+        }
+        Error::Kafka(error)
     }
 
     /// Records what `sent` settled, if this relay still leads (else it writes nothing and
@@ -538,6 +600,15 @@ impl Relay {
         acknowledged(&sent, &outcome, epoch);
         self.status.add_published(outcome.published as u64);
         Ok(outcome)
+    }
+}
+
+/// What a page came to.
+fn outcome_of(sent: &Sent) -> BatchOutcome {
+    BatchOutcome {
+        claimed: sent.page.rows.len(),
+        published: sent.page.rows.len() - sent.parked.len(),
+        parked: sent.parked.len(),
     }
 }
 
@@ -668,7 +739,12 @@ fn settle(lead: &mut Lead, sent: &Sent) -> (Settled, BatchOutcome) {
             settled.published = acknowledged as i64;
         }
         Source::Replay(replay) => {
-            settled.replay = Some((replay.id, last.unwrap_or(replay.after), !page.full));
+            settled.replays = vec![(
+                replay.id,
+                last.unwrap_or(replay.after),
+                acknowledged as i64,
+                !page.full,
+            )];
             settled.replayed = acknowledged as i64;
         }
         Source::Parked => {

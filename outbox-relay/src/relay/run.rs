@@ -1,26 +1,32 @@
 //! The relay's loop: stand by until the lease is free, then lead: page after page, woken
-//! by LISTEN or the fallback poll, purging old rows and retrying parked ones now and
-//! then, until shutdown or until the lease is lost. While a page's Kafka transaction
-//! runs, the next page is read and the last one recorded.
+//! by LISTEN or the fallback poll, each page handed to the open Kafka transaction while
+//! the next is read, the transaction committed every `commit_interval` and recorded in
+//! the background; purging old rows and retrying parked ones now and then, until shutdown
+//! or until the lease is lost.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::{FutureExt, Shared};
 
-use super::transaction::{self, Transacted};
-use super::{acknowledged, fetch, record, settle, Error, Page, Plan, Relay, Source};
-use crate::leader::STANDBY_RETRY;
+use super::store::Settled;
+use super::transaction::{self, Ended};
+use super::{
+    acknowledged, fetch, outcome_of, record, settle, Error, Page, Plan, Relay, Sent, Source,
+};
+use crate::leader::{Lease, STANDBY_RETRY};
 use crate::listen::Wakeups;
 use crate::retention;
 use platform::telemetry::error_chain;
 
 type Stop = Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>;
 
-/// How long a transaction in flight may run on after shutdown was asked for.
+/// How long the last transaction may take to commit and be recorded at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often an idle leader writes down that it has seen everything (its windows with
-/// rows are written down as they finish).
+/// rows are written down with their transactions).
 const IDLE_RECORD: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +34,35 @@ enum Woken {
     Stop,
     Notified,
     Timer,
+    LeaseEnded,
+}
+
+/// The Kafka transaction open now.
+struct Open {
+    started: Instant,
+    /// What its commit settles.
+    settled: Settled,
+    rows: usize,
+    /// Its pages (for the metrics once it is committed).
+    pages: Vec<Sent>,
+}
+
+/// The leader's state between pages.
+struct Publishing {
+    errors: platform::backoff::Backoff,
+    /// Whether to look for a pending replay before the next page.
+    replays: bool,
+    /// The next page, read while the last one was handed over.
+    prefetched: Option<Page>,
+    open: Option<Open>,
+    /// The last committed transaction's recording, running.
+    recording: Option<tokio::task::JoinHandle<super::Result<()>>>,
+    recorded_idle: Instant,
+    /// Rows Kafka refused at delivery, set apart when they come again (the transaction
+    /// they were in was aborted): by id, why.
+    set_apart: HashMap<i64, String>,
+    /// The cursor as of the last commit: where to start again after an abort.
+    committed: Option<super::Cursor>,
 }
 
 impl Relay {
@@ -87,43 +122,82 @@ impl Relay {
                 purge,
             ))
         });
-        let mut errors =
-            platform::backoff::Backoff::new(self.config.backoff_min, self.config.backoff_max);
-        let mut replays = true;
-        let mut prefetched: Option<Page> = None;
-        let mut recording: Option<tokio::task::JoinHandle<super::Result<()>>> = None;
-        let mut recorded_idle = Instant::now();
-        let timeout = Duration::from_millis(self.settings.message_timeout_ms + 5_000);
+        let mut pub_ = Publishing {
+            errors: platform::backoff::Backoff::new(
+                self.config.backoff_min,
+                self.config.backoff_max,
+            ),
+            replays: true,
+            prefetched: None,
+            open: None,
+            recording: None,
+            recorded_idle: Instant::now(),
+            set_apart: HashMap::new(),
+            committed: self.lead.as_ref().map(|l| l.cursor.clone()),
+        };
+        let stopped = self.publish(&stop, &lease, &wakeups, &mut pub_).await;
+        self.wind_up(&mut pub_, stopped).await;
+        stopped
+    }
+
+    /// The leader's loop; true when stopped by shutdown, false when the leadership ended.
+    async fn publish(
+        &mut self,
+        stop: &Stop,
+        lease: &Lease,
+        wakeups: &Wakeups,
+        p: &mut Publishing,
+    ) -> bool {
+        let timeout = self.kafka_timeout();
         loop {
             if stop.clone().now_or_never().is_some() {
-                return self.finish(recording).await;
+                return true;
             }
             if !lease.holds() {
                 tracing::warn!(
                     epoch = lease.epoch,
                     "the leadership lease ran out (another relay may lead now); stepping down"
                 );
-                self.step_down(false).await;
                 return false;
             }
-            let wait = match self.ensure_producer().await {
-                Err(Error::NotLeader) => return false,
-                Err(error) => Some(errors.next_delay()).inspect(|delay| {
-                    tracing::warn!(error = %error_chain(&error), ?delay, "the producer is not ready; retrying");
-                }),
-                Ok(()) => None,
-            };
-            if let Some(wait) = wait {
-                if self.pause(&stop, &wakeups, wait).await {
-                    return self.finish(recording).await;
-                }
-                continue;
+            if p.recording.as_ref().is_some_and(|done| done.is_finished())
+                && !self.recorded(p.recording.take()).await
+            {
+                return false;
             }
-            let page = match prefetched.take() {
+            match self.ensure_producer().await {
+                Ok(()) => {}
+                Err(Error::NotLeader) => return false,
+                Err(error) => {
+                    let delay = p.errors.next_delay();
+                    tracing::warn!(error = %error_chain(&error), ?delay, "the producer is not ready; retrying");
+                    if self.wait(stop, wakeups, lease, delay).await == Woken::Stop {
+                        return true;
+                    }
+                    continue;
+                }
+            }
+            // The open transaction's commit, when due.
+            let due = p.open.as_ref().is_some_and(|open| {
+                open.started.elapsed() >= self.config.commit_interval
+                    || open.rows >= self.config.transaction_rows
+            });
+            if due && !self.commit(p, timeout).await {
+                return false;
+            }
+            let page = match p.prefetched.take() {
                 Some(page) => Ok(page),
-                None => match self.plan(replays).await {
+                None => match self
+                    .plan(
+                        p.replays,
+                        p.open
+                            .as_ref()
+                            .map_or(&[][..], |open| &open.settled.replays),
+                    )
+                    .await
+                {
                     Ok(plan) => {
-                        replays = false;
+                        p.replays = false;
                         fetch(&self.pool, plan, self.config.batch_size).await
                     }
                     Err(error) => Err(error),
@@ -132,177 +206,278 @@ impl Relay {
             let page = match page {
                 Ok(page) => page,
                 Err(error) => {
-                    let delay = errors.next_delay();
+                    let delay = p.errors.next_delay();
                     tracing::warn!(error = %error_chain(&error), ?delay, "reading the outbox failed; retrying");
-                    if self.pause(&stop, &wakeups, delay).await {
-                        return self.finish(recording).await;
+                    if self.wait(stop, wakeups, lease, delay).await == Woken::Stop {
+                        return true;
                     }
                     continue;
                 }
             };
             if page.rows.is_empty() {
-                if let Some(done) = recording.take() {
-                    if !self.recorded(done.await).await {
-                        return false;
-                    }
-                }
-                match self.idle(page, &mut recorded_idle).await {
-                    Ok(more) if more => {
-                        replays = true;
+                match self.idle(page, p).await {
+                    Ok(true) => {
+                        p.replays = true;
                         continue;
                     }
-                    Ok(_) => {}
-                    Err(Error::Fenced) => return false,
+                    Ok(false) => {}
                     Err(error) => {
                         tracing::warn!(error = %error_chain(&error), "recording failed");
                         return false;
                     }
                 }
-                errors.reset();
-                match self.wait(&stop, &wakeups, self.config.poll_interval).await {
-                    Woken::Stop => return self.finish(recording).await,
+                p.errors.reset();
+                // Idle: until a notification, the poll, or the open transaction's commit.
+                let wait = match &p.open {
+                    Some(open) => self
+                        .config
+                        .commit_interval
+                        .saturating_sub(open.started.elapsed()),
+                    None => self.config.poll_interval,
+                };
+                match self.wait(stop, wakeups, lease, wait).await {
+                    Woken::Stop => return true,
                     // A replay says so in its notification; the poll looks too.
-                    Woken::Notified => replays = wakeups.take_replay_request(),
-                    Woken::Timer => replays = true,
+                    Woken::Notified => p.replays = wakeups.take_replay_request(),
+                    Woken::Timer => p.replays |= p.open.is_none(),
+                    Woken::LeaseEnded => {}
                 }
                 continue;
             }
-
-            // The page's transaction, with the next page read and the last one recorded
-            // meanwhile.
-            let Some(lead) = self.lead.as_ref() else {
-                return false;
-            };
-            let next = Plan::after(&page, &lead.cursor);
-            let producer = lead.producer.clone();
-            let blocked = match page.source {
-                Source::Parked => Default::default(),
-                _ => lead.parked.clone(),
-            };
-            let Some(producer) = producer else { continue };
-            let pool = self.pool.clone();
-            let limit = self.config.batch_size;
-            let work = async {
-                tokio::join!(
-                    transaction::transact(producer, page, blocked, timeout),
-                    async move {
-                        match next {
-                            Some(plan) => fetch(&pool, plan, limit).await.ok(),
-                            None => None,
-                        }
-                    },
-                    async {
-                        match recording.take() {
-                            Some(done) => Some(done.await),
-                            None => None,
-                        }
-                    },
-                )
-            };
-            let (done, next, recorded) = tokio::select! {
-                joined = work => joined,
-                () = lease.ended() => {
-                    tracing::warn!(epoch = lease.epoch, "the leadership lease ran out during a page (another relay may lead now); stepping down");
-                    self.step_down(false).await;
-                    return false;
-                }
-                () = async { stop.clone().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-                    return self.finish(None).await;
-                }
-            };
-            if let Some(done) = recorded {
-                if !self.recorded(done).await {
-                    return false;
-                }
-            }
-            match done {
-                Transacted::Committed(sent) => {
-                    errors.reset();
-                    let Some(lead) = self.lead.as_mut() else {
-                        return false;
-                    };
-                    let epoch = lead.lease.epoch;
-                    let (settled, outcome) = settle(lead, &sent);
-                    if matches!(sent.page.source, Source::Replay(_)) && !sent.page.full {
-                        replays = true;
-                    }
-                    if matches!(sent.page.source, Source::Parked) {
-                        // The parked set is read again after its rows' retry is recorded.
-                        match record(&self.pool, epoch, &settled).await {
-                            Ok(()) => {}
-                            Err(_) => {
-                                self.step_down(false).await;
-                                return false;
-                            }
-                        }
-                        if let Err(error) = self.reload_parked().await {
-                            tracing::warn!(error = %error_chain(&error), "cannot read the parked rows");
-                        }
-                        acknowledged(&sent, &outcome, epoch);
-                        self.status.add_published(outcome.published as u64);
-                    } else {
-                        let pool = self.pool.clone();
-                        let status = self.status.clone();
-                        acknowledged(&sent, &outcome, epoch);
-                        recording = Some(tokio::spawn(async move {
-                            record(&pool, epoch, &settled).await?;
-                            status.add_published(outcome.published as u64);
-                            Ok(())
-                        }));
-                    }
-                    prefetched = next;
-                }
-                Transacted::Failed { error, fatal } => {
-                    metrics::counter!(super::M_FAILURES).increment(1);
-                    if fatal {
-                        if let Some(lead) = self.lead.as_mut() {
-                            lead.producer = None;
-                        }
-                        self.status
-                            .ready
-                            .store(false, std::sync::atomic::Ordering::SeqCst);
-                    }
-                    replays = true;
-                    let delay = errors.next_delay();
-                    tracing::warn!(%error, fatal, ?delay, "Kafka transaction failed; the page is sent again after a pause");
-                    if self.pause(&stop, &wakeups, delay).await {
-                        return self.finish(recording).await;
-                    }
+            if !self.hand_over(p, page).await {
+                let delay = p.errors.next_delay();
+                if self.wait(stop, wakeups, lease, delay).await == Woken::Stop {
+                    return true;
                 }
             }
         }
     }
 
-    /// An empty page: a window with nothing new (the next one starts from its snapshot,
-    /// written down now and then), a finished replay (written down), or no parked row
-    /// left to try. True when there may be more to do at once.
-    async fn idle(&mut self, page: Page, recorded_idle: &mut Instant) -> super::Result<bool> {
-        match &page.source {
-            Source::Window(snapshot) => {
-                let Some(lead) = self.lead.as_mut() else {
-                    return Err(Error::NotLeader);
-                };
-                if lead.cursor.window.is_some() {
-                    // The window ended on a page boundary: record it, and a new window
-                    // may hold rows already.
-                    self.finish_empty(page).await?;
-                    return Ok(true);
-                }
-                let moved = lead.cursor.published != *snapshot;
-                lead.cursor.published = snapshot.clone();
-                lead.cursor.late = true;
-                if moved && recorded_idle.elapsed() >= IDLE_RECORD {
-                    *recorded_idle = Instant::now();
-                    self.finish_empty(page).await?;
-                }
-                Ok(false)
+    /// Hands `page` to the open transaction (opening one if needed) while the next page is
+    /// read. False when the transaction broke (it is aborted; the rows go again).
+    async fn hand_over(&mut self, p: &mut Publishing, page: Page) -> bool {
+        let Some(lead) = self.lead.as_ref() else {
+            return false;
+        };
+        let Some(producer) = lead.producer.clone() else {
+            return false;
+        };
+        if p.open.is_none() {
+            if let Err(error) = transaction::begin(&producer) {
+                let fatal = transaction::is_fatal(&error);
+                tracing::warn!(%error, fatal, "cannot begin a Kafka transaction");
+                self.failed(error.to_string(), fatal);
+                return false;
             }
-            Source::Replay(_) => {
-                self.finish_empty(page).await?;
-                Ok(true)
-            }
-            Source::Parked => Ok(true),
+            p.open = Some(Open {
+                started: Instant::now(),
+                settled: Settled::default(),
+                rows: 0,
+                pages: Vec::new(),
+            });
         }
+        let next = Plan::after(&page, &lead.cursor);
+        let blocked = match page.source {
+            Source::Parked => HashSet::new(),
+            _ => lead.parked.clone(),
+        };
+        let pool = self.pool.clone();
+        let limit = self.config.batch_size;
+        let ((handed, blocked_after), next) = tokio::join!(
+            transaction::hand_over(producer.clone(), page, blocked, p.set_apart.clone()),
+            async move {
+                match next {
+                    Some(plan) => fetch(&pool, plan, limit).await.ok(),
+                    None => None,
+                }
+            },
+        );
+        if let Some(error) = handed.broken {
+            tracing::warn!(%error, "the producer refused a row for a reason of its own; the transaction is aborted");
+            self.abandon(p, &producer).await;
+            self.failed(error.to_string(), transaction::is_fatal(&error));
+            return false;
+        }
+        let Some(lead) = self.lead.as_mut() else {
+            return false;
+        };
+        if !matches!(handed.page.source, Source::Parked) {
+            lead.parked.extend(blocked_after);
+        }
+        let sent = Sent {
+            page: handed.page,
+            parked: handed.parked,
+        };
+        let (settled, outcome) = settle(lead, &sent);
+        if let Some(open) = p.open.as_mut() {
+            open.rows += outcome.claimed;
+            open.settled.merge(settled);
+            open.pages.push(sent);
+        }
+        p.prefetched = next;
+        true
+    }
+
+    /// Commits the open transaction and records it (in the background, while the next
+    /// pages go out); a failure aborts it and starts again from what was last committed.
+    /// False when the leadership must end.
+    async fn commit(&mut self, p: &mut Publishing, timeout: Duration) -> bool {
+        let Some(open) = p.open.take() else {
+            return true;
+        };
+        let Some(lead) = self.lead.as_ref() else {
+            return false;
+        };
+        let (Some(producer), epoch) = (lead.producer.clone(), lead.lease.epoch) else {
+            return false;
+        };
+        // The last recording must be done before this one starts (they go in order).
+        if !self.recorded(p.recording.take()).await {
+            return false;
+        }
+        match transaction::finish(producer, timeout).await {
+            Ended::Committed => {
+                p.errors.reset();
+                for sent in &open.pages {
+                    let outcome = outcome_of(sent);
+                    acknowledged(sent, &outcome, epoch);
+                }
+                for (id, _, _) in &open.settled.parked {
+                    p.set_apart.remove(id);
+                }
+                if let Some(lead) = self.lead.as_ref() {
+                    p.committed = Some(lead.cursor.clone());
+                }
+                let parked_retried = open
+                    .pages
+                    .iter()
+                    .any(|sent| matches!(sent.page.source, Source::Parked));
+                if open
+                    .pages
+                    .iter()
+                    .any(|sent| matches!(sent.page.source, Source::Replay(_)) && !sent.page.full)
+                {
+                    p.replays = true;
+                }
+                let pool = self.pool.clone();
+                let status = self.status.clone();
+                let published = (open.settled.published + open.settled.replayed) as u64;
+                let settled = open.settled;
+                let recording = tokio::spawn(async move {
+                    record(&pool, epoch, &settled).await?;
+                    status.add_published(published);
+                    Ok(())
+                });
+                if parked_retried {
+                    // The parked set is read again once the retry is recorded.
+                    if !self.recorded(Some(recording)).await {
+                        return false;
+                    }
+                    if let Err(error) = self.reload_parked().await {
+                        tracing::warn!(error = %error_chain(&error), "cannot read the parked rows");
+                    }
+                } else {
+                    p.recording = Some(recording);
+                }
+                true
+            }
+            Ended::Failed {
+                refused,
+                error,
+                fatal,
+            } => {
+                for (id, why) in &refused {
+                    p.set_apart.insert(*id, why.clone());
+                }
+                tracing::warn!(
+                    error = error.as_deref().unwrap_or("rows refused"),
+                    refused = refused.len(),
+                    fatal,
+                    "Kafka transaction failed; its rows are sent again"
+                );
+                self.restart_from_committed(p);
+                self.failed(error.unwrap_or_default(), fatal);
+                true
+            }
+        }
+    }
+
+    /// Aborts the open transaction; the next pages start again from the last commit.
+    async fn abandon(&mut self, p: &mut Publishing, producer: &Arc<super::producer::TxProducer>) {
+        p.open = None;
+        transaction::abort(producer.clone(), self.kafka_timeout()).await;
+        self.restart_from_committed(p);
+    }
+
+    fn restart_from_committed(&mut self, p: &mut Publishing) {
+        p.open = None;
+        p.prefetched = None;
+        // Replays are read again from what was recorded.
+        p.replays = true;
+        if let (Some(lead), Some(committed)) = (self.lead.as_mut(), p.committed.clone()) {
+            lead.cursor = committed;
+        }
+    }
+
+    /// Leaving the lead: on shutdown the open transaction is committed and recorded (or,
+    /// when it cannot be, left to abort); when the leadership ended it is abandoned.
+    async fn wind_up(&mut self, p: &mut Publishing, stopped: bool) {
+        if stopped && p.open.is_some() && self.lead.as_ref().is_some_and(|l| l.lease.holds()) {
+            let timeout = Duration::from_millis(self.settings.message_timeout_ms.min(5_000));
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.commit(p, timeout)).await;
+        }
+        if let Some(done) = p.recording.take() {
+            if let Ok(Ok(Err(error))) = tokio::time::timeout(SHUTDOWN_GRACE, done).await {
+                tracing::warn!(error = %error_chain(&error), "the last transaction was not recorded; it is sent again by the next leader");
+            }
+        }
+        if let (Some(_), Some(producer)) = (
+            p.open.take(),
+            self.lead.as_ref().and_then(|l| l.producer.clone()),
+        ) {
+            transaction::abort(producer, Duration::from_secs(1)).await;
+        }
+        self.step_down(stopped).await;
+    }
+
+    /// An empty page: a window with nothing new (the next one starts from its snapshot),
+    /// a finished replay, or no parked row left to try. Settled with the open transaction
+    /// when there is one (it must not be recorded before the rows sent before it), else
+    /// written down now (an idle window only now and then). True when there may be more
+    /// to do at once.
+    async fn idle(&mut self, page: Page, p: &mut Publishing) -> super::Result<bool> {
+        let lead = self.lead.as_mut().ok_or(Error::NotLeader)?;
+        let more = match &page.source {
+            Source::Window(snapshot) => {
+                let continued = lead.cursor.window.is_some();
+                if !continued && lead.cursor.published == *snapshot {
+                    return Ok(false);
+                }
+                continued
+            }
+            Source::Replay(_) => true,
+            Source::Parked => return Ok(true),
+        };
+        let sent = Sent {
+            page,
+            parked: Vec::new(),
+        };
+        let (settled, _) = settle(lead, &sent);
+        let epoch = lead.lease.epoch;
+        match p.open.as_mut() {
+            Some(open) => open.settled.merge(settled),
+            None => {
+                p.committed = Some(lead.cursor.clone());
+                if more || p.recorded_idle.elapsed() >= IDLE_RECORD {
+                    p.recorded_idle = Instant::now();
+                    if !self.recorded(p.recording.take()).await {
+                        return Err(Error::NotLeader);
+                    }
+                    record(&self.pool, epoch, &settled).await?;
+                }
+            }
+        }
+        Ok(more)
     }
 
     async fn reload_parked(&mut self) -> super::Result<()> {
@@ -314,48 +489,30 @@ impl Relay {
         Ok(())
     }
 
-    /// The outcome of a page's recording; false when leadership must end (fenced, or the
-    /// database's cursor is behind this relay's).
-    async fn recorded(&mut self, done: Result<super::Result<()>, tokio::task::JoinError>) -> bool {
-        match done {
+    /// Waits for a recording; false when leadership must end (fenced, or the database's
+    /// cursor is behind this relay's).
+    async fn recorded(&mut self, done: Option<tokio::task::JoinHandle<super::Result<()>>>) -> bool {
+        let Some(done) = done else { return true };
+        match done.await {
             Ok(Ok(())) => true,
             Ok(Err(error)) => {
-                tracing::warn!(error = %error_chain(&error), "recording a page failed; starting again from the database's cursor");
-                self.step_down(false).await;
+                tracing::warn!(error = %error_chain(&error), "recording a transaction failed; starting again from the database's cursor");
                 false
             }
             Err(error) => {
                 tracing::warn!(%error, "the recording task failed");
-                self.step_down(false).await;
                 false
             }
         }
     }
 
-    /// Waits `wait`, or until a notification comes; true when shutdown came first.
-    async fn pause(&self, stop: &Stop, wakeups: &Wakeups, wait: Duration) -> bool {
-        self.wait(stop, wakeups, wait).await == Woken::Stop
-    }
-
-    async fn wait(&self, stop: &Stop, wakeups: &Wakeups, wait: Duration) -> Woken {
+    /// Waits `wait`, or until a notification comes or the lease ends.
+    async fn wait(&self, stop: &Stop, wakeups: &Wakeups, lease: &Lease, wait: Duration) -> Woken {
         tokio::select! {
             () = stop.clone() => Woken::Stop,
+            () = lease.ended() => Woken::LeaseEnded,
             () = wakeups.notified() => Woken::Notified,
             () = tokio::time::sleep(wait) => Woken::Timer,
         }
-    }
-
-    /// Shutdown while leading: the last recording is awaited, the lease given up.
-    async fn finish(
-        &mut self,
-        recording: Option<tokio::task::JoinHandle<super::Result<()>>>,
-    ) -> bool {
-        if let Some(done) = recording {
-            if let Ok(Err(error)) = done.await {
-                tracing::warn!(error = %error_chain(&error), "the last page was not recorded; it is sent again by the next leader");
-            }
-        }
-        self.step_down(true).await;
-        true
     }
 }

@@ -154,24 +154,30 @@ impl Replay {
 
 const NEXT_REPLAY: &str = "SELECT id, after, since, until, event_type, aggregate_id, up_to, \
         published::text, window_snapshot::text, window_after \
-    FROM users.outbox_replays WHERE finished_at IS NULL ORDER BY id LIMIT 1";
+    FROM users.outbox_replays WHERE finished_at IS NULL AND NOT (id = ANY($1)) \
+    ORDER BY id LIMIT 1";
 
+/// The oldest unfinished replay but those in `done` (finished, not recorded yet).
 pub(crate) async fn next_replay<C: GenericClient + Sync>(
     client: &C,
+    done: &[i64],
 ) -> Result<Option<Replay>, tokio_postgres::Error> {
     let statement = client.prepare_cached(NEXT_REPLAY).await?;
-    Ok(client.query_opt(&statement, &[]).await?.map(|row| Replay {
-        id: row.get(0),
-        after: row.get(1),
-        since: row.get(2),
-        until: row.get(3),
-        event_type: row.get(4),
-        aggregate_id: row.get(5),
-        up_to: row.get(6),
-        published: row.get(7),
-        window: row.get(8),
-        window_after: row.get(9),
-    }))
+    Ok(client
+        .query_opt(&statement, &[&done])
+        .await?
+        .map(|row| Replay {
+            id: row.get(0),
+            after: row.get(1),
+            since: row.get(2),
+            until: row.get(3),
+            event_type: row.get(4),
+            aggregate_id: row.get(5),
+            up_to: row.get(6),
+            published: row.get(7),
+            window: row.get(8),
+            window_after: row.get(9),
+        }))
 }
 
 /// The next rows of a replay above `$1`: up to its `up_to` (`$2`), matching its filter
@@ -260,10 +266,10 @@ pub(crate) async fn parked_aggregates<C: GenericClient + Sync>(
 /// What one Kafka transaction settled, to be recorded.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Settled {
-    /// The cursor after the transaction (for a window page).
+    /// The cursor after the transaction (when it held window pages).
     pub(crate) cursor: Option<Cursor>,
-    /// A replay's progress: (replay, last id sent, finished).
-    pub(crate) replay: Option<(i64, i64, bool)>,
+    /// Replays' progress: (replay, last id sent, rows sent, finished).
+    pub(crate) replays: Vec<(i64, i64, i64, bool)>,
     /// Rows set apart: (id, aggregate, why).
     pub(crate) parked: Vec<(i64, String, String)>,
     /// Parked rows now published.
@@ -271,6 +277,25 @@ pub(crate) struct Settled {
     /// Rows Kafka acknowledged: new ones, replayed ones.
     pub(crate) published: i64,
     pub(crate) replayed: i64,
+}
+
+impl Settled {
+    /// What `self` and then `later` settled, as one.
+    pub(crate) fn merge(&mut self, later: Settled) {
+        if later.cursor.is_some() {
+            self.cursor = later.cursor;
+        }
+        for (id, after, sent, done) in later.replays {
+            match self.replays.iter_mut().find(|(r, ..)| *r == id) {
+                Some(replay) => *replay = (id, after, replay.2 + sent, done),
+                None => self.replays.push((id, after, sent, done)),
+            }
+        }
+        self.parked.extend(later.parked);
+        self.released.extend(later.released);
+        self.published += later.published;
+        self.replayed += later.replayed;
+    }
 }
 
 /// Records a settled transaction in ONE statement (one transaction, one round trip),
@@ -302,11 +327,13 @@ const RECORD: &str = "
         DELETE FROM users.outbox_parked
         WHERE outbox_id = ANY($11) AND EXISTS (SELECT 1 FROM state)
     ), replay AS (
-        UPDATE users.outbox_replays SET
-            after = $13,
-            sent = sent + $7,
-            finished_at = CASE WHEN $14 THEN now() END
-        WHERE id = $12 AND EXISTS (SELECT 1 FROM state)
+        UPDATE users.outbox_replays r SET
+            after = u.after,
+            sent = r.sent + u.sent,
+            finished_at = CASE WHEN u.done THEN now() END
+        FROM unnest($12::bigint[], $13::bigint[], $14::bigint[], $15::boolean[])
+            AS u(id, after, sent, done)
+        WHERE r.id = u.id AND EXISTS (SELECT 1 FROM state)
     )
     SELECT (SELECT count(*) FROM state), set_config('synchronous_commit', 'off', true)";
 
@@ -330,7 +357,10 @@ pub(crate) async fn record<C: GenericClient + Sync>(
     let ids: Vec<i64> = settled.parked.iter().map(|(id, _, _)| *id).collect();
     let aggregates: Vec<&str> = settled.parked.iter().map(|(_, a, _)| a.as_str()).collect();
     let errors: Vec<&str> = settled.parked.iter().map(|(_, _, e)| e.as_str()).collect();
-    let (replay, replay_after, finished) = settled.replay.unwrap_or((0, 0, false));
+    let replays: Vec<i64> = settled.replays.iter().map(|r| r.0).collect();
+    let replay_after: Vec<i64> = settled.replays.iter().map(|r| r.1).collect();
+    let replay_sent: Vec<i64> = settled.replays.iter().map(|r| r.2).collect();
+    let finished: Vec<bool> = settled.replays.iter().map(|r| r.3).collect();
     let row = client
         .query_one(
             &statement,
@@ -346,8 +376,9 @@ pub(crate) async fn record<C: GenericClient + Sync>(
                 &aggregates,
                 &errors,
                 &settled.released,
-                &replay,
+                &replays,
                 &replay_after,
+                &replay_sent,
                 &finished,
             ],
         )

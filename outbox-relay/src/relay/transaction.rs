@@ -1,10 +1,14 @@
-//! One page in one Kafka transaction: every row handed to librdkafka, every delivery
-//! report awaited, then the commit. A row Kafka refuses for itself is set apart (with the
-//! page's later rows of its aggregate) and the transaction is tried again without them; a
-//! broker that is away aborts it whole.
+//! The relay's Kafka transactions. The process keeps one open across pages and commits it
+//! every `RELAY_COMMIT_INTERVAL_MS` (sooner when it holds many rows): each row goes to
+//! librdkafka as soon as it is read, so Kafka has it (and a consumer reading uncommitted
+//! records sees it) within a round trip; the commit comes once every delivery report is
+//! in without error, and only what a commit covered is recorded as published. A row Kafka
+//! refuses for itself (too large, an unknown topic, ...) is set apart with the later rows
+//! of its aggregate; a broker that is away aborts the transaction and its rows are sent
+//! again.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,155 +21,215 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use super::producer::{classify, Failure, Reports, TxProducer};
-use super::{Page, Sent, M_DELIVERY};
+use super::{OutboxRow, Page, M_DELIVERY};
 
-pub(super) enum Transacted {
-    Committed(Sent),
-    /// Nothing was committed. `fatal`: the producer cannot be used again (fenced by a
-    /// newer leader, or its state is lost).
-    Failed {
-        error: String,
-        fatal: bool,
-    },
-}
-
-/// Why a row waits behind another.
+/// Why a row waits behind another of its aggregate.
 fn behind(id: i64) -> String {
     format!("waiting behind outbox row {id} of the same aggregate")
 }
 
 const BEHIND_PARKED: &str = "waiting behind a parked row of the same aggregate";
 
-/// Produces `page` in one transaction of `producer` (rows of `blocked` aggregates are set
-/// apart unsent) and waits for the commit, at most `timeout` per step.
-pub(super) async fn transact(
+/// Starts a transaction (a local step: nothing is sent before the first row).
+pub(super) fn begin(producer: &TxProducer) -> Result<(), KafkaError> {
+    producer.context().reports.reset();
+    producer.begin_transaction()
+}
+
+/// What the rows of a page became.
+pub(super) struct Handed {
+    pub(super) page: Page,
+    /// Rows set apart (index in the page, why).
+    pub(super) parked: Vec<(usize, String)>,
+    /// A send librdkafka refused for another reason than the record: the transaction
+    /// must be aborted.
+    pub(super) broken: Option<KafkaError>,
+}
+
+/// Hands `page`'s rows to librdkafka in the open transaction (blocking only while its
+/// queue is full). Rows of `blocked` aggregates and those in `set_apart` (refused at an
+/// earlier attempt) are set apart, with the page's later rows of their aggregates;
+/// `blocked` learns the aggregates of rows refused now.
+pub(super) async fn hand_over(
     producer: Arc<TxProducer>,
     page: Page,
-    blocked: HashSet<String>,
-    timeout: Duration,
-) -> Transacted {
-    let spans = spans::publish(&page.rows);
-    let started = Instant::now();
-    let done =
-        tokio::task::spawn_blocking(move || transact_blocking(&producer, page, &blocked, timeout))
-            .await
-            .unwrap_or_else(|error| Transacted::Failed {
-                error: format!("the transaction's task failed: {error}"),
-                fatal: true,
-            });
-    match &done {
-        Transacted::Committed(sent) => {
-            metrics::histogram!(M_DELIVERY).record(started.elapsed().as_secs_f64());
-            if let Some(spans) = &spans {
-                spans.settled(&sent.parked, None);
+    mut blocked: HashSet<String>,
+    set_apart: HashMap<i64, String>,
+) -> (Handed, HashSet<String>) {
+    let handed = tokio::task::spawn_blocking(move || {
+        let handed = hand_over_blocking(&producer, page, &mut blocked, &set_apart);
+        (handed, blocked)
+    })
+    .await;
+    let (handed, blocked) = match handed {
+        Ok(done) => done,
+        Err(error) => {
+            // The task panicked; nothing is known of the page: abort and send it again.
+            tracing::error!(%error, "handing a page to the producer failed");
+            return (
+                Handed {
+                    page: Page::empty(),
+                    parked: Vec::new(),
+                    broken: Some(KafkaError::Canceled),
+                },
+                HashSet::new(),
+            );
+        }
+    };
+    (handed, blocked)
+}
+
+fn hand_over_blocking(
+    producer: &TxProducer,
+    page: Page,
+    blocked: &mut HashSet<String>,
+    set_apart: &HashMap<i64, String>,
+) -> Handed {
+    let reports = producer.context().reports.clone();
+    let batch = spans::batch(&page.rows);
+    let mut parked = Vec::new();
+    // The first row of each aggregate set apart in this page: its later rows wait.
+    let mut first_apart: HashMap<&str, i64> = HashMap::new();
+    for (i, row) in page.rows.iter().enumerate() {
+        let aggregate = row.aggregate_id.as_str();
+        if let Some(why) = set_apart.get(&row.id) {
+            parked.push((i, why.clone()));
+            first_apart.entry(aggregate).or_insert(row.id);
+            continue;
+        }
+        if let Some(first) = first_apart.get(aggregate) {
+            parked.push((i, behind(*first)));
+            continue;
+        }
+        if blocked.contains(aggregate) {
+            parked.push((i, BEHIND_PARKED.to_owned()));
+            continue;
+        }
+        let headers = serde_json::from_slice::<HeaderList<'_>>(&row.headers)
+            .map(|list| list.0)
+            .unwrap_or_default();
+        let sent = send(producer, &reports, row, &headers);
+        if let Some(batch) = &batch {
+            let traceparent = headers
+                .iter()
+                .find(|(key, _)| key == crate::envelope::H_TRACEPARENT)
+                .map(|(_, value)| value.as_ref())
+                .filter(|traceparent| spans::sampled(traceparent));
+            if let Some(traceparent) = traceparent {
+                let header = |name: &str| {
+                    headers
+                        .iter()
+                        .find(|(key, _)| key == name)
+                        .map(|(_, value)| value.to_string())
+                };
+                let error = sent.as_ref().err().map(|e| e.to_string());
+                spans::event(batch, row, traceparent, header, error.as_deref());
             }
         }
-        Transacted::Failed { error, .. } => {
-            if let Some(spans) = &spans {
-                spans.settled(&[], Some(error));
+        match sent {
+            Ok(()) => {}
+            Err(error) if classify(&error) == Failure::Refused => {
+                parked.push((i, refusal(row.id, &error)));
+                first_apart.insert(aggregate, row.id);
+            }
+            Err(error) => {
+                return Handed {
+                    page,
+                    parked,
+                    broken: Some(error),
+                };
             }
         }
     }
-    done
+    for aggregate in first_apart.keys() {
+        blocked.insert((*aggregate).to_owned());
+    }
+    Handed {
+        page,
+        parked,
+        broken: None,
+    }
 }
 
-fn transact_blocking(
-    producer: &TxProducer,
-    page: Page,
-    blocked: &HashSet<String>,
-    timeout: Duration,
-) -> Transacted {
+/// How a transaction ended.
+#[derive(Debug)]
+pub(super) enum Ended {
+    Committed,
+    /// Aborted (or left for the coordinator to abort): nothing of it counts.
+    Failed {
+        /// Rows Kafka refused at delivery: (row id, why).
+        refused: Vec<(i64, String)>,
+        /// Why, when the broker rather than a record was the cause.
+        error: Option<String>,
+        /// The producer cannot be used again (fenced by a newer leader, or its state lost).
+        fatal: bool,
+    },
+}
+
+/// Waits for every delivery report of the open transaction, then commits it (or aborts it
+/// when a report failed).
+pub(super) async fn finish(producer: Arc<TxProducer>, timeout: Duration) -> Ended {
+    let started = Instant::now();
+    let ended = tokio::task::spawn_blocking(move || finish_blocking(&producer, timeout))
+        .await
+        .unwrap_or_else(|error| Ended::Failed {
+            refused: Vec::new(),
+            error: Some(format!("the commit's task failed: {error}")),
+            fatal: true,
+        });
+    if matches!(ended, Ended::Committed) {
+        metrics::histogram!(M_DELIVERY).record(started.elapsed().as_secs_f64());
+    }
+    ended
+}
+
+/// Abandons the open transaction (a leader that lost its lease, or shutting down without
+/// the time to commit): nothing of it counts, its rows are sent again by the next leader.
+pub(super) async fn abort(producer: Arc<TxProducer>, timeout: Duration) {
+    let _ = tokio::task::spawn_blocking(move || producer.abort_transaction(timeout)).await;
+}
+
+fn finish_blocking(producer: &TxProducer, timeout: Duration) -> Ended {
     let reports = producer.context().reports.clone();
-    // Rows set apart, by index: those of aggregates already parked, and those Kafka refuses
-    // (found by the attempts below) with their aggregates' later rows.
-    let mut parked: BTreeMap<usize, String> = page
-        .rows
-        .iter()
-        .enumerate()
-        .filter(|(_, row)| blocked.contains(&row.aggregate_id))
-        .map(|(i, _)| (i, BEHIND_PARKED.to_owned()))
-        .collect();
-    let mut refused_at: HashMap<&str, usize> = HashMap::new();
-    loop {
-        if let Err(error) = producer.begin_transaction() {
-            return failed(&error);
-        }
-        reports.reset();
-        let mut broken = None;
-        for (i, row) in page.rows.iter().enumerate() {
-            if parked.contains_key(&i) {
-                continue;
-            }
-            if let Some(&at) = refused_at.get(row.aggregate_id.as_str()) {
-                if at < i {
-                    parked.insert(i, behind(page.rows[at].id));
-                    continue;
-                }
-            }
-            match send(producer, &reports, row, i) {
-                Ok(()) => {}
-                Err(error) if classify(&error) == Failure::Refused => {
-                    parked.insert(i, refusal(row, &error));
-                    refused_at.entry(row.aggregate_id.as_str()).or_insert(i);
-                }
-                Err(error) => {
-                    broken = Some(error);
-                    break;
-                }
-            }
-        }
-        let Some(failures) = reports.wait(timeout) else {
-            let _ = producer.abort_transaction(timeout);
-            return Transacted::Failed {
-                error: format!("no delivery reports within {timeout:?}"),
-                fatal: true,
-            };
+    let Some(failures) = reports.wait(timeout) else {
+        let _ = producer.abort_transaction(timeout);
+        return Ended::Failed {
+            refused: Vec::new(),
+            error: Some(format!("no delivery reports within {timeout:?}")),
+            fatal: true,
         };
-        if broken.is_none() && failures.is_empty() {
-            // rdkafka's commit flushes first, and its flush sleeps 100 ms whenever a
-            // report is still on its way out of librdkafka: let them all out first.
-            wait_until_flushed(producer, timeout);
-            return match producer.commit_transaction(timeout) {
-                Ok(()) => Transacted::Committed(Sent {
-                    page,
-                    parked: parked.into_iter().collect(),
-                }),
-                Err(error) => {
-                    let fatal = is_fatal(&error) || producer.abort_transaction(timeout).is_err();
-                    Transacted::Failed {
-                        error: format!("commit failed: {error}"),
-                        fatal,
-                    }
+    };
+    if failures.is_empty() {
+        // rdkafka's commit flushes first, and its flush sleeps 100 ms whenever a report
+        // is still on its way out of librdkafka: let them all out first.
+        wait_until_flushed(producer, timeout);
+        return match producer.commit_transaction(timeout) {
+            Ok(()) => Ended::Committed,
+            Err(error) => {
+                let fatal = is_fatal(&error) || producer.abort_transaction(timeout).is_err();
+                Ended::Failed {
+                    refused: Vec::new(),
+                    error: Some(format!("commit failed: {error}")),
+                    fatal,
                 }
-            };
-        }
-        let aborted = producer.abort_transaction(timeout);
-        let refused: Vec<&(usize, KafkaError)> = failures
-            .iter()
-            .filter(|(_, error)| classify(error) == Failure::Refused)
-            .collect();
-        if let Some(error) = broken.as_ref().or_else(|| {
-            refused
-                .is_empty()
-                .then(|| failures.first().map(|(_, e)| e))
-                .flatten()
-        }) {
-            return Transacted::Failed {
-                error: error.to_string(),
-                fatal: is_fatal(error) || aborted.is_err(),
-            };
-        }
-        if let Err(error) = aborted {
-            return failed(&error);
-        }
-        // Kafka refused some rows at delivery: try again without them (and without the
-        // later rows of their aggregates).
-        for (i, error) in refused {
-            let row = &page.rows[*i];
-            parked.insert(*i, refusal(row, error));
-            let at = refused_at.entry(row.aggregate_id.as_str()).or_insert(*i);
-            *at = (*at).min(*i);
-        }
+            }
+        };
+    }
+    let aborted = producer.abort_transaction(timeout);
+    let refused: Vec<(i64, String)> = failures
+        .iter()
+        .filter(|(_, error)| classify(error) == Failure::Refused)
+        .map(|(id, error)| (*id as i64, refusal(*id as i64, error)))
+        .collect();
+    let error = refused
+        .is_empty()
+        .then(|| failures.first().map(|(_, e)| e.to_string()))
+        .flatten();
+    let fatal = failures.iter().any(|(_, e)| is_fatal(e)) || aborted.is_err();
+    Ended::Failed {
+        refused,
+        error,
+        fatal,
     }
 }
 
@@ -183,19 +247,12 @@ fn wait_until_flushed(producer: &TxProducer, timeout: Duration) {
     }
 }
 
-fn failed(error: &KafkaError) -> Transacted {
-    Transacted::Failed {
-        error: error.to_string(),
-        fatal: is_fatal(error),
-    }
-}
-
-fn refusal(row: &super::OutboxRow, error: &KafkaError) -> String {
-    format!("Kafka refused outbox row {}: {error}", row.id)
+fn refusal(id: i64, error: &KafkaError) -> String {
+    format!("Kafka refused outbox row {id}: {error}")
 }
 
 /// A transaction error after which the producer cannot go on (fenced, or lost its state).
-fn is_fatal(error: &KafkaError) -> bool {
+pub(super) fn is_fatal(error: &KafkaError) -> bool {
     match error {
         KafkaError::Transaction(error) => error.is_fatal(),
         other => matches!(
@@ -205,16 +262,16 @@ fn is_fatal(error: &KafkaError) -> bool {
     }
 }
 
-/// Hands one row to librdkafka (its delivery report is counted in `reports`), waiting
-/// while librdkafka's queue is full.
+/// Hands one row to librdkafka (its delivery report, named by the row's id, is counted in
+/// `reports`), waiting while librdkafka's queue is full.
 fn send(
     producer: &TxProducer,
     reports: &Reports,
-    row: &super::OutboxRow,
-    index: usize,
+    row: &OutboxRow,
+    headers: &[(Cow<'_, str>, Cow<'_, str>)],
 ) -> Result<(), KafkaError> {
-    let headers = kafka_headers(&row.headers);
-    let mut record = BaseRecord::with_opaque_to(&row.topic, index)
+    let headers = kafka_headers(headers);
+    let mut record = BaseRecord::with_opaque_to(&row.topic, row.id as usize)
         .key(row.aggregate_id.as_str())
         .payload(row.payload.as_slice())
         .headers(headers);
@@ -236,12 +293,9 @@ fn send(
     }
 }
 
-/// The row's headers (a JSON object of text values) as Kafka headers, parsed without
-/// copying the text.
-fn kafka_headers(json: &[u8]) -> OwnedHeaders {
-    let headers = serde_json::from_slice::<HeaderList<'_>>(json)
-        .map(|list| list.0)
-        .unwrap_or_default();
+/// The row's headers (its JSON object of text values, parsed without copying the text) as
+/// Kafka headers.
+fn kafka_headers(headers: &[(Cow<'_, str>, Cow<'_, str>)]) -> OwnedHeaders {
     headers.iter().fold(
         OwnedHeaders::new_with_capacity(headers.len()),
         |acc, (key, value)| {
@@ -332,38 +386,21 @@ impl<'de> Deserialize<'de> for Text<'de> {
     }
 }
 
-/// The row's headers as text pairs (the spans read a few of them).
-fn header_pairs(json: &[u8]) -> Vec<(String, String)> {
-    serde_json::from_slice::<HeaderList<'_>>(json)
-        .map(|list| {
-            list.0
-                .into_iter()
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The spans of a page, when spans are exported: one `publish` span per event, a child of
-/// the context its outbox row stored (the request that wrote it), linked to the page's
-/// span, which is linked to each of them (OpenTelemetry's messaging conventions for
-/// batches).
+/// The spans of a page, when spans are exported: the page's `publish` span, and one per
+/// event whose outbox row carries a sampled trace context (the request that wrote it
+/// was traced), a child of that context, linked to the page's span and it to them
+/// (OpenTelemetry's messaging conventions for batches). A row without a sampled context
+/// gets no span of its own: under a parent-based sampler it would not be exported
+/// anyway, and making it costs as much as publishing the row.
 mod spans {
-    use super::super::OutboxRow;
-    use super::header_pairs;
-    use crate::envelope::H_TRACEPARENT;
+    use crate::relay::OutboxRow;
 
-    pub(super) struct Publish {
-        _batch: tracing::Span,
-        events: Vec<tracing::Span>,
-    }
-
-    pub(super) fn publish(rows: &[OutboxRow]) -> Option<Publish> {
+    pub(super) fn batch(rows: &[OutboxRow]) -> Option<tracing::Span> {
         if !platform::telemetry::exporting() {
             return None;
         }
         let topic = rows.first().map(|r| r.topic.as_str()).unwrap_or_default();
-        let batch = tracing::info_span!(
+        Some(tracing::info_span!(
             parent: None,
             "outbox.batch",
             otel.name = format!("publish {topic} (batch)"),
@@ -372,70 +409,48 @@ mod spans {
             messaging.destination.name = topic,
             messaging.operation.type = "send",
             messaging.batch.message_count = rows.len(),
-        );
-        let events = rows
-            .iter()
-            .map(|row| {
-                let headers = header_pairs(&row.headers);
-                let header = |name: &str| {
-                    headers
-                        .iter()
-                        .find(|(k, _)| k == name)
-                        .map(|(_, v)| v.clone())
-                };
-                let traceparent = header(H_TRACEPARENT);
-                let span = tracing::info_span!(
-                    parent: None,
-                    "outbox.publish",
-                    otel.name = format!("publish {}", row.topic),
-                    otel.kind = "producer",
-                    otel.status_code = tracing::field::Empty,
-                    messaging.system = "kafka",
-                    messaging.destination.name = row.topic.as_str(),
-                    messaging.operation.type = "send",
-                    messaging.kafka.message.key = row.aggregate_id.as_str(),
-                    messaging.message.id = header("ce_id").unwrap_or_default(),
-                    cloudevents.event_id = header("ce_id").unwrap_or_default(),
-                    cloudevents.event_type = header("ce_type").unwrap_or_default(),
-                    outbox.id = row.id,
-                    error.type = tracing::field::Empty,
-                );
-                platform::telemetry::continue_from(&span, traceparent.as_deref());
-                platform::telemetry::link(
-                    &span,
-                    platform::telemetry::traceparent_of(&batch).as_deref(),
-                );
-                platform::telemetry::link(
-                    &batch,
-                    platform::telemetry::traceparent_of(&span).as_deref(),
-                );
-                span
-            })
-            .collect();
-        Some(Publish {
-            _batch: batch,
-            events,
-        })
+        ))
     }
 
-    impl Publish {
-        /// Kafka's answer: the spans of parked rows (or all, when the transaction failed)
-        /// end as errors.
-        pub(super) fn settled(&self, parked: &[(usize, String)], failed: Option<&String>) {
-            let mark = |span: &tracing::Span, error: &str| {
-                span.record("otel.status_code", "ERROR");
-                span.record("error.type", error);
-            };
-            match failed {
-                Some(error) => self.events.iter().for_each(|span| mark(span, error)),
-                None => {
-                    for (i, why) in parked {
-                        if let Some(span) = self.events.get(*i) {
-                            mark(span, why);
-                        }
-                    }
-                }
-            }
+    /// Whether a W3C `traceparent` says its trace is sampled.
+    pub(super) fn sampled(traceparent: &str) -> bool {
+        traceparent
+            .rsplit('-')
+            .next()
+            .and_then(|flags| u8::from_str_radix(flags, 16).ok())
+            .is_some_and(|flags| flags & 1 == 1)
+    }
+
+    /// The span of one event, handed to the producer now.
+    pub(super) fn event(
+        batch: &tracing::Span,
+        row: &OutboxRow,
+        traceparent: &str,
+        header: impl Fn(&str) -> Option<String>,
+        error: Option<&str>,
+    ) {
+        let span = tracing::info_span!(
+            parent: None,
+            "outbox.publish",
+            otel.name = format!("publish {}", row.topic),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "kafka",
+            messaging.destination.name = row.topic.as_str(),
+            messaging.operation.type = "send",
+            messaging.kafka.message.key = row.aggregate_id.as_str(),
+            messaging.message.id = header("ce_id").unwrap_or_default(),
+            cloudevents.event_id = header("ce_id").unwrap_or_default(),
+            cloudevents.event_type = header("ce_type").unwrap_or_default(),
+            outbox.id = row.id,
+            error.type = tracing::field::Empty,
+        );
+        platform::telemetry::continue_from(&span, Some(traceparent));
+        platform::telemetry::link(&span, platform::telemetry::traceparent_of(batch).as_deref());
+        platform::telemetry::link(batch, platform::telemetry::traceparent_of(&span).as_deref());
+        if let Some(error) = error {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", error);
         }
     }
 }
@@ -445,10 +460,17 @@ mod tests {
     use super::*;
     use rdkafka::message::Headers;
 
+    fn parse(json: &[u8]) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+        serde_json::from_slice::<HeaderList<'_>>(json)
+            .map(|list| list.0)
+            .unwrap_or_default()
+    }
+
     #[test]
     fn headers_come_from_the_rows_json_text_whatever_the_values() {
-        let headers =
-            kafka_headers(br#"{"ce_id": "a\"b", "ce_type": "UserRegistered", "n": 7, "x": null}"#);
+        let headers = kafka_headers(&parse(
+            br#"{"ce_id": "a\"b", "ce_type": "UserRegistered", "n": 7, "x": null}"#,
+        ));
         let pairs: Vec<(String, Vec<u8>)> = headers
             .iter()
             .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
@@ -462,6 +484,17 @@ mod tests {
                 ("x".to_owned(), b"null".to_vec()),
             ]
         );
-        assert_eq!(kafka_headers(b"not json").count(), 0);
+        assert_eq!(kafka_headers(&parse(b"not json")).count(), 0);
+    }
+
+    #[test]
+    fn only_a_sampled_trace_context_gets_a_span_of_its_own() {
+        assert!(spans::sampled(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!spans::sampled(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        ));
+        assert!(!spans::sampled("garbage"));
     }
 }

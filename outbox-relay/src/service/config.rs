@@ -24,6 +24,8 @@ pub struct Settings {
     pub relay_lease_ms: u64,
     /// How often the leader tries the parked rows again.
     pub relay_parked_retry_ms: u64,
+    /// How long a Kafka transaction stays open before its commit.
+    pub relay_commit_interval_ms: u64,
 }
 
 impl Default for Settings {
@@ -40,6 +42,7 @@ impl Default for Settings {
             relay_message_timeout_ms: producer.message_timeout_ms,
             relay_lease_ms: relay.lease.as_millis() as u64,
             relay_parked_retry_ms: relay.parked_retry.as_millis() as u64,
+            relay_commit_interval_ms: relay.commit_interval.as_millis() as u64,
         }
     }
 }
@@ -113,6 +116,11 @@ impl ServiceSettings for Settings {
                     .into(),
             ));
         }
+        if self.relay_commit_interval_ms == 0 {
+            return Err(ConfigError::Refused(
+                "RELAY_COMMIT_INTERVAL_MS must be at least 1".into(),
+            ));
+        }
         if self.relay_parked_retry_ms == 0 {
             return Err(ConfigError::Refused(
                 "RELAY_PARKED_RETRY_MS must be at least 1".into(),
@@ -131,6 +139,7 @@ impl Settings {
             retention: self.outbox_retention,
             lease: Duration::from_millis(self.relay_lease_ms),
             parked_retry: Duration::from_millis(self.relay_parked_retry_ms),
+            commit_interval: Duration::from_millis(self.relay_commit_interval_ms),
             ..RelayConfig::default()
         }
     }
@@ -172,6 +181,7 @@ mod tests {
             ("RELAY_MESSAGE_TIMEOUT_MS", "5000"),
             ("RELAY_LEASE_MS", "3000"),
             ("RELAY_PARKED_RETRY_MS", "10000"),
+            ("RELAY_COMMIT_INTERVAL_MS", "20"),
             ("KAFKA_BROKERS", "kafka:9092"),
         ]))
         .unwrap();
@@ -181,6 +191,7 @@ mod tests {
         assert_eq!(relay.retention, Some(Duration::from_secs(12 * 3600)));
         assert_eq!(relay.lease, Duration::from_secs(3));
         assert_eq!(relay.parked_retry, Duration::from_secs(10));
+        assert_eq!(relay.commit_interval, Duration::from_millis(20));
         let producer = config.settings.producer(&config.kafka);
         assert_eq!(producer.kafka.kafka_brokers, "kafka:9092");
         assert_eq!(producer.compression, "zstd");
@@ -208,6 +219,7 @@ mod tests {
             ("RELAY_COMPRESSION", "brotli"),
             ("RELAY_BATCH_SIZE", "0"),
             ("RELAY_LEASE_MS", "100"),
+            ("RELAY_COMMIT_INTERVAL_MS", "0"),
         ] {
             let error = Config::from_env(env(&[(key, value)])).unwrap_err();
             assert!(error.to_string().contains(key), "{error}");

@@ -315,9 +315,12 @@ async fn latency(
     )?;
     let consumer_task = tokio::spawn(consumer_engine.run(until_stopped(stopped.clone())));
 
-    // Warm-up: one event end to end, through the consumer and through a reader that
-    // subscribes like any consumer, so neither group join is measured.
-    let reader = tests::reader(&latency_topic);
+    // Warm-up: one event end to end, through the consumer and through two readers that
+    // subscribe like any consumer (one as the event-consumer reads, records of open
+    // transactions included, one reading committed records only), so no group join is
+    // measured.
+    let reader = relay::reader(&latency_topic, false)?;
+    let committed_reader = relay::reader(&latency_topic, true)?;
     let warm = relay::CommitTimes::default();
     relay::steady_writer(
         latency_db.clone(),
@@ -329,6 +332,7 @@ async fn latency(
     .await?;
     consumer::effect_latencies(&latency_db, 1, warm).await?;
     tokio::time::timeout(std::time::Duration::from_secs(60), reader.recv()).await??;
+    tokio::time::timeout(std::time::Duration::from_secs(60), committed_reader.recv()).await??;
     let commits = relay::CommitTimes::default();
     let rate = sizes.rate;
     let expected = (sizes.latency_run.as_secs_f64() * rate as f64) as usize;
@@ -343,18 +347,31 @@ async fn latency(
         let (db, commits) = (latency_db.clone(), commits.clone());
         tokio::spawn(async move { consumer::effect_latencies(&db, expected, commits).await })
     };
+    let committed_latency = {
+        let commits = commits.clone();
+        tokio::spawn(
+            async move { relay::read_latencies(committed_reader, expected, commits).await },
+        )
+    };
     let kafka_latency = relay::read_latencies(reader, expected, commits.clone()).await?;
+    let committed_latency = committed_latency.await??;
     let written = writer.await??;
     let effect_latency = effects.await??;
     let _ = stop.send(true);
     let _ = relay_task.await;
     let _ = consumer_task.await;
     eprintln!(
-        "[bench] {written} events at {rate}/s: commit->kafka p50 {} p99 {} ms; commit->consumer p50 {} p99 {} ms",
-        kafka_latency.ms(0.5), kafka_latency.ms(0.99), effect_latency.ms(0.5), effect_latency.ms(0.99)
+        "[bench] {written} events at {rate}/s: commit->kafka p50 {} p99 {} ms (committed: p50 {} p99 {} ms); commit->consumer p50 {} p99 {} ms",
+        kafka_latency.ms(0.5), kafka_latency.ms(0.99), committed_latency.ms(0.5), committed_latency.ms(0.99),
+        effect_latency.ms(0.5), effect_latency.ms(0.99)
     );
     report["latency_commit_to_kafka_ms"] = kafka_latency.summary();
     report["latency_commit_to_kafka_ms"]["rate_per_s"] = json!(rate);
+    report["latency_commit_to_kafka_ms"]["reader"] =
+        json!("read_uncommitted, as the event-consumer reads");
+    report["latency_commit_to_kafka_committed_ms"] = committed_latency.summary();
+    report["latency_commit_to_kafka_committed_ms"]["reader"] =
+        json!("read_committed (librdkafka's default): a record shows once its transaction commits");
     report["latency_commit_to_consumer_ms"] = effect_latency.summary();
     report["latency_commit_to_consumer_ms"]["rate_per_s"] = json!(rate);
     report["rate_per_s"] = json!(rate);
@@ -394,8 +411,10 @@ async fn consumer_drain(sizes: &Sizes, report: &mut Value) -> anyhow::Result<()>
 async fn traced_drain(sizes: &Sizes, report: &mut Value) -> anyhow::Result<()> {
     let backlog = sizes.backlog;
     let topic = scratch_topic(3).await;
+    // Rows as requests write them when 1% of traces are sampled: each with its
+    // traceparent, 1% of them sampled.
     let trace_db = scratch_db().await;
-    fill_outbox(&trace_db.connect().await?, backlog, &topic).await?;
+    tests::fill_outbox_traced(&trace_db.connect().await?, backlog, &topic, 0.01).await?;
     let untraced_rate = relay::drain_per_s(&trace_db, sizes.batch, backlog as usize).await?;
     let otlp = tests::otlp::receiver().await;
     for (name, value) in [
@@ -413,7 +432,7 @@ async fn traced_drain(sizes: &Sizes, report: &mut Value) -> anyhow::Result<()> {
         platform::telemetry::LogFormat::Json,
     );
     anyhow::ensure!(platform::telemetry::exporting(), "tracing did not start");
-    fill_outbox(&trace_db.connect().await?, backlog, &topic).await?;
+    tests::fill_outbox_traced(&trace_db.connect().await?, backlog, &topic, 0.01).await?;
     let traced_rate = relay::drain_per_s(&trace_db, sizes.batch, backlog as usize).await?;
     platform::telemetry::shutdown();
     eprintln!(
@@ -589,6 +608,14 @@ fn print_table(r: &Value, was: &Value) {
             .was(was, &["latency_commit_to_kafka_ms", "p99"]),
         Row::info("commit->Kafka max ms", f(&to_kafka["max"]))
             .was(was, &["latency_commit_to_kafka_ms", "max"]),
+        Row::info(
+            "  committed (read_committed) p50 ms",
+            f(&r["latency_commit_to_kafka_committed_ms"]["p50"]),
+        ),
+        Row::info(
+            "  committed (read_committed) p99 ms",
+            f(&r["latency_commit_to_kafka_committed_ms"]["p99"]),
+        ),
         Row::info("commit->consumer p50 ms", f(&to_consumer["p50"]))
             .was(was, &["latency_commit_to_consumer_ms", "p50"]),
         Row::at_most("commit->consumer p99 ms", f(&to_consumer["p99"]), 15.0)
