@@ -33,7 +33,8 @@ pub(crate) async fn fill_topic(
 ) -> anyhow::Result<()> {
     let mut in_flight = InFlight::default();
     for n in 0..count {
-        let user_id = Uuid::new_v4().to_string();
+        // User ids as user-service makes them (UUIDv7, time-ordered).
+        let user_id = Uuid::now_v7().to_string();
         let attributes = Attributes {
             id: Uuid::now_v7(),
             source: "/user-service".into(),

@@ -15,11 +15,17 @@ use uuid::Uuid;
 use crate::stats::Latencies;
 
 pub(crate) fn relay_config(batch: i64) -> RelayConfig {
+    let defaults = RelayConfig::default();
     RelayConfig {
         batch_size: batch,
         poll_interval: Duration::from_millis(500),
         retention: None,
-        ..RelayConfig::default()
+        commit_interval: std::env::var("BENCH_COMMIT_INTERVAL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.commit_interval),
+        ..defaults
     }
 }
 
