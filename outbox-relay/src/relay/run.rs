@@ -63,6 +63,8 @@ struct Publishing {
     set_apart: HashMap<i64, String>,
     /// The cursor as of the last commit: where to start again after an abort.
     committed: Option<super::Cursor>,
+    /// Back off before the next page (the last transaction failed).
+    pause: bool,
 }
 
 impl Relay {
@@ -134,6 +136,7 @@ impl Relay {
             recorded_idle: Instant::now(),
             set_apart: HashMap::new(),
             committed: self.lead.as_ref().map(|l| l.cursor.clone()),
+            pause: false,
         };
         let stopped = self.publish(&stop, &lease, &wakeups, &mut pub_).await;
         self.wind_up(&mut pub_, stopped).await;
@@ -184,6 +187,13 @@ impl Relay {
             });
             if due && !self.commit(p, timeout).await {
                 return false;
+            }
+            if std::mem::take(&mut p.pause) {
+                let delay = p.errors.next_delay();
+                if self.wait(stop, wakeups, lease, delay).await == Woken::Stop {
+                    return true;
+                }
+                continue;
             }
             let page = match p.prefetched.take() {
                 Some(page) => Ok(page),
@@ -396,6 +406,9 @@ impl Relay {
                     "Kafka transaction failed; its rows are sent again"
                 );
                 self.restart_from_committed(p);
+                // Rows refused for themselves go again at once without them; a broker
+                // that is away is waited for.
+                p.pause = refused.is_empty();
                 self.failed(error.unwrap_or_default(), fatal);
                 true
             }

@@ -300,7 +300,7 @@ impl DbConfig {
         self.pg_config().connect(self.connector()).await
     }
 
-    /// One connection outside any pool (LISTEN, advisory locks, migrations).
+    /// One connection outside any pool (LISTEN, the relay's lease, migrations).
     pub async fn connect(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let (client, connection) = self.connect_raw().await?;
         tokio::spawn(async move {
