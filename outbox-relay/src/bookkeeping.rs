@@ -47,7 +47,9 @@ pub(crate) use published_by;
 macro_rules! pending {
     () => {
         "SELECT o.created_at FROM users.outbox_relay r
-    JOIN users.outbox o ON o.xact_id >= pg_snapshot_xmin(r.published)
+    JOIN users.outbox o
+      ON o.xact_id = ANY(ARRAY(SELECT pg_snapshot_xip(r.published)))
+      OR o.xact_id >= pg_snapshot_xmax(r.published)
     WHERE NOT pg_visible_in_snapshot(o.xact_id, r.published)
       AND NOT (r.window_snapshot IS NOT NULL AND o.id <= r.window_after
                AND pg_visible_in_snapshot(o.xact_id, r.window_snapshot))

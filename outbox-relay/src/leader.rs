@@ -143,8 +143,7 @@ impl Lease {
         self.holds_for(Duration::ZERO)
     }
 
-    /// How long until the lease should be renewed (a third of its length after the last
-    /// renewal).
+    /// The lease's length (it is renewed every third of it).
     pub fn ttl(&self) -> Duration {
         self.ttl
     }
@@ -152,11 +151,12 @@ impl Lease {
     /// Resolves once the lease is lost or has run out.
     pub async fn ended(&self) {
         loop {
+            // Listening before looking, so a loss in between is not missed.
+            let changed = self.changed.notified();
             if !self.holds() {
                 return;
             }
             let ends = self.base + Duration::from_millis(self.ends_ms.load(Ordering::SeqCst));
-            let changed = self.changed.notified();
             tokio::select! {
                 () = changed => {}
                 () = tokio::time::sleep_until(ends.into()) => {}

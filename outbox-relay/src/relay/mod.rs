@@ -1,15 +1,16 @@
 //! The relay engine. While it holds the leadership lease it reads the outbox a page at a
-//! time (a visibility window of new rows, a replay, or the parked rows), produces each
-//! page in ONE Kafka transaction, and after the commit records what Kafka acknowledged in
-//! ONE statement on the outbox's state row. Nothing counts as published before Kafka's
-//! commit; a crash between the commit and that statement only sends the page again (Kafka
-//! may hold duplicates, never gaps).
+//! time (a visibility window of new rows, a replay, or the parked rows) and hands the
+//! rows to a Kafka transaction; after Kafka committed the transaction it records how far
+//! it got in ONE statement on the outbox's state row. Nothing counts as published before
+//! Kafka's commit; a crash between the commit and that statement only sends the rows
+//! again (Kafka may hold duplicates, never gaps).
 //!
-//! Tests and benchmarks drive it step by step ([`Relay::relay_once`], or
-//! [`Relay::next_page`] + [`Relay::send`] + [`Relay::record`]); the process runs
-//! [`Relay::run`], which adds the standby loop, LISTEN wake-ups, retention, the parked
-//! rows' retries, and overlaps reading the next page and recording the last one with
-//! the transaction under way.
+//! Tests and tools drive it step by step ([`Relay::relay_once`], or [`Relay::next_page`] +
+//! [`Relay::send`] + [`Relay::record`]), a Kafka transaction per page; the process runs
+//! [`Relay::run`], which keeps one transaction open across pages and commits it every
+//! `commit_interval`, and adds the standby loop, LISTEN wake-ups, retention, the parked
+//! rows' retries, and reads the next page and records the last transaction while rows go
+//! out.
 
 pub mod producer;
 mod run;
@@ -534,8 +535,17 @@ impl Relay {
                     .await;
             page = handed.page;
             if let Some(error) = handed.broken {
-                transaction::abort(producer.clone(), timeout).await;
-                return Err(self.failed(error.to_string(), transaction::is_fatal(&error)));
+                match transaction::abort(producer.clone(), timeout).await {
+                    Ended::Failed { refused, .. } if !refused.is_empty() => {
+                        // A refused row broke it: again without that row.
+                        set_apart.extend(refused);
+                        continue;
+                    }
+                    Ended::Failed { fatal: true, .. } => {
+                        return Err(self.failed(error.to_string(), true));
+                    }
+                    _ => return Err(self.failed(error.to_string(), transaction::is_fatal(&error))),
+                }
             }
             match transaction::finish(producer.clone(), timeout).await {
                 Ended::Committed => {

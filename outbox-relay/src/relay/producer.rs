@@ -2,8 +2,10 @@
 //! Every relay of one outbox shares one transactional id (kept in the outbox's state row),
 //! so a new leader's `init_transactions` fences the producer of the leader before it: a
 //! relay frozen or cut off while it led can never write again, not even the records its
-//! librdkafka still held, and its open transaction is aborted (consumers reading
-//! committed records, librdkafka's default, never see it).
+//! librdkafka still held, and its open transaction is aborted (consumers reading committed
+//! records, librdkafka's default, never see it; those reading uncommitted ones, as the
+//! event-consumer does, may have seen what it wrote before it lost the lease, which the
+//! new leader sends again, so they drop the copies).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -133,7 +135,7 @@ impl ClientContext for TxContext {
 }
 
 impl ProducerContext for TxContext {
-    /// The message's index in its batch.
+    /// The outbox row's id.
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {

@@ -63,6 +63,8 @@ struct Publishing {
     set_apart: HashMap<i64, String>,
     /// The cursor as of the last commit: where to start again after an abort.
     committed: Option<super::Cursor>,
+    /// The aggregates with parked rows as of the last commit.
+    committed_parked: HashSet<String>,
     /// Back off before the next page (the last transaction failed).
     pause: bool,
 }
@@ -136,6 +138,11 @@ impl Relay {
             recorded_idle: Instant::now(),
             set_apart: HashMap::new(),
             committed: self.lead.as_ref().map(|l| l.cursor.clone()),
+            committed_parked: self
+                .lead
+                .as_ref()
+                .map(|l| l.parked.clone())
+                .unwrap_or_default(),
             pause: false,
         };
         let stopped = self.publish(&stop, &lease, &wakeups, &mut pub_).await;
@@ -168,6 +175,18 @@ impl Relay {
             {
                 return false;
             }
+            // A new producer fences every other of this outbox: only with time left.
+            if !lease.holds_for(self.config.lease / 5) {
+                // Renewals are failing: wait for one, or for the lease's end.
+                if self
+                    .wait(stop, wakeups, lease, Duration::from_millis(50))
+                    .await
+                    == Woken::Stop
+                {
+                    return true;
+                }
+                continue;
+            }
             match self.ensure_producer().await {
                 Ok(()) => {}
                 Err(Error::NotLeader) => return false,
@@ -187,6 +206,22 @@ impl Relay {
             });
             if due && !self.commit(p, timeout).await {
                 return false;
+            }
+            // A replay asked for goes before new rows, even under a backlog; it is read
+            // from what was recorded, so the last recording goes first.
+            if wakeups.take_replay_request() {
+                p.replays = true;
+            }
+            if p.replays {
+                if p.prefetched
+                    .as_ref()
+                    .is_some_and(|page| matches!(page.source, Source::Window(_)))
+                {
+                    p.prefetched = None;
+                }
+                if p.recording.is_some() && !self.recorded(p.recording.take()).await {
+                    return false;
+                }
             }
             if std::mem::take(&mut p.pause) {
                 let delay = p.errors.next_delay();
@@ -303,8 +338,13 @@ impl Relay {
             },
         );
         if let Some(error) = handed.broken {
-            tracing::warn!(%error, "the producer refused a row for a reason of its own; the transaction is aborted");
+            tracing::warn!(%error, "a send broke the Kafka transaction; it is aborted and its rows go again");
+            let before = p.set_apart.len();
             self.abandon(p, &producer).await;
+            if p.set_apart.len() > before {
+                // A refused row broke it: again at once, without that row.
+                return true;
+            }
             self.failed(error.to_string(), transaction::is_fatal(&error));
             return false;
         }
@@ -332,9 +372,9 @@ impl Relay {
     /// pages go out); a failure aborts it and starts again from what was last committed.
     /// False when the leadership must end.
     async fn commit(&mut self, p: &mut Publishing, timeout: Duration) -> bool {
-        let Some(open) = p.open.take() else {
+        if p.open.is_none() {
             return true;
-        };
+        }
         let Some(lead) = self.lead.as_ref() else {
             return false;
         };
@@ -343,8 +383,12 @@ impl Relay {
         };
         // The last recording must be done before this one starts (they go in order).
         if !self.recorded(p.recording.take()).await {
+            self.abandon(p, &producer).await;
             return false;
         }
+        let Some(open) = p.open.take() else {
+            return true;
+        };
         match transaction::finish(producer, timeout).await {
             Ended::Committed => {
                 p.errors.reset();
@@ -357,6 +401,7 @@ impl Relay {
                 }
                 if let Some(lead) = self.lead.as_ref() {
                     p.committed = Some(lead.cursor.clone());
+                    p.committed_parked = lead.parked.clone();
                 }
                 let parked_retried = open
                     .pages
@@ -415,10 +460,23 @@ impl Relay {
         }
     }
 
-    /// Aborts the open transaction; the next pages start again from the last commit.
+    /// Aborts the open transaction; rows Kafka refused in it are set apart, and the next
+    /// pages start again from the last commit. A failed abort retires the producer.
     async fn abandon(&mut self, p: &mut Publishing, producer: &Arc<super::producer::TxProducer>) {
         p.open = None;
-        transaction::abort(producer.clone(), self.kafka_timeout()).await;
+        if let Ended::Failed {
+            refused,
+            error,
+            fatal,
+        } = transaction::abort(producer.clone(), self.kafka_timeout()).await
+        {
+            for (id, why) in refused {
+                p.set_apart.insert(id, why);
+            }
+            if fatal {
+                self.failed(error.unwrap_or_default(), true);
+            }
+        }
         self.restart_from_committed(p);
     }
 
@@ -429,6 +487,9 @@ impl Relay {
         p.replays = true;
         if let (Some(lead), Some(committed)) = (self.lead.as_mut(), p.committed.clone()) {
             lead.cursor = committed;
+            // Aggregates blocked by refusals in the abandoned transaction: the refused rows
+            // are set apart by id and block their aggregates again when they come.
+            lead.parked = p.committed_parked.clone();
         }
     }
 

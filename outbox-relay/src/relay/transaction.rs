@@ -183,10 +183,39 @@ pub(super) async fn finish(producer: Arc<TxProducer>, timeout: Duration) -> Ende
     ended
 }
 
-/// Abandons the open transaction (a leader that lost its lease, or shutting down without
-/// the time to commit): nothing of it counts, its rows are sent again by the next leader.
-pub(super) async fn abort(producer: Arc<TxProducer>, timeout: Duration) {
-    let _ = tokio::task::spawn_blocking(move || producer.abort_transaction(timeout)).await;
+/// Abandons the open transaction (a leader that lost its lease, a send that broke it, or
+/// shutting down without the time to commit): nothing of it counts, its rows are sent
+/// again. Waits for the reports of what was sent first, so that rows Kafka refused for
+/// themselves are known (a refusal is what breaks a transaction under load: librdkafka
+/// then refuses every later send of it). `Failed` says whether the producer can go on.
+pub(super) async fn abort(producer: Arc<TxProducer>, timeout: Duration) -> Ended {
+    tokio::task::spawn_blocking(move || {
+        let reports = producer.context().reports.clone();
+        let failures = reports.wait(timeout).unwrap_or_default();
+        let refused = refused_of(&failures);
+        let aborted = producer.abort_transaction(timeout);
+        Ended::Failed {
+            refused,
+            error: aborted.as_ref().err().map(|e| format!("abort failed: {e}")),
+            // A transaction left half aborted takes the producer with it.
+            fatal: aborted.is_err(),
+        }
+    })
+    .await
+    .unwrap_or_else(|error| Ended::Failed {
+        refused: Vec::new(),
+        error: Some(format!("the abort's task failed: {error}")),
+        fatal: true,
+    })
+}
+
+/// The rows Kafka refused for themselves among failed delivery reports: (row id, why).
+fn refused_of(failures: &[(usize, KafkaError)]) -> Vec<(i64, String)> {
+    failures
+        .iter()
+        .filter(|(_, error)| classify(error) == Failure::Refused)
+        .map(|(id, error)| (*id as i64, refusal(*id as i64, error)))
+        .collect()
 }
 
 fn finish_blocking(producer: &TxProducer, timeout: Duration) -> Ended {
@@ -216,11 +245,7 @@ fn finish_blocking(producer: &TxProducer, timeout: Duration) -> Ended {
         };
     }
     let aborted = producer.abort_transaction(timeout);
-    let refused: Vec<(i64, String)> = failures
-        .iter()
-        .filter(|(_, error)| classify(error) == Failure::Refused)
-        .map(|(id, error)| (*id as i64, refusal(*id as i64, error)))
-        .collect();
+    let refused = refused_of(&failures);
     let error = refused
         .is_empty()
         .then(|| failures.first().map(|(_, e)| e.to_string()))

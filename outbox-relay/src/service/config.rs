@@ -9,7 +9,7 @@ use std::time::Duration;
 #[serde(default)]
 pub struct Settings {
     pub port: u16,
-    /// Rows read and produced per Kafka transaction.
+    /// Rows read per page.
     pub relay_batch_size: i64,
     /// Fallback poll when no NOTIFY arrives.
     pub relay_poll_interval_ms: u64,
