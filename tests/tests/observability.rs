@@ -180,24 +180,35 @@ async fn every_route_is_in_the_duration_histogram_and_every_family_is_described(
             "{service:?}: no HELP/TYPE for {missing:?}\n{text}"
         );
     }
-    // The event path's own families, by name.
-    let relay = stack
-        .http
-        .get(stack.url(Service::Relay, "/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    for family in [
+    // The event path's own families, by name. The consumer reads uncommitted records, so
+    // it may apply the event before the relay has recorded (and counted) its transaction:
+    // the relay's families are awaited, not read once.
+    const RELAY_FAMILIES: [&str; 3] = [
         "outbox_published_total",
         "outbox_commit_to_ack_seconds",
         "outbox_backlog",
-    ] {
-        assert!(
-            relay.contains(&format!("# HELP {family} ")),
-            "{family}:\n{relay}"
-        );
-    }
+    ];
+    let relay_metrics = || async {
+        stack
+            .http
+            .get(stack.url(Service::Relay, "/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    };
+    let counted = eventually(Duration::from_secs(30), || async {
+        relay_metrics().await.is_some_and(|relay| {
+            RELAY_FAMILIES
+                .iter()
+                .all(|family| relay.contains(&format!("# HELP {family} ")))
+        })
+    })
+    .await;
+    let relay = relay_metrics().await.unwrap_or_default();
+    assert!(counted, "{RELAY_FAMILIES:?}:\n{relay}");
     let consumer = stack
         .http
         .get(stack.url(Service::Consumer, "/metrics"))

@@ -256,7 +256,7 @@ impl UsersApi {
             .await?;
         Ok(match answer {
             Answer::Ok(user) => {
-                self.state.profiles.remember(&user);
+                self.state.profiles.changed(&user);
                 let etag = etag.unwrap_or_else(|| format!("\"{}\"", user.version));
                 ProfilePatched::Ok(Json(user), etag)
             }
