@@ -22,7 +22,11 @@ async fn patch(
     if let Some(if_match) = if_match {
         request = request.header("If-Match", if_match);
     }
-    let response = request.send().await.unwrap();
+    answer(request.send().await.unwrap()).await
+}
+
+/// A profile answer: its status, ETag and body.
+async fn answer(response: reqwest::Response) -> (u16, String, Value) {
     let status = response.status().as_u16();
     let etag = response
         .headers()
@@ -350,14 +354,7 @@ async fn read_profile(stack: &Stack, token: &str) -> (u16, String, Value) {
         .send()
         .await
         .unwrap();
-    let status = response.status().as_u16();
-    let etag = response
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (status, etag, response.json().await.unwrap_or(Value::Null))
+    answer(response).await
 }
 
 #[tokio::test]

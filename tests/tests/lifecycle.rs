@@ -429,7 +429,16 @@ async fn replay_into_an_empty_read_model_converges_and_reconcile_repairs_what_dr
     let (code, out) = reconcile(&stack, &["--grace-seconds", "0"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("missing {}", ids[0])), "{out}");
-    // The admin's registration and role change, three registrations, one deactivation.
+    // The admin's registration and role change, three registrations, one deactivation,
+    // once the relay has recorded them as published (the consumer may apply an event
+    // before that: it reads records of open Kafka transactions).
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            tests::relay_kit::unpublished(&stack.db).await == 0
+        })
+        .await,
+        "the relay did not record what it published"
+    );
     let replayed = stack
         .run_cli(Service::Relay, &["replay", "--all"])
         .expect("replay");

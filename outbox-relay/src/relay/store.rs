@@ -57,6 +57,15 @@ impl<'a> FromSql<'a> for RawJson {
 
 const COLUMNS: &str = "id, aggregate_id, topic, payload, headers, created_at";
 
+/// [`COLUMNS`] of the outbox row named `alias` in a join.
+fn outbox_columns(alias: &str) -> String {
+    COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The next rows of a window, in id order: those whose transaction is visible in the
 /// window's snapshot (`$1`; a new window takes the statement's own, and returns it) but
 /// not in the published one (`$2`), above `$3` (the window's progress). Rows at or below
@@ -198,11 +207,7 @@ fn replay_sql() -> String {
            AND ($6::text IS NULL OR o.aggregate_id = $6) \
            AND {} \
          ORDER BY o.id LIMIT $10",
-        COLUMNS
-            .split(", ")
-            .map(|c| format!("o.{c}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        outbox_columns("o"),
         crate::bookkeeping::published_by!("o", "j"),
     )
 }
@@ -237,11 +242,7 @@ fn parked_sql() -> String {
     format!(
         "SELECT {} FROM users.outbox_parked p JOIN users.outbox o ON o.id = p.outbox_id \
          ORDER BY o.id LIMIT $1",
-        COLUMNS
-            .split(", ")
-            .map(|c| format!("o.{c}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        outbox_columns("o"),
     )
 }
 
