@@ -41,20 +41,42 @@ macro_rules! published_by {
 }
 pub(crate) use published_by;
 
+/// SQL: the transaction id `xact` (an outbox row's `xact_id`) may be unseen in snapshot
+/// `snap`: it was in progress then, or began after it. A condition the `(xact_id, id)`
+/// index answers; `NOT pg_visible_in_snapshot` then keeps the rows really unseen.
+macro_rules! maybe_unseen_in {
+    ($xact:literal, $snap:literal) => {
+        concat!(
+            "(",
+            $xact,
+            " = ANY(ARRAY(SELECT pg_snapshot_xip(",
+            $snap,
+            "))) OR ",
+            $xact,
+            " >= pg_snapshot_xmax(",
+            $snap,
+            "))"
+        )
+    };
+}
+pub(crate) use maybe_unseen_in;
+
 /// The rows not published yet (committed ones; a transaction still open is not counted)
 /// with their creation times: those past the published snapshot that the current window
 /// has not covered, and the parked ones.
 macro_rules! pending {
     () => {
-        "SELECT o.created_at FROM users.outbox_relay r
-    JOIN users.outbox o
-      ON o.xact_id = ANY(ARRAY(SELECT pg_snapshot_xip(r.published)))
-      OR o.xact_id >= pg_snapshot_xmax(r.published)
+        concat!(
+            "SELECT o.created_at FROM users.outbox_relay r
+    JOIN users.outbox o ON ",
+            maybe_unseen_in!("o.xact_id", "r.published"),
+            "
     WHERE NOT pg_visible_in_snapshot(o.xact_id, r.published)
       AND NOT (r.window_snapshot IS NOT NULL AND o.id <= r.window_after
                AND pg_visible_in_snapshot(o.xact_id, r.window_snapshot))
     UNION ALL
     SELECT o.created_at FROM users.outbox_parked p JOIN users.outbox o ON o.id = p.outbox_id"
+        )
     };
 }
 

@@ -1,6 +1,8 @@
 //! The relay's SQL: the pages it reads (a window of new rows, a replay, the parked rows)
 //! and the one statement that records what Kafka acknowledged.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::{FromSql, Type};
@@ -75,6 +77,9 @@ fn outbox_columns(alias: &str) -> String {
 /// while `$6` says some may be left: the first page of a window finds them all unless
 /// there are more than a page of them. Rows above the high water are new, found by the
 /// primary key.
+/// Built once, on first use.
+static WINDOW_SQL: LazyLock<String> = LazyLock::new(window_sql);
+
 fn window_sql() -> String {
     format!(
         "SELECT s.snap::text, o.* \
@@ -82,8 +87,7 @@ fn window_sql() -> String {
          LEFT JOIN LATERAL ( \
             (SELECT {COLUMNS} FROM users.outbox \
               WHERE $6::boolean AND $3::bigint < $4::bigint \
-                AND (xact_id = ANY(ARRAY(SELECT pg_snapshot_xip($2::text::pg_snapshot))) \
-                     OR xact_id >= pg_snapshot_xmax($2::text::pg_snapshot)) \
+                AND {late} \
                 AND id > $3 AND id <= $4 \
                 AND NOT pg_visible_in_snapshot(xact_id, $2::text::pg_snapshot) \
                 AND pg_visible_in_snapshot(xact_id, s.snap) \
@@ -95,7 +99,8 @@ fn window_sql() -> String {
                 AND pg_visible_in_snapshot(xact_id, s.snap) \
               ORDER BY id LIMIT $5) \
             ORDER BY id LIMIT $5 \
-         ) o ON true"
+         ) o ON true",
+        late = crate::bookkeeping::maybe_unseen_in!("xact_id", "$2::text::pg_snapshot"),
     )
 }
 
@@ -109,7 +114,7 @@ pub async fn window_page<C: GenericClient + Sync>(
         cursor.window.is_some() || cursor.late,
         "a new window looks for late rows"
     );
-    let statement = client.prepare_cached(&window_sql()).await?;
+    let statement = client.prepare_cached(&WINDOW_SQL).await?;
     let (snapshot, after) = match &cursor.window {
         Some((snapshot, after)) => (Some(snapshot.as_str()), *after),
         None => (None, 0),
@@ -195,6 +200,9 @@ pub(crate) async fn next_replay<C: GenericClient + Sync>(
 /// The next rows of a replay above `$1`: up to its `up_to` (`$2`), matching its filter
 /// (`$3`-`$6`), published as of its request (`$7`-`$9`). Its values are parameters, not
 /// a join, so that the rows are read in primary-key order.
+/// Built once, on first use.
+static REPLAY_SQL: LazyLock<String> = LazyLock::new(replay_sql);
+
 fn replay_sql() -> String {
     format!(
         "SELECT {} FROM users.outbox o, \
@@ -217,7 +225,7 @@ pub(crate) async fn replay_page<C: GenericClient + Sync>(
     replay: &Replay,
     limit: i64,
 ) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(&replay_sql()).await?;
+    let statement = client.prepare_cached(&REPLAY_SQL).await?;
     let rows = client
         .query(
             &statement,
@@ -238,6 +246,9 @@ pub(crate) async fn replay_page<C: GenericClient + Sync>(
     Ok(rows.iter().map(|row| OutboxRow::from_row(row, 0)).collect())
 }
 
+/// Built once, on first use.
+static PARKED_SQL: LazyLock<String> = LazyLock::new(parked_sql);
+
 fn parked_sql() -> String {
     format!(
         "SELECT {} FROM users.outbox_parked p JOIN users.outbox o ON o.id = p.outbox_id \
@@ -251,7 +262,7 @@ pub(crate) async fn parked_page<C: GenericClient + Sync>(
     client: &C,
     limit: i64,
 ) -> Result<Vec<OutboxRow>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(&parked_sql()).await?;
+    let statement = client.prepare_cached(&PARKED_SQL).await?;
     let rows = client.query(&statement, &[&limit]).await?;
     Ok(rows.iter().map(|row| OutboxRow::from_row(row, 0)).collect())
 }

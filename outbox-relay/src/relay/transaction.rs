@@ -439,11 +439,7 @@ mod spans {
 
     /// Whether a W3C `traceparent` says its trace is sampled.
     pub(super) fn sampled(traceparent: &str) -> bool {
-        traceparent
-            .rsplit('-')
-            .next()
-            .and_then(|flags| u8::from_str_radix(flags, 16).ok())
-            .is_some_and(|flags| flags & 1 == 1)
+        platform::telemetry::remote_context(traceparent).is_some_and(|c| c.is_sampled())
     }
 
     /// The span of one event, handed to the producer now.
