@@ -41,25 +41,45 @@ macro_rules! published_by {
 }
 pub(crate) use published_by;
 
-/// SQL: the transaction id `xact` (an outbox row's `xact_id`) may be unseen in snapshot
-/// `snap`: it was in progress then, or began after it. A condition the `(xact_id, id)`
-/// index answers; `NOT pg_visible_in_snapshot` then keeps the rows really unseen.
-macro_rules! maybe_unseen_in {
-    ($xact:literal, $snap:literal) => {
+/// SQL: the outbox rows `o` (`$cols` of them) whose transaction may be unseen in snapshot
+/// `$snap` but is visible in the later snapshot `$now`, and that meet `$filter`: those of
+/// transactions in progress at `$snap` (its xip list) and those of transactions begun
+/// after it (up to `$now`'s xmax). `NOT pg_visible_in_snapshot` in `$filter` then keeps
+/// the rows really unseen. `$tail` ends each of the two selects (an order and a limit).
+///
+/// Written so that even a generic plan reads only those rows, through the
+/// `(xact_id, id)` index, however large the outbox: one lookup per transaction in
+/// progress (behind an `OFFSET 0` fence, so a long transaction elsewhere costs one
+/// lookup, not a scan) and one index range for the transactions since `$snap`. Ordering
+/// a select by `o.id + 0` rather than `o.id` keeps the planner from walking the primary
+/// key for the order instead (a range condition on `id` looks selective to a generic
+/// plan, and then it reads every row up to the high water).
+macro_rules! unseen_rows {
+    ($cols:expr, $snap:literal, $now:literal, $filter:literal, $tail:literal) => {
         concat!(
-            "(",
-            $xact,
-            " = ANY(ARRAY(SELECT pg_snapshot_xip(",
+            "(SELECT ",
+            $cols,
+            " FROM pg_snapshot_xip(",
             $snap,
-            "))) OR ",
-            $xact,
-            " >= pg_snapshot_xmax(",
+            ") AS x(xid) CROSS JOIN LATERAL (SELECT * FROM users.outbox o WHERE o.xact_id = x.xid AND ",
+            $filter,
+            " OFFSET 0) o ",
+            $tail,
+            ") UNION ALL (SELECT ",
+            $cols,
+            " FROM users.outbox o WHERE o.xact_id >= pg_snapshot_xmax(",
             $snap,
-            "))"
+            ") AND o.xact_id < pg_snapshot_xmax(",
+            $now,
+            ") AND ",
+            $filter,
+            " ",
+            $tail,
+            ")"
         )
     };
 }
-pub(crate) use maybe_unseen_in;
+pub(crate) use unseen_rows;
 
 /// The rows not published yet (committed ones; a transaction still open is not counted)
 /// with their creation times: those past the published snapshot that the current window
@@ -67,13 +87,17 @@ pub(crate) use maybe_unseen_in;
 macro_rules! pending {
     () => {
         concat!(
-            "SELECT o.created_at FROM users.outbox_relay r
-    JOIN users.outbox o ON ",
-            maybe_unseen_in!("o.xact_id", "r.published"),
-            "
-    WHERE NOT pg_visible_in_snapshot(o.xact_id, r.published)
-      AND NOT (r.window_snapshot IS NOT NULL AND o.id <= r.window_after
-               AND pg_visible_in_snapshot(o.xact_id, r.window_snapshot))
+            "SELECT o.created_at FROM users.outbox_relay r CROSS JOIN LATERAL (",
+            unseen_rows!(
+                "o.created_at",
+                "r.published",
+                "pg_current_snapshot()",
+                "NOT pg_visible_in_snapshot(o.xact_id, r.published) \
+                 AND NOT (r.window_snapshot IS NOT NULL AND o.id <= r.window_after \
+                          AND pg_visible_in_snapshot(o.xact_id, r.window_snapshot))",
+                ""
+            ),
+            ") o
     UNION ALL
     SELECT o.created_at FROM users.outbox_parked p JOIN users.outbox o ON o.id = p.outbox_id"
         )

@@ -247,3 +247,123 @@ async fn a_row_whose_transaction_commits_after_a_later_rows_is_still_published_i
     assert_eq!(sequence_of(&records, &x), vec![0, 1, 2]);
     assert_eq!(sequence_of(&records, &y), vec![0]);
 }
+
+/// Rows of `users.outbox` an `EXPLAIN (ANALYZE, FORMAT JSON)` plan read: those its scans
+/// returned plus those they threw away, over all their loops.
+fn outbox_rows_read(plan: &serde_json::Value) -> f64 {
+    // EXPLAIN gives the rows of one loop on average.
+    let here = if plan["Relation Name"] == "outbox" {
+        let per_loop = [
+            "Actual Rows",
+            "Rows Removed by Filter",
+            "Rows Removed by Index Recheck",
+        ]
+        .iter()
+        .map(|key| plan[*key].as_f64().unwrap_or(0.0))
+        .sum::<f64>();
+        per_loop * plan["Actual Loops"].as_f64().unwrap_or(1.0)
+    } else {
+        0.0
+    };
+    here + plan["Plans"]
+        .as_array()
+        .map_or(0.0, |plans| plans.iter().map(outbox_rows_read).sum())
+}
+
+async fn explain(client: &tokio_postgres::Client, sql: &str) -> (f64, serde_json::Value) {
+    let row = client
+        .query_one(&format!("EXPLAIN (ANALYZE, FORMAT JSON) {sql}"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("explain {sql}: {e}"));
+    let plan: serde_json::Value = row.get(0);
+    (outbox_rows_read(&plan[0]["Plan"]), plan)
+}
+
+#[tokio::test]
+async fn a_new_window_and_the_backlog_read_the_unpublished_rows_not_the_whole_outbox() {
+    let db = scratch_db().await;
+    let client = db.connect().await.unwrap();
+    // 3,000 published rows, each of its own transaction as writers leave them.
+    client
+        .batch_execute(
+            "DO $$ BEGIN FOR i IN 1..3000 LOOP \
+               INSERT INTO users.outbox (event_id, aggregate_type, aggregate_id, event_type, topic, payload) \
+               VALUES (gen_random_uuid(), 'user', 'filler-' || i, 'UserRegistered', 'filler', '{}'); \
+               COMMIT; \
+             END LOOP; END $$",
+        )
+        .await
+        .unwrap();
+    // A transaction still open when the state is recorded takes an id below the high
+    // water, and commits afterwards (a late row); then a new row comes.
+    let pool = db.pool();
+    let mut slow = pool.get().await.unwrap();
+    let open = slow.transaction().await.unwrap();
+    let late = outbox_relay::enqueue(&open, &sequenced("t", "UserRegistered", "late", 0))
+        .await
+        .unwrap();
+    write_events(&db, "t", "UserRegistered", &[("before".into(), 0)]).await;
+    client.batch_execute(MARK_PUBLISHED).await.unwrap();
+    open.commit().await.unwrap();
+    let new = write_events(&db, "t", "UserRegistered", &[("new".into(), 0)]).await;
+    client.batch_execute("ANALYZE users.outbox").await.unwrap();
+    let state = client
+        .query_one(
+            "SELECT published::text, high_water FROM users.outbox_relay",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (published, high_water): (String, i64) = (state.get(0), state.get(1));
+
+    let window = outbox_relay::relay::store::window_statement();
+    client
+        .batch_execute(&format!(
+            "PREPARE w(text, text, bigint, bigint, bigint, boolean) AS {window}"
+        ))
+        .await
+        .unwrap();
+    let execute = format!("EXECUTE w(NULL, '{published}', 0, {high_water}, 10000, true)");
+    // The relay's sessions plan it once (generic plans); other callers may plan it each
+    // time.
+    for session in [
+        outbox_relay::relay::SESSION,
+        "SET plan_cache_mode = force_custom_plan",
+    ] {
+        client.batch_execute(session).await.unwrap();
+        let (read, plan) = explain(&client, &execute).await;
+        assert!(
+            read <= 20.0,
+            "{session}: a new window read {read} outbox rows for 2 unpublished ones: {plan:#}"
+        );
+        let (read, plan) = explain(&client, outbox_relay::bookkeeping::BACKLOG_ROWS).await;
+        assert!(
+            read <= 20.0,
+            "{session}: the backlog read {read} outbox rows for 2 unpublished ones: {plan:#}"
+        );
+    }
+    // And the window finds exactly those two rows, the late one first.
+    let found: Vec<i64> = client
+        .query(&execute, &[])
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|row| row.get::<_, Option<i64>>(1))
+        .collect();
+    let expected: Vec<i64> = client
+        .query(
+            "SELECT id FROM users.outbox WHERE event_id = ANY($1) ORDER BY id",
+            &[&vec![late, new[0]]],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(found, expected);
+    assert!(
+        expected[0] < high_water,
+        "the late row is below the high water"
+    );
+    assert_eq!(unpublished(&db).await, 2);
+}

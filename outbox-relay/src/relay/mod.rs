@@ -292,6 +292,12 @@ impl std::fmt::Debug for Relay {
     }
 }
 
+/// The relay's sessions plan each statement once: it runs the same few statements for
+/// every page, written so that their generic plans read through the right index (the
+/// window query above all, [`store::window_page`]), and planning one afresh each time
+/// would cost more than running it.
+pub const SESSION: &str = "SET plan_cache_mode = force_generic_plan";
+
 impl Relay {
     /// A relay over the database `db` (its own small pool; the lease and LISTEN use
     /// dedicated connections) publishing with a producer of `settings`.
@@ -300,7 +306,7 @@ impl Relay {
             db_pool_size: 3,
             ..db.clone()
         }
-        .pool();
+        .pool_with_session(SESSION);
         let holder = format!(
             "{}/{}/{}",
             hostname(),

@@ -57,7 +57,13 @@ impl<'a> FromSql<'a> for RawJson {
     tokio_postgres::types::accepts!(JSON, JSONB);
 }
 
-const COLUMNS: &str = "id, aggregate_id, topic, payload, headers, created_at";
+/// The outbox columns the relay reads, as a literal (for `concat!`).
+macro_rules! columns {
+    () => {
+        "id, aggregate_id, topic, payload, headers, created_at"
+    };
+}
+const COLUMNS: &str = columns!();
 
 /// [`COLUMNS`] of the outbox row named `alias` in a join.
 fn outbox_columns(alias: &str) -> String {
@@ -72,12 +78,14 @@ fn outbox_columns(alias: &str) -> String {
 /// window's snapshot (`$1`; a new window takes the statement's own, and returns it) but
 /// not in the published one (`$2`), above `$3` (the window's progress). Rows at or below
 /// the high water (`$4`) can only be late commits: transactions still open when the
-/// published snapshot was taken (its `xip`) or begun after it, found by the transaction
-/// index (a long transaction elsewhere costs one lookup, not a scan), and only looked for
-/// while `$6` says some may be left: the first page of a window finds them all unless
-/// there are more than a page of them. Rows above the high water are new, found by the
-/// primary key.
-/// Built once, on first use.
+/// published snapshot was taken or begun after it, found through the transaction index
+/// ([`crate::bookkeeping::unseen_rows`]), and only looked for while `$6` says some may
+/// be left: the first page of a window finds them all unless there are more than a page
+/// of them. Rows above the high water are new, found by the primary key.
+///
+/// Built once, on first use. The relay runs it with generic plans (see
+/// [`crate::relay::SESSION`]): planning it afresh for each page would cost more than
+/// running it.
 static WINDOW_SQL: LazyLock<String> = LazyLock::new(window_sql);
 
 fn window_sql() -> String {
@@ -85,13 +93,7 @@ fn window_sql() -> String {
         "SELECT s.snap::text, o.* \
          FROM (SELECT coalesce($1::text::pg_snapshot, pg_current_snapshot()) AS snap) s \
          LEFT JOIN LATERAL ( \
-            (SELECT {COLUMNS} FROM users.outbox \
-              WHERE $6::boolean AND $3::bigint < $4::bigint \
-                AND {late} \
-                AND id > $3 AND id <= $4 \
-                AND NOT pg_visible_in_snapshot(xact_id, $2::text::pg_snapshot) \
-                AND pg_visible_in_snapshot(xact_id, s.snap) \
-              ORDER BY id LIMIT $5) \
+            {late} \
             UNION ALL \
             (SELECT {COLUMNS} FROM users.outbox \
               WHERE id > greatest($3, $4) \
@@ -100,8 +102,21 @@ fn window_sql() -> String {
               ORDER BY id LIMIT $5) \
             ORDER BY id LIMIT $5 \
          ) o ON true",
-        late = crate::bookkeeping::maybe_unseen_in!("xact_id", "$2::text::pg_snapshot"),
+        late = crate::bookkeeping::unseen_rows!(
+            columns!(),
+            "$2::text::pg_snapshot",
+            "s.snap",
+            "$6::boolean AND $3::bigint < $4::bigint AND o.id > $3 AND o.id <= $4 \
+             AND NOT pg_visible_in_snapshot(o.xact_id, $2::text::pg_snapshot) \
+             AND pg_visible_in_snapshot(o.xact_id, s.snap)",
+            "ORDER BY o.id + 0 LIMIT $5"
+        ),
     )
+}
+
+/// The window query's text (`$1`-`$6` as [`window_page`] binds them), to look at its plan.
+pub fn window_statement() -> &'static str {
+    &WINDOW_SQL
 }
 
 /// The next page of the window `cursor` is in (or of a new one): its snapshot and rows.

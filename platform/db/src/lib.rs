@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio_postgres::tls::MakeTlsConnect;
@@ -275,6 +275,28 @@ impl DbConfig {
     /// away turns into a prompt error instead of a hung request. The pool connects lazily:
     /// building it succeeds with the database down, and it recovers by itself.
     pub fn pool(&self) -> Pool {
+        self.pool_builder()
+            .build()
+            .expect("a pool with a runtime and timeouts always builds")
+    }
+
+    /// [`DbConfig::pool`] whose every new connection first runs `session` (`SET`
+    /// statements for that pool's sessions only).
+    pub fn pool_with_session(&self, session: &'static str) -> Pool {
+        self.pool_builder()
+            .post_create(Hook::async_fn(move |client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute(session)
+                        .await
+                        .map_err(HookError::Backend)
+                })
+            }))
+            .build()
+            .expect("a pool with a runtime and timeouts always builds")
+    }
+
+    fn pool_builder(&self) -> deadpool_postgres::PoolBuilder {
         let manager = Manager::from_config(
             self.pg_config(),
             self.connector(),
@@ -289,8 +311,6 @@ impl DbConfig {
             .wait_timeout(timeout)
             .create_timeout(timeout)
             .recycle_timeout(timeout)
-            .build()
-            .expect("a pool with a runtime and timeouts always builds")
     }
 
     /// One connection and its background half, which the caller drives.
