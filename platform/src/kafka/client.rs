@@ -21,6 +21,10 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     // A listener that speaks another protocol (a plaintext client at a TLS port) answers
     // nothing at all; give up on such a connection after 10 s, not librdkafka's 30.
     config.set("socket.connection.setup.timeout.ms", "10000");
+    // Requests go out as soon as they are written (TCP_NODELAY), not held back for the
+    // acknowledgement of the one before: a lone event is not delayed behind a fetch or a
+    // transaction request on the same connection.
+    config.set("socket.nagle.disable", "true");
     // librdkafka's informational lines include the one that tells a plaintext client it
     // reached a TLS listener; they reach `tracing` at debug level.
     config.set_log_level(RDKafkaLogLevel::Info);
