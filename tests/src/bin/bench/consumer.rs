@@ -107,25 +107,26 @@ pub(crate) async fn effect_latencies(
         .prepare("SELECT event_id FROM consumer.processed_events WHERE event_id = ANY($1)")
         .await?;
     let mut latencies = Latencies::new();
-    let mut seen = HashSet::new();
+    // Events committed and not applied yet; the commits taken in so far.
+    let mut outstanding: HashSet<Uuid> = HashSet::new();
+    let (mut taken, mut seen) = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while seen.len() < expected && Instant::now() < deadline {
-        let outstanding: Vec<Uuid> = {
+    while seen < expected && Instant::now() < deadline {
+        {
             let commits = commits.lock().expect("not poisoned");
-            commits
-                .keys()
-                .filter(|id| !seen.contains(*id))
-                .copied()
-                .collect()
-        };
+            outstanding.extend(commits.order[taken..].iter().copied());
+            taken = commits.order.len();
+        }
         if !outstanding.is_empty() {
-            let rows = client.query(&query, &[&outstanding]).await?;
+            let ids: Vec<Uuid> = outstanding.iter().copied().collect();
+            let rows = client.query(&query, &[&ids]).await?;
             let now = Instant::now();
             let commits = commits.lock().expect("not poisoned");
             for row in rows {
                 let id: Uuid = row.get(0);
-                if seen.insert(id) {
-                    if let Some((at, _)) = commits.get(&id) {
+                if outstanding.remove(&id) {
+                    seen += 1;
+                    if let Some((at, _)) = commits.at.get(&id) {
                         latencies.record_us(now.saturating_duration_since(*at).as_micros() as u64);
                     }
                 }

@@ -149,8 +149,14 @@ pub(crate) async fn duplicates(topic: &str, expected: usize) -> anyhow::Result<s
 }
 
 /// When each event's transaction committed, by event id (monotonic, and wall clock to
-/// compare with Kafka's record timestamps).
-pub(crate) type CommitTimes = Arc<Mutex<HashMap<Uuid, (Instant, std::time::SystemTime)>>>;
+/// compare with Kafka's record timestamps), and the ids in commit order.
+#[derive(Default)]
+pub(crate) struct Commits {
+    pub(crate) at: HashMap<Uuid, (Instant, std::time::SystemTime)>,
+    pub(crate) order: Vec<Uuid>,
+}
+
+pub(crate) type CommitTimes = Arc<Mutex<Commits>>;
 
 /// Commits one event per transaction at `rate` per second for `duration` (open loop: the
 /// schedule does not wait for the system), recording each commit's instant.
@@ -174,10 +180,11 @@ pub(crate) async fn steady_writer(
         let tx = client.transaction().await?;
         let id = outbox_relay::enqueue(&tx, &event).await?;
         tx.commit().await?;
+        let mut commits = commits.lock().expect("not poisoned");
         commits
-            .lock()
-            .expect("not poisoned")
+            .at
             .insert(id, (Instant::now(), std::time::SystemTime::now()));
+        commits.order.push(id);
     }
     Ok(total)
 }
@@ -231,7 +238,7 @@ pub(crate) async fn read_latencies(
         let Some(id) = id else { continue };
         let mut committed = None;
         for _ in 0..100 {
-            committed = commits.lock().expect("not poisoned").get(&id).copied();
+            committed = commits.lock().expect("not poisoned").at.get(&id).copied();
             if committed.is_some() {
                 break;
             }
