@@ -260,13 +260,30 @@ pub struct Sent {
 struct Lead {
     lease: Lease,
     transactional_id: String,
-    /// Initialised for transactions; `None` until it is (or after a failure that left it
-    /// unusable).
-    producer: Option<Arc<TxProducer>>,
+    /// Two producers, initialised for transactions, that take turns: each transaction
+    /// goes to the one that did not carry the last, whose commit Kafka's coordinator may
+    /// still be completing (a transaction that adds a partition meanwhile is refused with
+    /// `CONCURRENT_TRANSACTIONS`, and librdkafka tries again only 20 ms later). `None`
+    /// until it is (or after a failure that left them unusable).
+    producers: [Option<Arc<TxProducer>>; 2],
+    /// Which of them carries the next transaction.
+    turn: usize,
     cursor: Cursor,
     /// Aggregates with parked rows: their new rows wait behind them.
     parked: HashSet<String>,
     parked_tried: Instant,
+}
+
+impl Lead {
+    /// The producer for the next transaction.
+    fn producer(&self) -> Option<Arc<TxProducer>> {
+        self.producers[self.turn].clone()
+    }
+
+    /// A transaction committed: the other producer carries the next.
+    fn committed(&mut self) {
+        self.turn = 1 - self.turn;
+    }
 }
 
 pub struct Relay {
@@ -399,7 +416,8 @@ impl Relay {
         self.lead = Some(Lead {
             lease: Lease::new(acquired.epoch, self.config.lease, asked),
             transactional_id: acquired.transactional_id,
-            producer: None,
+            producers: [None, None],
+            turn: 0,
             cursor: acquired.cursor,
             parked: parked.into_iter().collect(),
             parked_tried: Instant::now(),
@@ -408,30 +426,34 @@ impl Relay {
         Ok(true)
     }
 
-    /// Creates the transactional producer and initialises it, which fences every earlier
-    /// producer of this outbox (and aborts a transaction one left open).
+    /// Creates the two transactional producers and initialises them, which fences every
+    /// earlier producer of this outbox (and aborts a transaction one left open).
     async fn ensure_producer(&mut self) -> Result<()> {
         let lead = self.lead.as_mut().ok_or(Error::NotLeader)?;
-        if lead.producer.is_some() {
-            return Ok(());
-        }
-        let producer = producer::create_transactional(
-            &self.settings,
-            &lead.transactional_id,
-            self.kafka.clone(),
-        )
-        .map_err(|e| Error::Kafka(e.to_string()))?;
-        let producer = Arc::new(producer);
         let timeout = Duration::from_millis(self.settings.message_timeout_ms.min(30_000));
-        let init = producer.clone();
-        tokio::task::spawn_blocking(move || {
-            use rdkafka::producer::Producer as _;
-            init.init_transactions(timeout)
-        })
-        .await
-        .map_err(|e| Error::Kafka(e.to_string()))?
-        .map_err(|e| Error::Kafka(format!("cannot initialise transactions: {e}")))?;
-        lead.producer = Some(producer);
+        let ids = producer::transactional_ids(&lead.transactional_id);
+        for (slot, transactional_id) in lead.producers.iter_mut().zip(ids) {
+            if slot.is_some() {
+                continue;
+            }
+            let producer = Arc::new(
+                producer::create_transactional(
+                    &self.settings,
+                    &transactional_id,
+                    self.kafka.clone(),
+                )
+                .map_err(|e| Error::Kafka(e.to_string()))?,
+            );
+            let init = producer.clone();
+            tokio::task::spawn_blocking(move || {
+                use rdkafka::producer::Producer as _;
+                init.init_transactions(timeout)
+            })
+            .await
+            .map_err(|e| Error::Kafka(e.to_string()))?
+            .map_err(|e| Error::Kafka(format!("cannot initialise transactions: {e}")))?;
+            *slot = Some(producer);
+        }
         self.status.ready.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -441,7 +463,7 @@ impl Relay {
     async fn step_down(&mut self, release: bool) {
         let Some(lead) = self.lead.take() else { return };
         self.status.set_leader(false);
-        if let Some(producer) = lead.producer {
+        for producer in lead.producers.iter().flatten() {
             use rdkafka::producer::{Producer as _, PurgeConfig};
             producer.purge(PurgeConfig::default().queue().inflight());
         }
@@ -524,7 +546,7 @@ impl Relay {
         if !lead.lease.holds_for(self.config.lease / 5) {
             return Err(Error::NotLeader);
         }
-        let producer = lead.producer.clone().ok_or(Error::NotLeader)?;
+        let producer = lead.producer().ok_or(Error::NotLeader)?;
         let blocked = match page.source {
             Source::Parked => HashSet::new(),
             _ => lead.parked.clone(),
@@ -555,10 +577,13 @@ impl Relay {
             }
             match transaction::finish(producer.clone(), timeout).await {
                 Ended::Committed => {
+                    if let Some(lead) = self.lead.as_mut() {
+                        lead.committed();
+                    }
                     return Ok(Sent {
                         page,
                         parked: handed.parked,
-                    })
+                    });
                 }
                 Ended::Failed {
                     refused,
@@ -584,7 +609,7 @@ impl Relay {
         metrics::counter!(M_FAILURES).increment(1);
         if fatal {
             if let Some(lead) = self.lead.as_mut() {
-                lead.producer = None;
+                lead.producers = [None, None];
             }
             self.status.ready.store(false, Ordering::SeqCst);
         }

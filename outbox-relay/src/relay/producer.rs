@@ -1,7 +1,9 @@
 //! The Kafka producer the relay publishes with: idempotent, `acks=all`, and transactional.
-//! Every relay of one outbox shares one transactional id (kept in the outbox's state row),
-//! so a new leader's `init_transactions` fences the producer of the leader before it: a
-//! relay frozen or cut off while it led can never write again, not even the records its
+//! Every relay of one outbox uses the same two transactional ids (the one kept in the
+//! outbox's state row, and that id with `-2`; the leader's two producers take turns, one
+//! transaction each), so a new leader's `init_transactions` fences the producers of the
+//! leader before it: a relay frozen or cut off while it led can never write again, not
+//! even the records its
 //! librdkafka still held, and its open transaction is aborted (consumers reading committed
 //! records, librdkafka's default, never see it; those reading uncommitted ones, as the
 //! event-consumer does, may have seen what it wrote before it lost the lease, which the
@@ -99,6 +101,13 @@ pub fn create_producer_with(
 /// (no future per message), so a transaction is committed only once every report is in,
 /// and the reports that failed say which rows Kafka refused.
 pub(crate) type TxProducer = ThreadedProducer<TxContext>;
+
+/// The transactional ids of an outbox's two producers (see `Lead::producers`), from the
+/// one its state row keeps: every relay of the outbox uses both, so a new leader fences
+/// both of the last one's.
+pub(crate) fn transactional_ids(outbox: &str) -> [String; 2] {
+    [outbox.to_owned(), format!("{outbox}-2")]
+}
 
 /// Creates the transactional producer with `transactional_id` (not yet initialised).
 pub(crate) fn create_transactional(

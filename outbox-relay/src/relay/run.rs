@@ -304,7 +304,7 @@ impl Relay {
         let Some(lead) = self.lead.as_ref() else {
             return false;
         };
-        let Some(producer) = lead.producer.clone() else {
+        let Some(producer) = lead.producer() else {
             return false;
         };
         if p.open.is_none() {
@@ -378,7 +378,7 @@ impl Relay {
         let Some(lead) = self.lead.as_ref() else {
             return false;
         };
-        let (Some(producer), epoch) = (lead.producer.clone(), lead.lease.epoch) else {
+        let (Some(producer), epoch) = (lead.producer(), lead.lease.epoch) else {
             return false;
         };
         // The last recording must be done before this one starts (they go in order).
@@ -392,6 +392,9 @@ impl Relay {
         match transaction::finish(producer, timeout).await {
             Ended::Committed => {
                 p.errors.reset();
+                if let Some(lead) = self.lead.as_mut() {
+                    lead.committed();
+                }
                 for sent in &open.pages {
                     let outcome = outcome_of(sent);
                     acknowledged(sent, &outcome, epoch);
@@ -505,10 +508,9 @@ impl Relay {
                 tracing::warn!(error = %error_chain(&error), "the last transaction was not recorded; it is sent again by the next leader");
             }
         }
-        if let (Some(_), Some(producer)) = (
-            p.open.take(),
-            self.lead.as_ref().and_then(|l| l.producer.clone()),
-        ) {
+        if let (Some(_), Some(producer)) =
+            (p.open.take(), self.lead.as_ref().and_then(|l| l.producer()))
+        {
             transaction::abort(producer, Duration::from_secs(1)).await;
         }
         self.step_down(stopped).await;
