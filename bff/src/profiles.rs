@@ -48,22 +48,21 @@ impl ProfileCache {
     /// Remembers a profile read from user-service, unless the user was changed through
     /// this BFF meanwhile or a newer version is remembered.
     pub fn remember(&self, user: &User) {
-        self.entries.entry(user.id).and_upsert_with(|current| {
-            match current.map(|e| e.into_value()) {
-                Some(Entry::Forgotten) => Entry::Forgotten,
-                Some(Entry::Profile(known)) if known.version > user.version => {
-                    Entry::Profile(known)
-                }
-                _ => Entry::Profile(Arc::new(user.clone())),
-            }
-        });
+        self.put(user, true);
     }
 
     /// Remembers the profile a change through this BFF answered: it is the newest there
     /// is (unless a newer one is remembered already).
     pub fn changed(&self, user: &User) {
+        self.put(user, false);
+    }
+
+    /// Puts `user` in, unless a newer version is there or (`unless_forgotten`) the user
+    /// was forgotten.
+    fn put(&self, user: &User, unless_forgotten: bool) {
         self.entries.entry(user.id).and_upsert_with(|current| {
             match current.map(|e| e.into_value()) {
+                Some(Entry::Forgotten) if unless_forgotten => Entry::Forgotten,
                 Some(Entry::Profile(known)) if known.version > user.version => {
                     Entry::Profile(known)
                 }

@@ -176,6 +176,23 @@ pub async fn unpublished(db: &DbConfig) -> i64 {
         .rows
 }
 
+/// Waits up to 30 s until the relay has recorded every committed row as published. The
+/// event-consumer reads records of open Kafka transactions, so an effect can come before
+/// the relay's record, which follows within a commit interval. A database that does not
+/// answer for a moment counts as not yet.
+pub async fn all_recorded(db: &DbConfig) -> bool {
+    let pool = db.pool();
+    eventually(Duration::from_secs(30), || async {
+        let Ok(client) = pool.get().await else {
+            return false;
+        };
+        outbox_relay::bookkeeping::backlog(&client)
+            .await
+            .is_ok_and(|backlog| backlog.rows == 0)
+    })
+    .await
+}
+
 /// Reads `topic` from the start until `at_least` records arrived and then nothing more for
 /// a moment, or until `timeout`.
 pub async fn read_topic(topic: &str, at_least: usize, timeout: Duration) -> Vec<Record> {

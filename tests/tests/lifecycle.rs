@@ -433,10 +433,7 @@ async fn replay_into_an_empty_read_model_converges_and_reconcile_repairs_what_dr
     // once the relay has recorded them as published (the consumer may apply an event
     // before that: it reads records of open Kafka transactions).
     assert!(
-        eventually(Duration::from_secs(30), || async {
-            tests::relay_kit::unpublished(&stack.db).await == 0
-        })
-        .await,
+        tests::relay_kit::all_recorded(&stack.db).await,
         "the relay did not record what it published"
     );
     let replayed = stack

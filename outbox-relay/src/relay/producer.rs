@@ -3,11 +3,10 @@
 //! outbox's state row, and that id with `-2`; the leader's two producers take turns, one
 //! transaction each), so a new leader's `init_transactions` fences the producers of the
 //! leader before it: a relay frozen or cut off while it led can never write again, not
-//! even the records its
-//! librdkafka still held, and its open transaction is aborted (consumers reading committed
-//! records, librdkafka's default, never see it; those reading uncommitted ones, as the
-//! event-consumer does, may have seen what it wrote before it lost the lease, which the
-//! new leader sends again, so they drop the copies).
+//! even the records its librdkafka still held, and its open transaction is aborted
+//! (consumers reading committed records, librdkafka's default, never see it; those
+//! reading uncommitted ones, as the event-consumer does, may have seen what it wrote
+//! before it lost the lease, which the new leader sends again, so they drop the copies).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
