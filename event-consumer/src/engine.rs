@@ -164,7 +164,7 @@ pub struct BatchReport {
 }
 
 pub struct Consumer {
-    consumer: StreamConsumer<LagContext>,
+    consumer: Arc<StreamConsumer<LagContext>>,
     producer: dlq::Producer,
     access: Arc<BrokerAccess>,
     pool: Pool,
@@ -278,7 +278,7 @@ impl Consumer {
             })?;
         consumer.subscribe(&[&settings.consumer_topic])?;
         Ok(Self {
-            consumer,
+            consumer: Arc::new(consumer),
             producer: dlq::producer(
                 kafka,
                 KafkaContext {
@@ -316,29 +316,30 @@ impl Consumer {
     }
 
     /// Consumes until `shutdown` resolves; transient failures retry the same batch with
-    /// capped exponential backoff. On shutdown the batch in hand is finished (or, when it
-    /// cannot be, left uncommitted for redelivery), stored offsets are committed and the
-    /// group is left.
+    /// capped exponential backoff. The next batch is polled (and decoded) by a task of its
+    /// own while this one is settled, so Kafka and the database work side by side; a batch
+    /// polled but not settled is never acknowledged, and comes again after a restart. On
+    /// shutdown the batch in hand is finished (or, when it cannot be, left uncommitted for
+    /// redelivery), stored offsets are committed and the group is left.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        // One batch waits while one is settled: the poller is at most two batches ahead.
+        let (batches, mut polled) = tokio::sync::mpsc::channel(1);
+        let poller = tokio::spawn(poll_ahead(
+            self.consumer.clone(),
+            self.batch_size,
+            self.retry.clone(),
+            batches,
+        ));
         loop {
             if self.pending.is_empty() {
                 tokio::select! {
                     biased;
                     () = &mut shutdown => break,
-                    polled = self.poll() => if let Err(error) = polled {
-                        tracing::warn!(error = %error_chain(&error), "polling Kafka failed");
-                        // librdkafka reports each failed reconnect as an error event and
-                        // reconnects by itself; `recv` blocks until the next record or
-                        // event, so polling on at once cannot spin. Sleeping here instead
-                        // would work through a queue of stale outage errors one backoff
-                        // at a time, long after the broker is back. Only a fatal error
-                        // (the client cannot go on) waits.
-                        if is_fatal(&error) && self.pause(&mut shutdown).await {
-                            break;
-                        }
-                        continue;
-                    }
+                    batch = polled.recv() => match batch {
+                        Some(batch) => self.pending = batch,
+                        None => break,
+                    },
                 }
             }
             match self.settle().await {
@@ -355,6 +356,9 @@ impl Consumer {
                 }
             }
         }
+        poller.abort();
+        // The poller's handle on the client goes before the group is left.
+        let _ = poller.await;
         self.close();
     }
 
@@ -384,28 +388,9 @@ impl Consumer {
         tracing::info!("consumer stopped");
     }
 
-    /// Fills `pending` with up to a batch of records in delivery order (per-partition order
-    /// is kept). A Kafka error after some records arrived ends the batch early: records
-    /// already taken are never dropped, or the partition would skip them.
+    /// Fills `pending` with up to a batch of records (see [`poll`]).
     async fn poll(&mut self) -> Result<()> {
-        let first = match tokio::time::timeout(POLL_WAIT, self.consumer.recv()).await {
-            Err(_) => return Ok(()),
-            Ok(message) => message?,
-        };
-        let mut batch = vec![received(&first)];
-        drop(first);
-        let deadline = Instant::now() + LINGER;
-        while batch.len() < self.batch_size {
-            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(Ok(message)) => batch.push(received(&message)),
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "Kafka error while filling a batch");
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        self.pending = batch;
+        self.pending = poll(&self.consumer, self.batch_size).await?;
         Ok(())
     }
 
@@ -577,6 +562,61 @@ impl Consumer {
             tracing::warn!(%error, "storing offsets failed (partition revoked?)");
         }
     }
+}
+
+/// Polls batches and hands them to `batches` until the receiver is gone. A Kafka error is
+/// logged and polling goes on: librdkafka reports each failed reconnect as an error event
+/// and reconnects by itself, and `recv` blocks until the next record or event, so polling
+/// on at once cannot spin. Sleeping instead would work through a queue of stale outage
+/// errors one backoff at a time, long after the broker is back. Only a fatal error (the
+/// client cannot go on) waits.
+async fn poll_ahead(
+    consumer: Arc<StreamConsumer<LagContext>>,
+    batch_size: usize,
+    mut retry: Backoff,
+    batches: tokio::sync::mpsc::Sender<Vec<Received>>,
+) {
+    loop {
+        match poll(&consumer, batch_size).await {
+            Ok(batch) if batch.is_empty() => {}
+            Ok(batch) => {
+                retry.reset();
+                if batches.send(batch).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "polling Kafka failed");
+                if is_fatal(&error) {
+                    tokio::time::sleep(retry.next_delay()).await;
+                }
+            }
+        }
+    }
+}
+
+/// Up to a batch of records in delivery order (per-partition order is kept); empty when
+/// none came within [`POLL_WAIT`]. A Kafka error after some records arrived ends the batch
+/// early: records already taken are never dropped, or the partition would skip them.
+async fn poll(consumer: &StreamConsumer<LagContext>, batch_size: usize) -> Result<Vec<Received>> {
+    let first = match tokio::time::timeout(POLL_WAIT, consumer.recv()).await {
+        Err(_) => return Ok(Vec::new()),
+        Ok(message) => message?,
+    };
+    let mut batch = vec![received(&first)];
+    drop(first);
+    let deadline = Instant::now() + LINGER;
+    while batch.len() < batch_size {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(message)) => batch.push(received(&message)),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "Kafka error while filling a batch");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
 }
 
 fn received<M: Message>(message: &M) -> Received {

@@ -62,37 +62,49 @@ pub(crate) async fn fill_topic(
     in_flight.finish().await
 }
 
-/// Applies `count` records already on `settings`' topic with `consume_once`; the clock
-/// starts at the first applied batch (the group join is not the consumer's speed).
+/// Applies `count` records already on `settings`' topic with the engine's own loop (`run`,
+/// as the service does: the next batch is polled while one is settled), watching the
+/// consumer's counters; the clock starts at the first applied batch (the group join is not
+/// the consumer's speed).
 pub(crate) async fn drain_per_s(
     db: &DbConfig,
     settings: &Settings,
     count: usize,
 ) -> anyhow::Result<f64> {
-    let mut consumer = Consumer::new(
+    let consumer = Consumer::new(
         settings,
         &platform::kafka::KafkaConfig::plaintext(tests::brokers()),
         db.pool(),
     )?;
-    // (start instant, records applied by the first batch)
-    let mut first: Option<(Instant, usize)> = None;
-    let mut total = 0usize;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(consumer.run(async move {
+        let _ = stopped.await;
+    }));
+    let client = db.connect().await?;
+    let settled = client
+        .prepare("SELECT processed_total + duplicates_total FROM consumer.counters")
+        .await?;
+    // (start instant, events settled by the first batch)
+    let mut first: Option<(Instant, i64)> = None;
+    let mut total = 0i64;
     let deadline = Instant::now() + Duration::from_secs(600);
-    while total < count && Instant::now() < deadline {
-        let report = consumer.consume_once().await?;
-        total += report.records;
-        if report.records > 0 && first.is_none() {
-            first = Some((Instant::now(), report.records));
+    while total < count as i64 && Instant::now() < deadline {
+        total = client.query_one(&settled, &[]).await?.get(0);
+        if total > 0 && first.is_none() {
+            first = Some((Instant::now(), total));
         }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    consumer.close();
+    let finished = Instant::now();
+    let _ = stop.send(());
+    running.await?;
     let (started, uncounted) =
         first.ok_or_else(|| anyhow::anyhow!("the consumer applied nothing"))?;
     anyhow::ensure!(
-        total >= count,
+        total >= count as i64,
         "the consumer applied {total} of {count} within the deadline"
     );
-    Ok((total - uncounted) as f64 / started.elapsed().as_secs_f64())
+    Ok((total - uncounted) as f64 / (finished - started).as_secs_f64())
 }
 
 /// Polls the consumer's inbox every 2 ms and records, for each event id committed by the
