@@ -79,6 +79,8 @@ macro_rules! unseen_rows {
         )
     };
 }
+// The relay's window query uses it too (built only with the relay's `kafka` feature).
+#[cfg(feature = "kafka")]
 pub(crate) use unseen_rows;
 
 /// The rows not published yet (committed ones; a transaction still open is not counted)
