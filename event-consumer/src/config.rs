@@ -62,7 +62,7 @@ impl Default for Settings {
             consumer_group: "user-event-consumer".into(),
             consumer_topic: "user-events".into(),
             consumer_dlq_topic: "user-events.dlq".into(),
-            consumer_batch_size: 500,
+            consumer_batch_size: 2000,
             consumer_session_timeout_ms: 45_000,
             consumer_retry_min_ms: 100,
             consumer_retry_max_ms: 5_000,
@@ -149,7 +149,7 @@ mod tests {
         assert_eq!(s.consumer_group, "user-event-consumer");
         assert_eq!(s.consumer_topic, "user-events");
         assert_eq!(s.consumer_dlq_topic, "user-events.dlq");
-        assert_eq!(s.consumer_batch_size, 500);
+        assert_eq!(s.consumer_batch_size, 2000);
 
         let config = Config::from_env(env(&[
             ("CONSUMER_BATCH_SIZE", "50"),

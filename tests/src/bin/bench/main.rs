@@ -56,7 +56,10 @@ impl Sizes {
             rate: env_or("BENCH_RATE", 1_000),
             latency_run: std::time::Duration::from_secs(env_or("BENCH_LATENCY_SECS", 10)),
             consumer_backlog: env_or("BENCH_CONSUMER_BACKLOG", 100_000),
-            consumer_batch: env_or("BENCH_CONSUMER_BATCH", 500),
+            consumer_batch: env_or(
+                "BENCH_CONSUMER_BATCH",
+                event_consumer::config::Settings::default().consumer_batch_size,
+            ),
             http_seconds: env_or("BENCH_HTTP_SECS", 5),
             rounds: env_or("BENCH_ROUNDS", 3usize).max(1),
         }
