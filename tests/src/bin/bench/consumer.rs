@@ -93,7 +93,10 @@ pub(crate) async fn drain_per_s(
         if total > 0 && first.is_none() {
             first = Some((Instant::now(), total));
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        // Every 10 ms: a look every millisecond was a thousand queries a second on the
+        // two cores the consumer and PostgreSQL share, for a 2 s drain that 10 ms reads
+        // to within 1%.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let finished = Instant::now();
     let _ = stop.send(());
