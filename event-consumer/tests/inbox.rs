@@ -230,6 +230,47 @@ async fn a_record_the_database_refuses_is_dead_lettered_and_the_batch_applied() 
 }
 
 #[tokio::test]
+async fn a_backlog_over_partitions_is_applied_once_around_a_record_the_database_refuses() {
+    let scratch = Scratch::new().await;
+    let producer = producer();
+    // A backlog on three partitions before the consumer starts, so its big batches span
+    // partitions, each applied in a transaction of its own; one partition's holds a
+    // record PostgreSQL refuses (22008), the others commit.
+    let mut users = send_many(&producer, &scratch.topic, 1200).await;
+    let refused = Registration::new();
+    let mut data = refused.data();
+    data["registered_at"] = "-5000-01-01T00:00:00Z".into();
+    send_raw(
+        &producer,
+        &scratch.topic,
+        &refused.user_id.to_string(),
+        data.to_string().as_bytes(),
+        &refused.headers("UserRegistered"),
+    )
+    .await;
+    users.extend(send_many(&producer, &scratch.topic, 800).await);
+
+    let mut consumer = scratch.consumer_with_batch(2000);
+    drive_until_notified(&mut consumer, &scratch, 2000).await;
+    drive_until(&mut consumer, &scratch, DEAD_LETTERED_TOTAL, 1).await;
+    drain(&mut consumer).await;
+
+    let letters = read_dlq(&scratch.dlq, 1).await;
+    assert_eq!(
+        letters[0].header("ce_id"),
+        Some(refused.event_id.to_string())
+    );
+    assert!(scratch.welcome_statuses(&refused.user_id).await.is_empty());
+    for user in &users {
+        assert_eq!(scratch.welcome_statuses(&user.user_id).await, ["pending"]);
+    }
+    // Committed partitions were not applied again when the refused one was searched.
+    scratch.assert_each_applied_once(2000).await;
+    assert_eq!(scratch.count(DEAD_LETTERED_TOTAL).await, 1);
+    assert_eq!(scratch.count(DUPLICATES_TOTAL).await, 0);
+}
+
+#[tokio::test]
 async fn unknown_event_types_are_counted_and_skipped() {
     let scratch = Scratch::new().await;
     let producer = producer();

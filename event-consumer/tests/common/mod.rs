@@ -81,6 +81,13 @@ impl Scratch {
         Consumer::new(&config.settings, &config.kafka, self.db.pool()).expect("consumer")
     }
 
+    /// A consumer engine with this test's settings and batches of up to `size` records.
+    pub fn consumer_with_batch(&self, size: usize) -> Consumer {
+        let mut config = self.config();
+        config.settings.consumer_batch_size = size;
+        Consumer::new(&config.settings, &config.kafka, self.db.pool()).expect("consumer")
+    }
+
     pub async fn client(&self) -> tokio_postgres::Client {
         self.db.connect().await.expect("database")
     }
