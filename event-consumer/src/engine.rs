@@ -1,16 +1,16 @@
 //! The consumer engine: polls a batch, dead-letters its poison records, applies the rest
-//! through the inbox in ONE transaction, and stores the Kafka offsets only after the commit.
-//! A batch that fails transiently is kept and retried as it is, so no record is skipped. A
+//! through the inbox in ONE transaction (a big batch: one per partition, side by side), and
+//! stores the Kafka offsets only after the commit. A batch that fails transiently is kept
+//! and retried (what did not commit), so no record is skipped. A
 //! batch the database refuses for good (a permanent SQLSTATE) is applied record by record,
 //! and only the records it still refuses are dead-lettered.
 
 use platform::telemetry::error_chain;
 use std::future::Future;
-
-use futures::StreamExt as _;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use futures::StreamExt as _;
 use outbox_relay::envelope::Record;
 use outbox_relay::kafka::record_of;
 use platform::kafka::KafkaConfig;
@@ -498,10 +498,9 @@ impl Consumer {
     /// transaction. A partition's records stay together and in order; partitions share
     /// no user (the key picks the partition), so their transactions touch different rows
     /// and PostgreSQL applies them in parallel, as it would for group members owning one
-    /// partition each. Each
-    /// committed partition is marked settled at once: when another fails, the retry
-    /// redoes only what did not commit. The batch's dead letters are counted with the
-    /// first partition.
+    /// partition each. Each committed partition is marked settled at once: when another
+    /// fails, the retry redoes only what did not commit. The batch's dead letters are
+    /// counted with the first transaction, once.
     async fn apply_batch(&mut self) -> Result<Applied> {
         let mut partitions: Vec<(i32, Vec<usize>)> = Vec::new();
         for (index, r) in self.pending.iter().enumerate() {
