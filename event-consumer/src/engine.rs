@@ -502,37 +502,30 @@ impl Consumer {
     /// fails, the retry redoes only what did not commit. The batch's dead letters are
     /// counted with the first transaction, once.
     async fn apply_batch(&mut self) -> Result<Applied> {
-        let mut partitions: Vec<(i32, Vec<usize>)> = Vec::new();
-        for (index, r) in self.pending.iter().enumerate() {
-            if r.state != State::Unsettled || r.outcome.is_err() {
-                continue;
-            }
-            match partitions.iter_mut().find(|(p, _)| *p == r.partition) {
-                Some((_, indices)) => indices.push(index),
-                None => partitions.push((r.partition, vec![index])),
-            }
-        }
+        let unsettled: Vec<usize> = (0..self.pending.len())
+            .filter(|&i| self.pending[i].state == State::Unsettled)
+            .filter(|&i| self.pending[i].outcome.is_ok())
+            .collect();
         // A small batch (a low rate) stays one transaction: a few records gain nothing
-        // from parallel transactions and would pay a commit each.
-        let records: usize = partitions.iter().map(|(_, indices)| indices.len()).sum();
-        let partitions: Vec<Vec<usize>> = if records < PARALLEL_FROM {
-            let mut all: Vec<usize> = partitions.into_iter().flat_map(|(_, i)| i).collect();
-            all.sort_unstable();
-            [all].into_iter().filter(|all| !all.is_empty()).collect()
+        // from parallel transactions and would pay a commit each. One transaction also
+        // when nothing is left to apply, for the dead letters' count.
+        let groups: Vec<Vec<usize>> = if unsettled.len() < PARALLEL_FROM {
+            vec![unsettled]
         } else {
+            let mut partitions: Vec<(i32, Vec<usize>)> = Vec::new();
+            for index in unsettled {
+                let partition = self.pending[index].partition;
+                match partitions.iter_mut().find(|(p, _)| *p == partition) {
+                    Some((_, indices)) => indices.push(index),
+                    None => partitions.push((partition, vec![index])),
+                }
+            }
             partitions.into_iter().map(|(_, indices)| indices).collect()
         };
-        if partitions.is_empty() {
-            // Nothing to apply: still one transaction, for the dead letters' count.
-            let applied = self.apply(std::iter::empty(), self.dead_letters()).await?;
-            self.dead_counted += applied.dead_lettered;
-            self.settled = self.settled + applied;
-            return Ok(Applied::default());
-        }
         let dead_letters = self.dead_letters();
         let outcomes = {
             let this = &*self;
-            let transactions: Vec<_> = partitions
+            let transactions: Vec<_> = groups
                 .iter()
                 .enumerate()
                 .map(|(n, indices)| {
@@ -547,7 +540,7 @@ impl Consumer {
                 .await
         };
         let mut failed = None;
-        for (indices, outcome) in partitions.into_iter().zip(outcomes) {
+        for (indices, outcome) in groups.into_iter().zip(outcomes) {
             match outcome {
                 Ok(applied) => {
                     for index in indices {

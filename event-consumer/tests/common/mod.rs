@@ -77,8 +77,7 @@ impl Scratch {
 
     /// A consumer engine with this test's settings.
     pub fn consumer(&self) -> Consumer {
-        let config = self.config();
-        Consumer::new(&config.settings, &config.kafka, self.db.pool()).expect("consumer")
+        self.consumer_with_batch(self.config().settings.consumer_batch_size)
     }
 
     /// A consumer engine with this test's settings and batches of up to `size` records.
