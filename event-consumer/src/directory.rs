@@ -6,7 +6,8 @@
 //! tombstone without personal data, and every later event of that user is skipped.
 //!
 //! Set-based like the inbox: per batch, one locking read of the rows and one read of the
-//! held events of the batch's users, then one upsert, one delete and one insert.
+//! held events of the batch's users (sent together with the inbox insert), then one
+//! upsert, one delete and one insert (sent together with the welcome notifications).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -303,15 +304,95 @@ const HOLD: &str = "
 
 const FORGET_WELCOME: &str = "DELETE FROM consumer.welcome_notifications WHERE user_id = ANY($1)";
 
-/// Applies the batch's user events (new ones only: the inbox has deduplicated them by
-/// id) to the read model, in the caller's transaction.
-pub async fn apply_batch(
-    client: &impl GenericClient,
-    events: Vec<Pending>,
-) -> Result<Outcome, tokio_postgres::Error> {
-    if events.is_empty() {
-        return Ok(Outcome::default());
+/// The read model's statements, prepared (once per connection: they are cached).
+#[derive(Debug)]
+pub struct Statements {
+    rows: tokio_postgres::Statement,
+    held: tokio_postgres::Statement,
+    upsert: tokio_postgres::Statement,
+    release: tokio_postgres::Statement,
+    hold: tokio_postgres::Statement,
+    forget: tokio_postgres::Statement,
+}
+
+impl Statements {
+    pub async fn prepare(client: &impl GenericClient) -> Result<Self, tokio_postgres::Error> {
+        let (rows, held, upsert, release, hold, forget) = futures::try_join!(
+            client.prepare_cached(ROWS),
+            client.prepare_cached(HELD),
+            client.prepare_cached(UPSERT),
+            client.prepare_cached(RELEASE),
+            client.prepare_cached(HOLD),
+            client.prepare_cached(FORGET_WELCOME),
+        )?;
+        Ok(Self {
+            rows,
+            held,
+            upsert,
+            release,
+            hold,
+            forget,
+        })
     }
+}
+
+/// What the read model holds for some users: their rows (locked until the transaction
+/// ends) and their held events.
+#[derive(Debug, Default)]
+pub struct Current {
+    rows: BTreeMap<Uuid, Entry>,
+    held: Vec<Pending>,
+}
+
+/// Reads `users`' rows (locking them, in user order) and held events: both queries go
+/// out before either answer is awaited, one round trip.
+pub async fn read(
+    client: &impl GenericClient,
+    statements: &Statements,
+    users: &[Uuid],
+) -> Result<Current, tokio_postgres::Error> {
+    if users.is_empty() {
+        return Ok(Current::default());
+    }
+    let (rows, held) = crate::inbox::in_order(
+        client.query(&statements.rows, &[&users]),
+        client.query(&statements.held, &[&users]),
+    )
+    .await?;
+    let rows = rows.iter().map(Entry::from_row).collect();
+    let held = held
+        .iter()
+        .filter_map(|row| {
+            // A held change this build cannot read back stays where it is, for a snapshot.
+            let change = serde_json::from_value::<Change>(row.get(4)).ok()?;
+            Some(Pending {
+                event_id: row.get(2),
+                event_type: row.get(3),
+                change: UserChange {
+                    user_id: row.get(0),
+                    version: row.get(1),
+                    change,
+                },
+                held_at: Some(row.get(5)),
+            })
+        })
+        .collect();
+    Ok(Current { rows, held })
+}
+
+/// The read model's changes for a batch, worked out by [`plan`] and not yet written.
+#[derive(Debug, Default)]
+pub struct Planned {
+    pub outcome: Outcome,
+    upserts: Vec<(Uuid, Entry)>,
+    released: Vec<(Uuid, i64)>,
+    holds: Vec<Pending>,
+}
+
+/// Works out what the batch's user events (new ones only: the inbox has deduplicated them
+/// by id) do to the read model, from what [`read`] found for (at least) their users.
+/// Nothing is written yet; see [`Planned::write`].
+pub fn plan(mut current: Current, events: Vec<Pending>) -> Planned {
     let mut per_user: BTreeMap<Uuid, Vec<Pending>> = BTreeMap::new();
     for pending in events {
         per_user
@@ -319,117 +400,125 @@ pub async fn apply_batch(
             .or_default()
             .push(pending);
     }
-    let users: Vec<Uuid> = per_user.keys().copied().collect();
-
-    let statement = client.prepare_cached(ROWS).await?;
-    let mut rows: BTreeMap<Uuid, Entry> = client
-        .query(&statement, &[&users])
-        .await?
-        .iter()
-        .map(Entry::from_row)
-        .collect();
-    let statement = client.prepare_cached(HELD).await?;
-    for row in client.query(&statement, &[&users]).await? {
-        let user_id: Uuid = row.get(0);
-        let change: serde_json::Value = row.get(4);
-        // A held change this build cannot read back stays where it is, for a snapshot.
-        let Ok(change) = serde_json::from_value::<Change>(change) else {
-            continue;
-        };
-        per_user.entry(user_id).or_default().push(Pending {
-            event_id: row.get(2),
-            event_type: row.get(3),
-            change: UserChange {
-                user_id,
-                version: row.get(1),
-                change,
-            },
-            held_at: Some(row.get(5)),
-        });
+    for held in current.held {
+        if let Some(events) = per_user.get_mut(&held.change.user_id) {
+            events.push(held);
+        }
     }
-
-    let mut outcome = Outcome::default();
-    let mut upserts: Vec<(Uuid, Entry)> = Vec::new();
-    let mut released: Vec<(Uuid, i64)> = Vec::new();
-    let mut holds: Vec<Pending> = Vec::new();
+    let mut planned = Planned::default();
+    let outcome = &mut planned.outcome;
     for (user, events) in per_user {
-        let settled = settle(rows.remove(&user), events);
+        let settled = settle(current.rows.remove(&user), events);
         outcome.applied += settled.outcome.applied;
         outcome.stale += settled.outcome.stale;
         outcome.held += settled.outcome.held;
         outcome.erased_skipped += settled.outcome.erased_skipped;
         outcome.erased.extend(settled.outcome.erased);
-        released.extend(settled.released.into_iter().map(|v| (user, v)));
-        holds.extend(settled.held.into_iter().filter(|p| p.held_at.is_none()));
+        planned
+            .released
+            .extend(settled.released.into_iter().map(|v| (user, v)));
+        planned
+            .holds
+            .extend(settled.held.into_iter().filter(|p| p.held_at.is_none()));
         if let Some(row) = settled.row {
             if row.status == UserStatus::Erased {
                 outcome.tombstones.insert(user);
             }
             if settled.changed {
-                upserts.push((user, row));
+                planned.upserts.push((user, row));
             }
         }
     }
-    write(client, &upserts, &released, &holds).await?;
-    if !outcome.erased.is_empty() {
-        let statement = client.prepare_cached(FORGET_WELCOME).await?;
-        client.execute(&statement, &[&outcome.erased]).await?;
-    }
-    Ok(outcome)
+    planned
 }
 
-async fn write(
-    client: &impl GenericClient,
-    upserts: &[(Uuid, Entry)],
-    released: &[(Uuid, i64)],
-    holds: &[Pending],
-) -> Result<(), tokio_postgres::Error> {
-    if !upserts.is_empty() {
-        let ids: Vec<Uuid> = upserts.iter().map(|(id, _)| *id).collect();
-        let email: Vec<Option<&str>> = upserts.iter().map(|(_, r)| r.email.as_deref()).collect();
-        let first: Vec<Option<&str>> = upserts
-            .iter()
-            .map(|(_, r)| r.first_name.as_deref())
-            .collect();
-        let last: Vec<Option<&str>> = upserts
-            .iter()
-            .map(|(_, r)| r.last_name.as_deref())
-            .collect();
-        let phone: Vec<Option<&str>> = upserts.iter().map(|(_, r)| r.phone.as_deref()).collect();
-        let role: Vec<&str> = upserts.iter().map(|(_, r)| r.role.as_str()).collect();
-        let status: Vec<&str> = upserts.iter().map(|(_, r)| r.status.as_str()).collect();
-        let version: Vec<i64> = upserts.iter().map(|(_, r)| r.version).collect();
-        let statement = client.prepare_cached(UPSERT).await?;
-        client
-            .execute(
-                &statement,
-                &[
-                    &ids, &email, &first, &last, &phone, &role, &status, &version,
-                ],
-            )
-            .await?;
+impl Planned {
+    /// Writes the changes: the rows, the released and the newly held events, and (for users
+    /// erased now) their welcome notifications gone. The statements are sent one after the
+    /// other without waiting for each answer, and run in that order.
+    pub async fn write(
+        &self,
+        client: &impl GenericClient,
+        statements: &Statements,
+    ) -> Result<(), tokio_postgres::Error> {
+        let Statements {
+            upsert,
+            release,
+            hold,
+            forget,
+            ..
+        } = statements;
+        let (upserts, released, holds) = (&self.upserts, &self.released, &self.holds);
+        let upserted = async {
+            if upserts.is_empty() {
+                return Ok(0);
+            }
+            let ids: Vec<Uuid> = upserts.iter().map(|(id, _)| *id).collect();
+            let email: Vec<Option<&str>> =
+                upserts.iter().map(|(_, r)| r.email.as_deref()).collect();
+            let first: Vec<Option<&str>> = upserts
+                .iter()
+                .map(|(_, r)| r.first_name.as_deref())
+                .collect();
+            let last: Vec<Option<&str>> = upserts
+                .iter()
+                .map(|(_, r)| r.last_name.as_deref())
+                .collect();
+            let phone: Vec<Option<&str>> =
+                upserts.iter().map(|(_, r)| r.phone.as_deref()).collect();
+            let role: Vec<&str> = upserts.iter().map(|(_, r)| r.role.as_str()).collect();
+            let status: Vec<&str> = upserts.iter().map(|(_, r)| r.status.as_str()).collect();
+            let version: Vec<i64> = upserts.iter().map(|(_, r)| r.version).collect();
+            client
+                .execute(
+                    upsert,
+                    &[
+                        &ids, &email, &first, &last, &phone, &role, &status, &version,
+                    ],
+                )
+                .await
+        };
+        let released = async {
+            if released.is_empty() {
+                return Ok(0);
+            }
+            let ids: Vec<Uuid> = released.iter().map(|(id, _)| *id).collect();
+            let versions: Vec<i64> = released.iter().map(|(_, v)| *v).collect();
+            client.execute(release, &[&ids, &versions]).await
+        };
+        let held = async {
+            if holds.is_empty() {
+                return Ok(0);
+            }
+            let ids: Vec<Uuid> = holds.iter().map(|p| p.change.user_id).collect();
+            let versions: Vec<i64> = holds.iter().map(|p| p.change.version).collect();
+            let events: Vec<Uuid> = holds.iter().map(|p| p.event_id).collect();
+            let types: Vec<&str> = holds.iter().map(|p| p.event_type.as_str()).collect();
+            let changes: Vec<serde_json::Value> = holds
+                .iter()
+                .map(|p| serde_json::to_value(&p.change.change).unwrap_or_default())
+                .collect();
+            client
+                .execute(hold, &[&ids, &versions, &events, &types, &changes])
+                .await
+        };
+        let erased = &self.outcome.erased;
+        let forgotten = async {
+            if erased.is_empty() {
+                return Ok(0);
+            }
+            client.execute(forget, &[erased]).await
+        };
+        let (upserted, released, held, forgotten) =
+            futures::join!(upserted, released, held, forgotten);
+        // The first statement that failed says why (the later ones only report the
+        // aborted transaction).
+        upserted?;
+        released?;
+        held?;
+        forgotten?;
+        Ok(())
     }
-    if !released.is_empty() {
-        let ids: Vec<Uuid> = released.iter().map(|(id, _)| *id).collect();
-        let versions: Vec<i64> = released.iter().map(|(_, v)| *v).collect();
-        let statement = client.prepare_cached(RELEASE).await?;
-        client.execute(&statement, &[&ids, &versions]).await?;
-    }
-    if !holds.is_empty() {
-        let ids: Vec<Uuid> = holds.iter().map(|p| p.change.user_id).collect();
-        let versions: Vec<i64> = holds.iter().map(|p| p.change.version).collect();
-        let events: Vec<Uuid> = holds.iter().map(|p| p.event_id).collect();
-        let types: Vec<&str> = holds.iter().map(|p| p.event_type.as_str()).collect();
-        let changes: Vec<serde_json::Value> = holds
-            .iter()
-            .map(|p| serde_json::to_value(&p.change.change).unwrap_or_default())
-            .collect();
-        let statement = client.prepare_cached(HOLD).await?;
-        client
-            .execute(&statement, &[&ids, &versions, &events, &types, &changes])
-            .await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
 //! The idempotent inbox: records event ids and applies their effects in the caller's
 //! transaction, so an event's effect and the fact that it was applied commit together.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::NaiveDate;
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::directory;
-use crate::event::{Inbound, Kind, UserRegistered};
+use crate::event::{Inbound, Kind, UserChange, UserRegistered};
 
 /// One decoded event of a batch, with where it came from.
 #[derive(Debug, Clone)]
@@ -84,7 +84,12 @@ const BUMP_COUNTERS: &str = "
     WHERE id";
 
 /// Records the batch in the inbox and applies the effects of the events that are new.
-/// Statements are set-based (a handful per batch, whatever its size); the caller commits.
+/// Statements are set-based (a handful per batch, whatever its size) and go out in three
+/// round trips, each sending its statements before awaiting their answers (PostgreSQL
+/// runs them in the order sent): the inbox insert with the read model's reads (of every
+/// user in the batch: which events are new is not known yet); the read model's writes
+/// with the welcome notifications; the day counts and the counters row. The caller
+/// commits.
 pub async fn apply(
     client: &impl GenericClient,
     batch: &[Delivered<'_>],
@@ -97,29 +102,55 @@ pub async fn apply(
         dead_lettered,
         ..Applied::default()
     };
+    // Prepared first (cached per connection), so that each round trip's statements go
+    // out in the order written below.
+    let (read_model, (processed, welcome, days, counters)) = futures::try_join!(
+        directory::Statements::prepare(client),
+        futures::future::try_join4(
+            client.prepare_cached(INSERT_PROCESSED),
+            client.prepare_cached(INSERT_WELCOME),
+            client.prepare_cached(UPSERT_DAYS),
+            client.prepare_cached(BUMP_COUNTERS),
+        ),
+    )?;
 
-    let new_ids: HashSet<Uuid> = if unique.is_empty() {
-        HashSet::new()
-    } else {
-        let statement = client.prepare_cached(INSERT_PROCESSED).await?;
+    let changes: Vec<Option<UserChange>> =
+        unique.iter().map(|d| d.event.kind.user_change()).collect();
+    let users: Vec<Uuid> = changes
+        .iter()
+        .flatten()
+        .map(|change| change.user_id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let inserted = async {
+        if unique.is_empty() {
+            return Ok(HashSet::new());
+        }
         let ids: Vec<Uuid> = unique.iter().map(|d| d.event.id).collect();
         let types: Vec<&str> = unique.iter().map(|d| d.event.event_type.as_str()).collect();
         let topics: Vec<&str> = unique.iter().map(|d| d.topic).collect();
         let partitions: Vec<i32> = unique.iter().map(|d| d.partition).collect();
         let offsets: Vec<i64> = unique.iter().map(|d| d.offset).collect();
-        client
-            .query(&statement, &[&ids, &types, &topics, &partitions, &offsets])
-            .await?
+        let rows = client
+            .query(&processed, &[&ids, &types, &topics, &partitions, &offsets])
+            .await?;
+        Ok(rows
             .iter()
-            .map(|row| row.get(0))
-            .collect()
+            .map(|row| row.get::<_, Uuid>(0))
+            .collect::<HashSet<Uuid>>())
     };
+    let (new_ids, current) =
+        in_order(inserted, directory::read(client, &read_model, &users)).await?;
     applied.duplicates += (unique.len() - new_ids.len()) as u64;
 
     let mut registrations = Vec::new();
     let mut user_events = Vec::new();
-    for delivered in unique.iter().filter(|d| new_ids.contains(&d.event.id)) {
+    for (delivered, change) in unique.iter().zip(changes) {
         let event = delivered.event;
+        if !new_ids.contains(&event.id) {
+            continue;
+        }
         match &event.kind {
             Kind::Unknown => applied.unknown_types += 1,
             Kind::Scrubbed { .. } => {
@@ -131,7 +162,7 @@ pub async fn apply(
                 if let Kind::UserRegistered(data) = kind {
                     registrations.push((event.id, data));
                 }
-                if let Some(change) = kind.user_change() {
+                if let Some(change) = change {
                     user_events.push(directory::Pending {
                         event_id: event.id,
                         event_type: event.event_type.clone(),
@@ -142,15 +173,28 @@ pub async fn apply(
             }
         }
     }
-    let outcome = directory::apply_batch(client, user_events).await?;
+    let planned = directory::plan(current, user_events);
+    let outcome = &planned.outcome;
     applied.stale_versions += outcome.stale;
     applied.held += outcome.held;
     applied.erased_skipped += outcome.erased_skipped;
     // No welcome for a user who is gone (erased in this batch or before it).
     registrations.retain(|(_, data)| !outcome.tombstones.contains(&data.user_id));
-    welcome(client, &registrations).await?;
-
-    let statement = client.prepare_cached(BUMP_COUNTERS).await?;
+    let (_, per_day) = in_order(
+        planned.write(client, &read_model),
+        welcome_new(client, &welcome, &registrations),
+    )
+    .await?;
+    // The day rows (sorted), then the counters row, last: every transaction locks the
+    // rows all of them share in this one order, so two cannot deadlock on them.
+    let day_list: Vec<NaiveDate> = per_day.keys().copied().collect();
+    let day_counts: Vec<i64> = per_day.values().copied().collect();
+    let counted = async {
+        if per_day.is_empty() {
+            return Ok(0);
+        }
+        client.execute(&days, &[&day_list, &day_counts]).await
+    };
     let counts = [
         applied.processed,
         applied.duplicates,
@@ -165,25 +209,40 @@ pub async fn apply(
         .iter()
         .map(|n| n as &(dyn tokio_postgres::types::ToSql + Sync))
         .collect();
-    client.execute(&statement, &params).await?;
+    in_order(counted, client.execute(&counters, &params)).await?;
     Ok(applied)
+}
+
+/// Runs `first` and `second` side by side: both statements go out before either answer is
+/// awaited (the connection pipelines them, and PostgreSQL runs them in that order). The
+/// first one's error wins, as the second only reports the transaction it aborted.
+pub(crate) async fn in_order<A, B, E>(
+    first: impl std::future::Future<Output = Result<A, E>>,
+    second: impl std::future::Future<Output = Result<B, E>>,
+) -> Result<(A, B), E> {
+    let (first, second) = futures::join!(first, second);
+    Ok((first?, second?))
 }
 
 /// The effect of `UserRegistered`: one welcome notification per user, and the user counted
 /// once on the day of registration (a second event for the same user changes neither).
-async fn welcome(
+/// Inserts the notifications with `insert` (INSERT_WELCOME); the users new to it per day
+/// of registration, for the day counts (sorted: every transaction locks the day rows in
+/// this order).
+async fn welcome_new(
     client: &impl GenericClient,
+    insert: &tokio_postgres::Statement,
     registrations: &[(Uuid, &UserRegistered)],
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<BTreeMap<NaiveDate, i64>, tokio_postgres::Error> {
     let mut users = HashSet::new();
     let registrations: Vec<_> = registrations
         .iter()
         .filter(|(_, data)| users.insert(data.user_id))
         .collect();
+    let mut per_day: BTreeMap<NaiveDate, i64> = BTreeMap::new();
     if registrations.is_empty() {
-        return Ok(());
+        return Ok(per_day);
     }
-    let statement = client.prepare_cached(INSERT_WELCOME).await?;
     let user_ids: Vec<Uuid> = registrations.iter().map(|(_, d)| d.user_id).collect();
     let event_ids: Vec<Uuid> = registrations.iter().map(|(id, _)| *id).collect();
     let emails: Vec<&str> = registrations
@@ -199,29 +258,19 @@ async fn welcome(
         .map(|(_, d)| d.last_name.as_str())
         .collect();
     let inserted: HashSet<Uuid> = client
-        .query(&statement, &[&user_ids, &event_ids, &emails, &first, &last])
+        .query(insert, &[&user_ids, &event_ids, &emails, &first, &last])
         .await?
         .iter()
         .map(|row| row.get(0))
         .collect();
-
     let day_of: HashMap<Uuid, NaiveDate> = registrations
         .iter()
         .map(|(_, d)| (d.user_id, d.registered_at.date_naive()))
         .collect();
-    // Sorted days: concurrent consumers lock the day rows in the same order.
-    let mut per_day: BTreeMap<NaiveDate, i64> = BTreeMap::new();
     for user in &inserted {
         if let Some(day) = day_of.get(user) {
             *per_day.entry(*day).or_default() += 1;
         }
     }
-    if per_day.is_empty() {
-        return Ok(());
-    }
-    let statement = client.prepare_cached(UPSERT_DAYS).await?;
-    let days: Vec<NaiveDate> = per_day.keys().copied().collect();
-    let counts: Vec<i64> = per_day.values().copied().collect();
-    client.execute(&statement, &[&days, &counts]).await?;
-    Ok(())
+    Ok(per_day)
 }
