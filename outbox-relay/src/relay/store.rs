@@ -9,8 +9,8 @@ use tokio_postgres::types::{FromSql, Type};
 
 use crate::bookkeeping::Cursor;
 
-/// One outbox row as the relay publishes it: the payload and headers as their JSON text,
-/// never parsed.
+/// One outbox row as the relay publishes it: the payload and headers as their JSON text
+/// (the columns PostgreSQL printed when the row was written), never parsed.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub id: i64,
@@ -27,40 +27,30 @@ impl OutboxRow {
             id: row.get(first),
             aggregate_id: row.get(first + 1),
             topic: row.get(first + 2),
-            payload: row.get::<_, RawJson>(first + 3).0,
-            headers: row.get::<_, RawJson>(first + 4).0,
+            payload: row.get::<_, Bytes>(first + 3).0,
+            headers: row.get::<_, Bytes>(first + 4).0,
             created_at: row.get(first + 5),
         }
     }
 }
 
-/// A `json` or `jsonb` value as its text, as PostgreSQL sends it.
-struct RawJson(Vec<u8>);
+/// A `text` value as its bytes (no UTF-8 check: they go to Kafka as they are).
+struct Bytes(Vec<u8>);
 
-impl<'a> FromSql<'a> for RawJson {
-    fn from_sql(
-        ty: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        let text = if *ty == Type::JSONB {
-            // jsonb's binary form is a version byte (1) and the text.
-            match raw.split_first() {
-                Some((1, text)) => text,
-                _ => return Err("unsupported jsonb format".into()),
-            }
-        } else {
-            raw
-        };
-        Ok(RawJson(text.to_vec()))
+impl<'a> FromSql<'a> for Bytes {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Bytes(raw.to_vec()))
     }
 
-    tokio_postgres::types::accepts!(JSON, JSONB);
+    tokio_postgres::types::accepts!(TEXT);
 }
 
-/// The outbox columns the relay reads, as a literal (for `concat!`).
+/// The outbox columns the relay reads, as a literal (for `concat!`): the payload and
+/// headers as the text printed when the row was written (reading `jsonb` prints it anew
+/// each time, three times the cost of the rest of a page).
 macro_rules! columns {
     () => {
-        "id, aggregate_id, topic, payload, headers, created_at"
+        "id, aggregate_id, topic, payload_text, headers_text, created_at"
     };
 }
 const COLUMNS: &str = columns!();
