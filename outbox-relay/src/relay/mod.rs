@@ -144,8 +144,9 @@ pub struct RelayConfig {
     /// How often the leader tries the parked rows again.
     pub parked_retry: Duration,
     /// How long the process keeps a Kafka transaction open before committing it (it
-    /// commits sooner once it holds `transaction_rows`): consumers reading committed
-    /// records see a row at the latest then, those reading uncommitted ones at once.
+    /// commits sooner once it holds `transaction_rows`, or a page of rows or more when it
+    /// has caught up with the outbox): consumers reading committed records see a row at
+    /// the latest then, those reading uncommitted ones at once.
     pub commit_interval: Duration,
     pub transaction_rows: usize,
 }
@@ -231,15 +232,28 @@ pub struct Page {
     pub rows: Vec<OutboxRow>,
     /// As many rows as asked for: more may follow.
     full: bool,
+    /// The rows' headers as Kafka headers, built as the page is read (while the page
+    /// before it is handed to librdkafka); taken when a row is sent.
+    headers: Vec<Option<rdkafka::message::OwnedHeaders>>,
 }
 
 impl Page {
     /// No rows, from nowhere in particular.
     fn empty() -> Self {
+        Page::new(Source::Parked, Vec::new(), false)
+    }
+
+    /// A page read, its rows' Kafka headers built.
+    fn new(source: Source, rows: Vec<OutboxRow>, full: bool) -> Self {
+        let headers = rows
+            .iter()
+            .map(|row| Some(transaction::kafka_headers(&row.headers)))
+            .collect();
         Page {
-            source: Source::Parked,
-            rows: Vec::new(),
-            full: false,
+            source,
+            rows,
+            full,
+            headers,
         }
     }
 
@@ -694,6 +708,18 @@ enum Plan {
 }
 
 impl Plan {
+    /// The plan of the page after `page`, which this plan read, if more may follow it.
+    fn next(&self, page: &Page) -> Option<Plan> {
+        match self {
+            Plan::Window(cursor) => Plan::after(page, cursor),
+            Plan::Replay(replay) => match (page.full, page.rows.last()) {
+                (true, Some(last)) => Some(Plan::Replay(replay.from(last.id))),
+                _ => None,
+            },
+            Plan::Parked => None,
+        }
+    }
+
     /// The plan of the page after `page`, if more may follow it.
     fn after(page: &Page, cursor: &Cursor) -> Option<Plan> {
         if !page.full {
@@ -727,27 +753,17 @@ async fn fetch(pool: &Pool, plan: Plan, limit: i64) -> Result<Page> {
     let page = match plan {
         Plan::Window(cursor) => {
             let (snapshot, rows) = store::window_page(&client, &cursor, limit).await?;
-            Page {
-                source: Source::Window(snapshot),
-                full: rows.len() as i64 >= limit,
-                rows,
-            }
+            let full = rows.len() as i64 >= limit;
+            Page::new(Source::Window(snapshot), rows, full)
         }
         Plan::Replay(replay) => {
             let rows = store::replay_page(&client, &replay, limit).await?;
-            Page {
-                source: Source::Replay(replay),
-                full: rows.len() as i64 >= limit,
-                rows,
-            }
+            let full = rows.len() as i64 >= limit;
+            Page::new(Source::Replay(replay), rows, full)
         }
         Plan::Parked => {
             let rows = store::parked_page(&client, limit).await?;
-            Page {
-                source: Source::Parked,
-                full: false,
-                rows,
-            }
+            Page::new(Source::Parked, rows, false)
         }
     };
     Ok(page)

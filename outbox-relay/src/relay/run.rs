@@ -4,7 +4,7 @@
 //! the background; purging old rows and retrying parked ones now and then, until shutdown
 //! or until the lease is lost.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,10 +21,16 @@ use crate::listen::Wakeups;
 use crate::retention;
 use platform::telemetry::error_chain;
 
+/// A page being read ahead, and the plan of the page after it.
+type Reading = tokio::task::JoinHandle<super::Result<(Page, Option<Plan>)>>;
+
 type Stop = Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>;
 
 /// How long the last transaction may take to commit and be recorded at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How many pages are read ahead of the one being handed to Kafka (each read as soon as
+/// the last one came, so that a slow read and a slow hand-over need not meet).
+const READ_AHEAD: usize = 2;
 /// How often an idle leader writes down that it has seen everything (its windows with
 /// rows are written down with their transactions).
 const IDLE_RECORD: Duration = Duration::from_secs(5);
@@ -52,8 +58,13 @@ struct Publishing {
     errors: platform::backoff::Backoff,
     /// Whether to look for a pending replay before the next page.
     replays: bool,
-    /// The next page, read while the last one was handed over.
-    prefetched: Option<Page>,
+    /// The next pages, read while the last ones were handed over.
+    ahead: VecDeque<Page>,
+    /// The plan of the page after the last of `ahead` (none: no more, or a read failed,
+    /// then the next page is planned afresh once `ahead` is handed over).
+    ahead_plan: Option<Plan>,
+    /// The read of the page after `ahead`, under way (it returns the plan after it).
+    reading: Option<Reading>,
     open: Option<Open>,
     /// The last committed transaction's recording, running.
     recording: Option<tokio::task::JoinHandle<super::Result<()>>>,
@@ -67,6 +78,43 @@ struct Publishing {
     committed_parked: HashSet<String>,
     /// Back off before the next page (the last transaction failed).
     pause: bool,
+}
+
+impl Publishing {
+    /// The next page read ahead: one already read, or the one being read (none when
+    /// nothing was read ahead, or the read failed: the caller plans it afresh).
+    async fn next_read(&mut self) -> Option<Page> {
+        if let Some(page) = self.ahead.pop_front() {
+            return Some(page);
+        }
+        let reading = self.reading.take()?;
+        match reading.await {
+            Ok(Ok((page, plan))) => {
+                self.ahead_plan = plan;
+                Some(page)
+            }
+            _ => None,
+        }
+    }
+
+    /// Forgets what was read ahead (the cursor went back, or a replay goes first).
+    fn drop_ahead(&mut self) {
+        self.ahead.clear();
+        self.ahead_plan = None;
+        if let Some(reading) = self.reading.take() {
+            reading.abort();
+        }
+    }
+}
+
+/// Reads the page of `plan` in a task of its own; with it, the plan of the page after it.
+fn read_ahead(pool: deadpool_postgres::Pool, plan: Plan, limit: i64) -> Reading {
+    tokio::spawn(async move {
+        let next = plan.clone();
+        let page = fetch(&pool, plan, limit).await?;
+        let after = next.next(&page);
+        Ok((page, after))
+    })
 }
 
 impl Relay {
@@ -132,7 +180,9 @@ impl Relay {
                 self.config.backoff_max,
             ),
             replays: true,
-            prefetched: None,
+            ahead: VecDeque::new(),
+            ahead_plan: None,
+            reading: None,
             open: None,
             recording: None,
             recorded_idle: Instant::now(),
@@ -213,11 +263,12 @@ impl Relay {
                 p.replays = true;
             }
             if p.replays {
-                if p.prefetched
-                    .as_ref()
-                    .is_some_and(|page| matches!(page.source, Source::Window(_)))
+                if p.ahead
+                    .iter()
+                    .any(|page| matches!(page.source, Source::Window(_)))
+                    || p.reading.is_some()
                 {
-                    p.prefetched = None;
+                    p.drop_ahead();
                 }
                 if p.recording.is_some() && !self.recorded(p.recording.take()).await {
                     return false;
@@ -230,7 +281,7 @@ impl Relay {
                 }
                 continue;
             }
-            let page = match p.prefetched.take() {
+            let page = match p.next_read().await {
                 Some(page) => Ok(page),
                 None => match self
                     .plan(
@@ -272,6 +323,19 @@ impl Relay {
                     }
                 }
                 p.errors.reset();
+                // Caught up after a backlog: its last rows are committed now rather than
+                // when the interval is up (a transaction holding less than a page, as at a
+                // steady rate, waits for the interval: committing after every few rows
+                // would hold up the next ones).
+                if p.open
+                    .as_ref()
+                    .is_some_and(|open| open.rows >= self.config.batch_size as usize)
+                {
+                    if !self.commit(p, timeout).await {
+                        return false;
+                    }
+                    continue;
+                }
                 // Idle: until a notification, the poll, or the open transaction's commit.
                 let wait = match &p.open {
                     Some(open) => self
@@ -321,22 +385,36 @@ impl Relay {
                 pages: Vec::new(),
             });
         }
-        let next = Plan::after(&page, &lead.cursor);
+        // The page after this one, unless one is read or being read already.
+        if p.ahead.is_empty() && p.reading.is_none() {
+            p.ahead_plan = Plan::after(&page, &lead.cursor);
+        }
         let blocked = match page.source {
             Source::Parked => HashSet::new(),
             _ => lead.parked.clone(),
         };
-        let pool = self.pool.clone();
-        let limit = self.config.batch_size;
-        let ((handed, blocked_after), next) = tokio::join!(
-            transaction::hand_over(producer.clone(), page, blocked, p.set_apart.clone()),
-            async move {
-                match next {
-                    Some(plan) => fetch(&pool, plan, limit).await.ok(),
-                    None => None,
+        let handing = transaction::hand_over(producer.clone(), page, blocked, p.set_apart.clone());
+        tokio::pin!(handing);
+        // While the page goes to librdkafka, the next ones are read, each as soon as the
+        // last came, up to READ_AHEAD.
+        let (handed, blocked_after) = loop {
+            if p.reading.is_none() && p.ahead.len() < READ_AHEAD {
+                if let Some(plan) = p.ahead_plan.take() {
+                    p.reading = Some(read_ahead(self.pool.clone(), plan, self.config.batch_size));
                 }
-            },
-        );
+            }
+            tokio::select! {
+                biased;
+                handed = &mut handing => break handed,
+                read = async { p.reading.as_mut().expect("guarded").await }, if p.reading.is_some() => {
+                    p.reading = None;
+                    if let Ok(Ok((page, plan))) = read {
+                        p.ahead.push_back(page);
+                        p.ahead_plan = plan;
+                    }
+                }
+            }
+        };
         if let Some(error) = handed.broken {
             tracing::warn!(%error, "a send broke the Kafka transaction; it is aborted and its rows go again");
             let before = p.set_apart.len();
@@ -364,7 +442,6 @@ impl Relay {
             open.settled.merge(settled);
             open.pages.push(sent);
         }
-        p.prefetched = next;
         true
     }
 
@@ -485,7 +562,7 @@ impl Relay {
 
     fn restart_from_committed(&mut self, p: &mut Publishing) {
         p.open = None;
-        p.prefetched = None;
+        p.drop_ahead();
         // Replays are read again from what was recorded.
         p.replays = true;
         if let (Some(lead), Some(committed)) = (self.lead.as_mut(), p.committed.clone()) {
@@ -499,6 +576,7 @@ impl Relay {
     /// Leaving the lead: on shutdown the open transaction is committed and recorded (or,
     /// when it cannot be, left to abort); when the leadership ended it is abandoned.
     async fn wind_up(&mut self, p: &mut Publishing, stopped: bool) {
+        p.drop_ahead();
         if stopped && p.open.is_some() && self.lead.as_ref().is_some_and(|l| l.lease.holds()) {
             let timeout = Duration::from_millis(self.settings.message_timeout_ms.min(5_000));
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.commit(p, timeout)).await;

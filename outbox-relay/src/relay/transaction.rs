@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers as _, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -81,11 +81,14 @@ pub(super) async fn hand_over(
 
 fn hand_over_blocking(
     producer: &TxProducer,
-    page: Page,
+    mut page: Page,
     blocked: &mut HashSet<String>,
     set_apart: &HashMap<i64, String>,
 ) -> Handed {
     let reports = producer.context().reports.clone();
+    // The rows' Kafka headers, built when the page was read (a page handed over again
+    // builds them anew).
+    let mut prepared = std::mem::take(&mut page.headers);
     let batch = spans::batch(&page.rows);
     let mut parked = Vec::new();
     // The first row of each aggregate set apart in this page: its later rows wait.
@@ -105,26 +108,22 @@ fn hand_over_blocking(
             parked.push((i, BEHIND_PARKED.to_owned()));
             continue;
         }
-        let headers = serde_json::from_slice::<HeaderList<'_>>(&row.headers)
-            .map(|list| list.0)
-            .unwrap_or_default();
-        let sent = send(producer, &reports, row, &headers);
-        if let Some(batch) = &batch {
-            let traceparent = headers
-                .iter()
-                .find(|(key, _)| key == crate::envelope::H_TRACEPARENT)
-                .map(|(_, value)| value.as_ref())
-                .filter(|traceparent| spans::sampled(traceparent));
-            if let Some(traceparent) = traceparent {
-                let header = |name: &str| {
-                    headers
-                        .iter()
-                        .find(|(key, _)| key == name)
-                        .map(|(_, value)| value.to_string())
-                };
-                let error = sent.as_ref().err().map(|e| e.to_string());
-                spans::event(batch, row, traceparent, header, error.as_deref());
-            }
+        let headers = prepared
+            .get_mut(i)
+            .and_then(Option::take)
+            .unwrap_or_else(|| kafka_headers(&row.headers));
+        // The event's span needs its trace context and a few headers, read before the
+        // headers go to librdkafka with the record.
+        let traced = batch.as_ref().and_then(|batch| {
+            let header = |name: &str| header_text(&headers, name);
+            let traceparent = header(crate::envelope::H_TRACEPARENT)
+                .filter(|traceparent| spans::sampled(traceparent))?;
+            Some((batch, traceparent, header("ce_id"), header("ce_type")))
+        });
+        let sent = send(producer, &reports, row, headers);
+        if let Some((batch, traceparent, id, kind)) = traced {
+            let error = sent.as_ref().err().map(|e| e.to_string());
+            spans::event(batch, row, &traceparent, id, kind, error.as_deref());
         }
         match sent {
             Ok(()) => {}
@@ -293,9 +292,8 @@ fn send(
     producer: &TxProducer,
     reports: &Reports,
     row: &OutboxRow,
-    headers: &[(Cow<'_, str>, Cow<'_, str>)],
+    headers: OwnedHeaders,
 ) -> Result<(), KafkaError> {
-    let headers = kafka_headers(headers);
     let mut record = BaseRecord::with_opaque_to(&row.topic, row.id as usize)
         .key(row.aggregate_id.as_str())
         .payload(row.payload.as_slice())
@@ -318,9 +316,12 @@ fn send(
     }
 }
 
-/// The row's headers (its JSON object of text values, parsed without copying the text) as
-/// Kafka headers.
-fn kafka_headers(headers: &[(Cow<'_, str>, Cow<'_, str>)]) -> OwnedHeaders {
+/// An outbox row's headers (its JSON object of text values, parsed without copying the
+/// text) as Kafka headers; none when the JSON is not an object.
+pub(super) fn kafka_headers(json: &[u8]) -> OwnedHeaders {
+    let headers = serde_json::from_slice::<HeaderList<'_>>(json)
+        .map(|list| list.0)
+        .unwrap_or_default();
     headers.iter().fold(
         OwnedHeaders::new_with_capacity(headers.len()),
         |acc, (key, value)| {
@@ -330,6 +331,15 @@ fn kafka_headers(headers: &[(Cow<'_, str>, Cow<'_, str>)]) -> OwnedHeaders {
             })
         },
     )
+}
+
+/// The value of the header `name`, as text.
+fn header_text(headers: &OwnedHeaders, name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|header| header.key == name)
+        .and_then(|header| header.value)
+        .map(|value| String::from_utf8_lossy(value).into_owned())
 }
 
 /// A JSON object's entries, its text values borrowed where they have no escapes; other
@@ -447,7 +457,8 @@ mod spans {
         batch: &tracing::Span,
         row: &OutboxRow,
         traceparent: &str,
-        header: impl Fn(&str) -> Option<String>,
+        id: Option<String>,
+        kind: Option<String>,
         error: Option<&str>,
     ) {
         let span = tracing::info_span!(
@@ -460,9 +471,9 @@ mod spans {
             messaging.destination.name = row.topic.as_str(),
             messaging.operation.type = "send",
             messaging.kafka.message.key = row.aggregate_id.as_str(),
-            messaging.message.id = header("ce_id").unwrap_or_default(),
-            cloudevents.event_id = header("ce_id").unwrap_or_default(),
-            cloudevents.event_type = header("ce_type").unwrap_or_default(),
+            messaging.message.id = id.as_deref().unwrap_or_default(),
+            cloudevents.event_id = id.as_deref().unwrap_or_default(),
+            cloudevents.event_type = kind.as_deref().unwrap_or_default(),
             outbox.id = row.id,
             error.type = tracing::field::Empty,
         );
@@ -479,19 +490,11 @@ mod spans {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::message::Headers;
-
-    fn parse(json: &[u8]) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
-        serde_json::from_slice::<HeaderList<'_>>(json)
-            .map(|list| list.0)
-            .unwrap_or_default()
-    }
 
     #[test]
     fn headers_come_from_the_rows_json_text_whatever_the_values() {
-        let headers = kafka_headers(&parse(
-            br#"{"ce_id": "a\"b", "ce_type": "UserRegistered", "n": 7, "x": null}"#,
-        ));
+        let headers =
+            kafka_headers(br#"{"ce_id": "a\"b", "ce_type": "UserRegistered", "n": 7, "x": null}"#);
         let pairs: Vec<(String, Vec<u8>)> = headers
             .iter()
             .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
@@ -505,7 +508,9 @@ mod tests {
                 ("x".to_owned(), b"null".to_vec()),
             ]
         );
-        assert_eq!(kafka_headers(&parse(b"not json")).count(), 0);
+        assert_eq!(kafka_headers(b"not json").count(), 0);
+        assert_eq!(header_text(&headers, "ce_id").as_deref(), Some("a\"b"));
+        assert_eq!(header_text(&headers, "absent"), None);
     }
 
     #[test]
