@@ -235,26 +235,32 @@ pub struct Page {
     /// The rows' headers as Kafka headers, built as the page is read (while the page
     /// before it is handed to librdkafka); taken when a row is sent.
     headers: Vec<Option<rdkafka::message::OwnedHeaders>>,
+    /// What to read after it, if more may follow (taken by whoever reads it).
+    next: Option<Plan>,
 }
 
 impl Page {
     /// No rows, from nowhere in particular.
     fn empty() -> Self {
-        Page::new(Source::Parked, Vec::new(), false)
+        Page::new(Source::Parked, Vec::new(), false, None)
     }
 
-    /// A page read, its rows' Kafka headers built.
-    fn new(source: Source, rows: Vec<OutboxRow>, full: bool) -> Self {
+    /// A page read with `plan` (`None`: nothing follows it), its rows' Kafka headers built
+    /// and the plan of the page after it made.
+    fn new(source: Source, rows: Vec<OutboxRow>, full: bool, plan: Option<&Plan>) -> Self {
         let headers = rows
             .iter()
             .map(|row| Some(transaction::kafka_headers(&row.headers)))
             .collect();
-        Page {
+        let mut page = Page {
             source,
             rows,
             full,
             headers,
-        }
+            next: None,
+        };
+        page.next = plan.and_then(|plan| plan.after(&page));
+        page
     }
 
     fn ids(&self) -> Vec<i64> {
@@ -709,29 +715,17 @@ enum Plan {
 
 impl Plan {
     /// The plan of the page after `page`, which this plan read, if more may follow it.
-    fn next(&self, page: &Page) -> Option<Plan> {
-        match self {
-            Plan::Window(cursor) => Plan::after(page, cursor),
-            Plan::Replay(replay) => match (page.full, page.rows.last()) {
-                (true, Some(last)) => Some(Plan::Replay(replay.from(last.id))),
-                _ => None,
-            },
-            Plan::Parked => None,
-        }
-    }
-
-    /// The plan of the page after `page`, if more may follow it.
-    fn after(page: &Page, cursor: &Cursor) -> Option<Plan> {
+    fn after(&self, page: &Page) -> Option<Plan> {
         if !page.full {
             return None;
         }
         let last = page.rows.last()?.id;
-        match &page.source {
-            Source::Window(snapshot) => {
+        match (self, &page.source) {
+            (Plan::Window(cursor), Source::Window(snapshot)) => {
                 Some(Plan::Window(cursor.after_page(snapshot, &page.ids(), true)))
             }
-            Source::Replay(replay) => Some(Plan::Replay(replay.from(last))),
-            Source::Parked => None,
+            (Plan::Replay(replay), _) => Some(Plan::Replay(replay.from(last))),
+            _ => None,
         }
     }
 }
@@ -750,20 +744,20 @@ async fn record(pool: &Pool, epoch: i64, settled: &Settled) -> Result<()> {
 
 async fn fetch(pool: &Pool, plan: Plan, limit: i64) -> Result<Page> {
     let client = pool.get().await?;
-    let page = match plan {
+    let page = match &plan {
         Plan::Window(cursor) => {
-            let (snapshot, rows) = store::window_page(&client, &cursor, limit).await?;
+            let (snapshot, rows) = store::window_page(&client, cursor, limit).await?;
             let full = rows.len() as i64 >= limit;
-            Page::new(Source::Window(snapshot), rows, full)
+            Page::new(Source::Window(snapshot), rows, full, Some(&plan))
         }
         Plan::Replay(replay) => {
-            let rows = store::replay_page(&client, &replay, limit).await?;
+            let rows = store::replay_page(&client, replay, limit).await?;
             let full = rows.len() as i64 >= limit;
-            Page::new(Source::Replay(replay), rows, full)
+            Page::new(Source::Replay(replay.clone()), rows, full, Some(&plan))
         }
         Plan::Parked => {
             let rows = store::parked_page(&client, limit).await?;
-            Page::new(Source::Parked, rows, false)
+            Page::new(Source::Parked, rows, false, None)
         }
     };
     Ok(page)

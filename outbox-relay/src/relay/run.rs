@@ -21,8 +21,8 @@ use crate::listen::Wakeups;
 use crate::retention;
 use platform::telemetry::error_chain;
 
-/// A page being read ahead, and the plan of the page after it.
-type Reading = tokio::task::JoinHandle<super::Result<(Page, Option<Plan>)>>;
+/// A page being read ahead.
+type Reading = tokio::task::JoinHandle<super::Result<Page>>;
 
 type Stop = Shared<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>;
 
@@ -60,10 +60,8 @@ struct Publishing {
     replays: bool,
     /// The next pages, read while the last ones were handed over.
     ahead: VecDeque<Page>,
-    /// The plan of the page after the last of `ahead` (none: no more, or a read failed,
-    /// then the next page is planned afresh once `ahead` is handed over).
-    ahead_plan: Option<Plan>,
-    /// The read of the page after `ahead`, under way (it returns the plan after it).
+    /// The read of the page after `ahead`, under way (when it fails, the next page is
+    /// planned afresh once `ahead` is handed over).
     reading: Option<Reading>,
     open: Option<Open>,
     /// The last committed transaction's recording, running.
@@ -88,33 +86,21 @@ impl Publishing {
             return Some(page);
         }
         let reading = self.reading.take()?;
-        match reading.await {
-            Ok(Ok((page, plan))) => {
-                self.ahead_plan = plan;
-                Some(page)
-            }
-            _ => None,
-        }
+        reading.await.ok()?.ok()
     }
 
     /// Forgets what was read ahead (the cursor went back, or a replay goes first).
     fn drop_ahead(&mut self) {
         self.ahead.clear();
-        self.ahead_plan = None;
         if let Some(reading) = self.reading.take() {
             reading.abort();
         }
     }
 }
 
-/// Reads the page of `plan` in a task of its own; with it, the plan of the page after it.
+/// Reads the page of `plan` in a task of its own.
 fn read_ahead(pool: deadpool_postgres::Pool, plan: Plan, limit: i64) -> Reading {
-    tokio::spawn(async move {
-        let next = plan.clone();
-        let page = fetch(&pool, plan, limit).await?;
-        let after = next.next(&page);
-        Ok((page, after))
-    })
+    tokio::spawn(async move { fetch(&pool, plan, limit).await })
 }
 
 impl Relay {
@@ -181,7 +167,6 @@ impl Relay {
             ),
             replays: true,
             ahead: VecDeque::new(),
-            ahead_plan: None,
             reading: None,
             open: None,
             recording: None,
@@ -364,7 +349,7 @@ impl Relay {
 
     /// Hands `page` to the open transaction (opening one if needed) while the next page is
     /// read. False when the transaction broke (it is aborted; the rows go again).
-    async fn hand_over(&mut self, p: &mut Publishing, page: Page) -> bool {
+    async fn hand_over(&mut self, p: &mut Publishing, mut page: Page) -> bool {
         let Some(lead) = self.lead.as_ref() else {
             return false;
         };
@@ -385,10 +370,9 @@ impl Relay {
                 pages: Vec::new(),
             });
         }
-        // The page after this one, unless one is read or being read already.
-        if p.ahead.is_empty() && p.reading.is_none() {
-            p.ahead_plan = Plan::after(&page, &lead.cursor);
-        }
+        // What to read after this page, unless pages after it are read or being read
+        // (the last of those knows what comes next).
+        let mut after = page.next.take();
         let blocked = match page.source {
             Source::Parked => HashSet::new(),
             _ => lead.parked.clone(),
@@ -399,7 +383,11 @@ impl Relay {
         // last came, up to READ_AHEAD.
         let (handed, blocked_after) = loop {
             if p.reading.is_none() && p.ahead.len() < READ_AHEAD {
-                if let Some(plan) = p.ahead_plan.take() {
+                let plan = match p.ahead.back_mut() {
+                    Some(last) => last.next.take(),
+                    None => after.take(),
+                };
+                if let Some(plan) = plan {
                     p.reading = Some(read_ahead(self.pool.clone(), plan, self.config.batch_size));
                 }
             }
@@ -408,9 +396,8 @@ impl Relay {
                 handed = &mut handing => break handed,
                 read = async { p.reading.as_mut().expect("guarded").await }, if p.reading.is_some() => {
                     p.reading = None;
-                    if let Ok(Ok((page, plan))) = read {
+                    if let Ok(Ok(page)) = read {
                         p.ahead.push_back(page);
-                        p.ahead_plan = plan;
                     }
                 }
             }
