@@ -79,25 +79,33 @@ fn outbox_columns(alias: &str) -> String {
 static WINDOW_SQL: LazyLock<String> = LazyLock::new(window_sql);
 
 fn window_sql() -> String {
+    // `s` is evaluated once (`OFFSET 0` keeps it a subquery of its own): folded into the
+    // row filters, `pg_current_snapshot()` and the text-to-snapshot casts ran for every
+    // row looked at. In the late rows' range branch the ids are written `o.id + 0`, so the
+    // only index it can read is the transaction index: a generic plan made while the
+    // outbox was nearly empty chose the primary key there, and then walked every id up
+    // to the high water for each new window (1.5 ms a window at 10,000 rows).
     format!(
         "SELECT s.snap::text, o.* \
-         FROM (SELECT coalesce($1::text::pg_snapshot, pg_current_snapshot()) AS snap) s \
+         FROM (SELECT coalesce($1::text::pg_snapshot, pg_current_snapshot()) AS snap, \
+                      $2::text::pg_snapshot AS published \
+               OFFSET 0) s \
          LEFT JOIN LATERAL ( \
             {late} \
             UNION ALL \
             (SELECT {COLUMNS} FROM users.outbox \
               WHERE id > greatest($3, $4) \
-                AND NOT pg_visible_in_snapshot(xact_id, $2::text::pg_snapshot) \
+                AND NOT pg_visible_in_snapshot(xact_id, s.published) \
                 AND pg_visible_in_snapshot(xact_id, s.snap) \
               ORDER BY id LIMIT $5) \
             ORDER BY id LIMIT $5 \
          ) o ON true",
         late = crate::bookkeeping::unseen_rows!(
             columns!(),
-            "$2::text::pg_snapshot",
+            "s.published",
             "s.snap",
-            "$6::boolean AND $3::bigint < $4::bigint AND o.id > $3 AND o.id <= $4 \
-             AND NOT pg_visible_in_snapshot(o.xact_id, $2::text::pg_snapshot) \
+            "$6::boolean AND $3::bigint < $4::bigint AND o.id + 0 > $3 AND o.id + 0 <= $4 \
+             AND NOT pg_visible_in_snapshot(o.xact_id, s.published) \
              AND pg_visible_in_snapshot(o.xact_id, s.snap)",
             "ORDER BY o.id + 0 LIMIT $5"
         ),
