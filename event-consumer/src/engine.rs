@@ -1,9 +1,10 @@
 //! The consumer engine: polls a batch, dead-letters its poison records, applies the rest
-//! through the inbox in ONE transaction (a big batch: one per partition, side by side), and
-//! stores the Kafka offsets only after the commit. A batch that fails transiently is kept
-//! and retried (what did not commit), so no record is skipped. A
-//! batch the database refuses for good (a permanent SQLSTATE) is applied record by record,
-//! and only the records it still refuses are dead-lettered.
+//! through the inbox in ONE transaction (under a backlog: one per partition, each
+//! partition's in a lane of its own, see [`Consumer::run`]), and stores the Kafka offsets
+//! only after the commit. A batch that fails transiently is kept and retried (what did not
+//! commit), so no record is skipped. A batch the database refuses for good (a permanent
+//! SQLSTATE) is applied record by record, and only the records it still refuses are
+//! dead-lettered.
 
 use platform::telemetry::error_chain;
 use std::future::Future;
@@ -142,10 +143,10 @@ const LINGER: Duration = Duration::from_millis(2);
 /// came in runs of ~28,000 records of one partition, every batch a single transaction;
 /// with 64 KiB a batch of 2,000 spans two or three partitions.
 const PARTITION_FETCH_BYTES: usize = 64 * 1024;
-/// Partition transactions of one batch in flight at once, at most (each holds a pooled
-/// connection).
+/// Partition transactions in flight at once, at most (each holds a pooled connection).
 const SETTLE_LANES: usize = 4;
-/// Records in a batch from which each partition gets a transaction of its own.
+/// Records in a batch from which each partition gets a transaction of its own (and, in
+/// `run`, goes to its partition's lane).
 const PARALLEL_FROM: usize = 500;
 
 struct Received {
@@ -177,11 +178,29 @@ pub struct BatchReport {
 
 pub struct Consumer {
     consumer: Arc<StreamConsumer<LagContext>>,
-    producer: dlq::Producer,
     access: Arc<BrokerAccess>,
+    batch_size: usize,
+    /// Settles what `consume_once` polls; `run` gives each partition a settler of its own.
+    settler: Settler,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("dlq_topic", &self.settler.dlq_topic)
+            .field("batch_size", &self.batch_size)
+            .field("pending", &self.settler.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Dead-letters, applies and acknowledges batches of records, one at a time: the
+/// records in hand, and what of them committed so far.
+struct Settler {
+    consumer: Arc<StreamConsumer<LagContext>>,
+    producer: dlq::Producer,
     pool: Pool,
     dlq_topic: String,
-    batch_size: usize,
     retry: Backoff,
     pending: Vec<Received>,
     /// What records of `pending` committed so far (a partition's transaction, or one
@@ -191,13 +210,19 @@ pub struct Consumer {
     dead_counted: u64,
 }
 
-impl std::fmt::Debug for Consumer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Consumer")
-            .field("dlq_topic", &self.dlq_topic)
-            .field("batch_size", &self.batch_size)
-            .field("pending", &self.pending.len())
-            .finish_non_exhaustive()
+impl Settler {
+    /// A settler with nothing in hand, sharing this one's clients.
+    fn fresh(&self) -> Self {
+        Self {
+            consumer: self.consumer.clone(),
+            producer: self.producer.clone(),
+            pool: self.pool.clone(),
+            dlq_topic: self.dlq_topic.clone(),
+            retry: self.retry.clone(),
+            pending: Vec::new(),
+            settled: Applied::default(),
+            dead_counted: 0,
+        }
     }
 }
 
@@ -300,25 +325,29 @@ impl Consumer {
                 },
             })?;
         consumer.subscribe(&[&settings.consumer_topic])?;
+        let consumer = Arc::new(consumer);
         Ok(Self {
-            consumer: Arc::new(consumer),
-            producer: dlq::producer(
-                kafka,
-                KafkaContext {
-                    access: access.clone(),
-                },
-            )?,
+            settler: Settler {
+                consumer: consumer.clone(),
+                producer: dlq::producer(
+                    kafka,
+                    KafkaContext {
+                        access: access.clone(),
+                    },
+                )?,
+                pool,
+                dlq_topic: settings.consumer_dlq_topic.clone(),
+                retry: Backoff::new(
+                    Duration::from_millis(settings.consumer_retry_min_ms),
+                    Duration::from_millis(settings.consumer_retry_max_ms),
+                ),
+                pending: Vec::new(),
+                settled: Applied::default(),
+                dead_counted: 0,
+            },
+            consumer,
             access,
-            pool,
-            dlq_topic: settings.consumer_dlq_topic.clone(),
             batch_size: settings.consumer_batch_size.max(1),
-            retry: Backoff::new(
-                Duration::from_millis(settings.consumer_retry_min_ms),
-                Duration::from_millis(settings.consumer_retry_max_ms),
-            ),
-            pending: Vec::new(),
-            settled: Applied::default(),
-            dead_counted: 0,
         })
     }
 
@@ -326,73 +355,85 @@ impl Consumer {
     pub fn broker_check(&self) -> BrokerCheck {
         BrokerCheck {
             access: self.access.clone(),
-            producer: self.producer.clone(),
+            producer: self.settler.producer.clone(),
         }
     }
 
     /// One step: polls up to a batch of records (unless an earlier batch is still pending),
     /// then settles it. On error the batch stays pending and the next call retries it.
     pub async fn consume_once(&mut self) -> Result<BatchReport> {
-        if self.pending.is_empty() {
-            self.poll().await?;
+        if self.settler.pending.is_empty() {
+            self.settler.pending = poll(&self.consumer, self.batch_size).await?;
         }
-        self.settle().await
+        self.settler.settle().await
     }
 
-    /// Consumes until `shutdown` resolves; transient failures retry the same batch with
-    /// capped exponential backoff. The next batch is polled (and decoded) by a task of its
-    /// own while this one is settled, so Kafka and the database work side by side; a batch
-    /// polled but not settled is never acknowledged, and comes again after a restart. On
-    /// shutdown the batch in hand is finished (or, when it cannot be, left uncommitted for
+    /// Consumes until `shutdown` resolves. The records are polled (and decoded) by a task of
+    /// their own, a batch at a time, while the batch before is settled:
+    /// - a small batch (a low rate) is settled in one transaction, as a whole;
+    /// - a big one (a backlog) is handed, partition by partition, to a lane per partition:
+    ///   a task that settles its partition's records in order, a transaction at a time
+    ///   (what queued up while the last one ran goes into the next, up to about a batch),
+    ///   and stores the partition's offset after each commit. Partitions share no user, so
+    ///   lanes touch different rows and run side by side, none waiting for another's
+    ///   batch (at most [`SETTLE_LANES`] transactions at once). A small batch waits until
+    ///   the lanes have settled everything before it, so each partition's records are
+    ///   still applied in order.
+    ///
+    /// A failed transaction is retried with capped exponential backoff; records polled but
+    /// not settled are never acknowledged, and come again after a restart. On shutdown
+    /// the transactions in hand are finished (or, while they wait to retry, left for
     /// redelivery), stored offsets are committed and the group is left.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        // One batch waits while one is settled: the poller is at most two batches ahead.
+        // One polled batch waits while the one before is settled.
         let (batches, mut polled) = tokio::sync::mpsc::channel(1);
         let poller = tokio::spawn(poll_ahead(
             self.consumer.clone(),
             self.batch_size,
-            self.retry.clone(),
+            self.settler.retry.clone(),
             batches,
         ));
-        loop {
-            if self.pending.is_empty() {
-                tokio::select! {
-                    biased;
-                    () = &mut shutdown => break,
-                    batch = polled.recv() => match batch {
-                        Some(batch) => self.pending = batch,
-                        None => break,
-                    },
-                }
-            }
-            match self.settle().await {
-                Ok(_) => self.retry.reset(),
-                Err(error) => {
-                    tracing::warn!(
-                        error = %error_chain(&error),
-                        records = self.pending.len(),
-                        "batch failed, retrying it"
-                    );
-                    if self.pause(&mut shutdown).await {
-                        break;
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let mut lanes = Lanes::new(stopping);
+        'polling: loop {
+            let batch = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                batch = polled.recv() => match batch {
+                    Some(batch) => batch,
+                    None => break,
+                },
+            };
+            if batch.len() >= PARALLEL_FROM {
+                for (partition, records) in by_partition(batch) {
+                    let lane = lanes.lane(partition, &self.settler, self.batch_size);
+                    // A full lane holds the others back: the poller stays at most a few
+                    // batches ahead of the slowest partition.
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => break 'polling,
+                        () = lanes.send(lane, records) => {}
                     }
                 }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                () = lanes.idle() => {}
+            }
+            self.settler.pending = batch;
+            if !settle_retrying(&mut self.settler, &mut shutdown).await {
+                break;
             }
         }
+        let _ = stop.send(true);
+        lanes.finish().await;
         poller.abort();
         // The poller's handle on the client goes before the group is left.
         let _ = poller.await;
         self.close();
-    }
-
-    /// Sleeps for the next backoff delay; true when shutdown came first.
-    async fn pause(&mut self, shutdown: &mut (impl Future<Output = ()> + Unpin)) -> bool {
-        let delay = self.retry.next_delay();
-        tokio::select! {
-            () = shutdown => true,
-            () = tokio::time::sleep(delay) => false,
-        }
     }
 
     /// Commits the stored offsets and leaves the group.
@@ -403,21 +444,197 @@ impl Consumer {
             Err(error) => tracing::warn!(%error, "committing offsets on shutdown failed"),
         }
         self.consumer.unsubscribe();
-        if !self.pending.is_empty() {
+        if !self.settler.pending.is_empty() {
             tracing::info!(
-                records = self.pending.len(),
+                records = self.settler.pending.len(),
                 "leaving an unsettled batch for redelivery"
             );
         }
         tracing::info!("consumer stopped");
     }
+}
 
-    /// Fills `pending` with up to a batch of records (see [`poll`]).
-    async fn poll(&mut self) -> Result<()> {
-        self.pending = poll(&self.consumer, self.batch_size).await?;
-        Ok(())
+/// The partitions' lanes of [`Consumer::run`].
+struct Lanes {
+    lanes: Vec<((String, i32), Lane)>,
+    /// Groups of records handed to a lane and not settled yet, and a wake-up for when
+    /// there are none.
+    outstanding: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
+    permits: Arc<tokio::sync::Semaphore>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// One partition's records on their way to the database.
+struct Lane {
+    records: tokio::sync::mpsc::Sender<Vec<Received>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Lanes {
+    /// Groups of records waiting for a lane, at most.
+    const QUEUE: usize = 2;
+
+    fn new(stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self {
+            lanes: Vec::new(),
+            outstanding: Arc::default(),
+            permits: Arc::new(tokio::sync::Semaphore::new(SETTLE_LANES)),
+            stopping,
+        }
     }
 
+    /// The index of `partition`'s lane, started if it has none yet.
+    fn lane(&mut self, partition: (String, i32), template: &Settler, batch_size: usize) -> usize {
+        if let Some(index) = self.lanes.iter().position(|(p, _)| *p == partition) {
+            return index;
+        }
+        let (records, queue) = tokio::sync::mpsc::channel(Self::QUEUE);
+        let task = tokio::spawn(settle_lane(
+            template.fresh(),
+            queue,
+            batch_size,
+            self.permits.clone(),
+            self.outstanding.clone(),
+            self.stopping.clone(),
+        ));
+        self.lanes.push((partition, Lane { records, task }));
+        self.lanes.len() - 1
+    }
+
+    /// Hands `records` to lane `index`, waiting while its queue is full.
+    async fn send(&self, index: usize, records: Vec<Received>) {
+        use std::sync::atomic::Ordering;
+        self.outstanding.0.fetch_add(1, Ordering::SeqCst);
+        if self.lanes[index].1.records.send(records).await.is_err() {
+            // The lane has stopped (shutdown): its records come again after a restart.
+            self.outstanding.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Resolves once every lane has settled all it was handed.
+    async fn idle(&self) {
+        use std::sync::atomic::Ordering;
+        let (count, done) = &*self.outstanding;
+        loop {
+            let notified = done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Lets each lane finish the transaction in hand, then waits for them all.
+    async fn finish(self) {
+        for (_, lane) in self.lanes {
+            drop(lane.records);
+            let _ = lane.task.await;
+        }
+    }
+}
+
+/// A lane's loop: takes what its partition queued (up to about a batch) and settles it,
+/// until the consumer stops.
+async fn settle_lane(
+    mut settler: Settler,
+    mut queue: tokio::sync::mpsc::Receiver<Vec<Received>>,
+    batch_size: usize,
+    permits: Arc<tokio::sync::Semaphore>,
+    outstanding: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let records = tokio::select! {
+            biased;
+            _ = stopping.wait_for(|stop| *stop) => return,
+            records = queue.recv() => match records {
+                Some(records) => records,
+                None => return,
+            },
+        };
+        settler.pending = records;
+        let mut groups = 1;
+        while settler.pending.len() < batch_size {
+            match queue.try_recv() {
+                Ok(more) => {
+                    settler.pending.extend(more);
+                    groups += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let settled = {
+            let Ok(_permit) = permits.acquire().await else {
+                return;
+            };
+            let stopped = stopping.clone();
+            let mut stop = Box::pin(async move {
+                let mut stopped = stopped;
+                let _ = stopped.wait_for(|stop| *stop).await;
+            });
+            settle_retrying(&mut settler, &mut stop).await
+        };
+        if !settled {
+            return;
+        }
+        let (count, done) = &*outstanding;
+        if count.fetch_sub(groups, std::sync::atomic::Ordering::SeqCst) == groups {
+            done.notify_waiters();
+        }
+    }
+}
+
+/// Settles `settler`'s batch, retrying with capped exponential backoff; false when `stop`
+/// came while waiting to retry (the batch is then left for redelivery).
+async fn settle_retrying(
+    settler: &mut Settler,
+    stop: &mut (impl Future<Output = ()> + Unpin),
+) -> bool {
+    loop {
+        match settler.settle().await {
+            Ok(_) => {
+                settler.retry.reset();
+                return true;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = %error_chain(&error),
+                    records = settler.pending.len(),
+                    "batch failed, retrying it"
+                );
+                let delay = settler.retry.next_delay();
+                tokio::select! {
+                    () = &mut *stop => {
+                        tracing::info!(
+                            records = settler.pending.len(),
+                            "leaving an unsettled batch for redelivery"
+                        );
+                        return false;
+                    }
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// A batch's records split by partition, each partition's in delivery order.
+fn by_partition(batch: Vec<Received>) -> Vec<((String, i32), Vec<Received>)> {
+    let mut partitions: Vec<((String, i32), Vec<Received>)> = Vec::new();
+    for record in batch {
+        match partitions.iter_mut().find(|((topic, partition), _)| {
+            *topic == record.topic && *partition == record.partition
+        }) {
+            Some((_, records)) => records.push(record),
+            None => partitions.push(((record.topic.clone(), record.partition), vec![record])),
+        }
+    }
+    partitions
+}
+
+impl Settler {
     /// Dead-letters, applies and acknowledges the pending batch.
     async fn settle(&mut self) -> Result<BatchReport> {
         if self.pending.is_empty() {
