@@ -44,7 +44,8 @@ pub(crate) use published_by;
 /// SQL: the outbox rows `o` (`$cols` of them) whose transaction may be unseen in snapshot
 /// `$snap` but is visible in the later snapshot `$now`, and that meet `$filter`: those of
 /// transactions in progress at `$snap` (its xip list) and those of transactions begun
-/// after it (up to `$now`'s xmax). `NOT pg_visible_in_snapshot` in `$filter` then keeps
+/// after it (up to `$now`'s xmax; these meet `$range_filter`, the same condition written
+/// so that it offers the planner no other index). `NOT pg_visible_in_snapshot` in `$filter` then keeps
 /// the rows really unseen. `$tail` ends each of the two selects (an order and a limit).
 ///
 /// Written so that even a generic plan reads only those rows, through the
@@ -55,7 +56,7 @@ pub(crate) use published_by;
 /// key for the order instead (a range condition on `id` looks selective to a generic
 /// plan, and then it reads every row up to the high water).
 macro_rules! unseen_rows {
-    ($cols:expr, $snap:literal, $now:literal, $filter:literal, $tail:literal) => {
+    ($cols:expr, $snap:literal, $now:literal, $filter:literal, $range_filter:literal, $tail:literal) => {
         concat!(
             "(SELECT ",
             $cols,
@@ -72,7 +73,7 @@ macro_rules! unseen_rows {
             ") AND o.xact_id < pg_snapshot_xmax(",
             $now,
             ") AND ",
-            $filter,
+            $range_filter,
             " ",
             $tail,
             ")"
@@ -94,6 +95,9 @@ macro_rules! pending {
                 "o.created_at",
                 "r.published",
                 "pg_current_snapshot()",
+                "NOT pg_visible_in_snapshot(o.xact_id, r.published) \
+                 AND NOT (r.window_snapshot IS NOT NULL AND o.id <= r.window_after \
+                          AND pg_visible_in_snapshot(o.xact_id, r.window_snapshot))",
                 "NOT pg_visible_in_snapshot(o.xact_id, r.published) \
                  AND NOT (r.window_snapshot IS NOT NULL AND o.id <= r.window_after \
                           AND pg_visible_in_snapshot(o.xact_id, r.window_snapshot))",
