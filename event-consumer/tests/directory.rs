@@ -337,3 +337,70 @@ async fn a_snapshot_sets_the_row_and_an_erased_user_keeps_no_personal_data() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_backlog_on_every_partition_is_applied_in_each_users_version_order() {
+    // A backlog already on the topic when the consumer starts: the running consumer
+    // settles it partition by partition, the partitions side by side. Each user's events
+    // must still apply in version order: none waits for a version before it, none is
+    // skipped as stale, every row ends at the last version.
+    const USERS: usize = 150;
+    const VERSIONS: i64 = 20;
+    let scratch = Scratch::new().await;
+    let producer = producer();
+    let users: Vec<Registration> = (0..USERS).map(|_| Registration::new()).collect();
+    for version in 1..=VERSIONS {
+        // Every user's version n is acknowledged before any version n + 1 is sent.
+        let sends = users.iter().map(|user| {
+            let (event_type, data) = match version {
+                1 => ("UserRegistered", registered(user)),
+                _ => (
+                    "UserProfileUpdated",
+                    json!({"changed": {"first_name": format!("v{version}")}}),
+                ),
+            };
+            send_event(
+                &producer,
+                &scratch.topic,
+                user.user_id,
+                event_type,
+                version,
+                data,
+            )
+        });
+        futures::future::join_all(sends).await;
+    }
+
+    let consumer = scratch.consumer();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(consumer.run(async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    let total = USERS as i64 * VERSIONS;
+    let applied = common::eventually(common::SETTLE, || async {
+        scratch.count(common::PROCESSED_TOTAL).await == total
+    })
+    .await;
+    let _ = stop.send(true);
+    task.await.unwrap();
+    assert!(applied, "every event applied");
+    let counted =
+        "SELECT held_total + stale_versions_total + duplicates_total FROM consumer.counters";
+    assert_eq!(scratch.count(counted).await, 0, "held, stale or duplicate");
+    for user in &users {
+        assert_eq!(
+            row(&scratch, user.user_id).await,
+            Some(text(&[
+                Some(&user.email),
+                Some("v20"),
+                Some("Lovelace"),
+                Some("+15550100001"),
+                Some("user"),
+                Some("active"),
+                Some("20"),
+            ])),
+            "user {}",
+            user.user_id
+        );
+    }
+}
