@@ -395,7 +395,7 @@ impl Consumer {
             batches,
         ));
         let (stop, stopping) = tokio::sync::watch::channel(false);
-        let mut lanes = Lanes::new(stopping);
+        let mut lanes = Lanes::new(self.batch_size, stopping);
         'polling: loop {
             let batch = tokio::select! {
                 biased;
@@ -406,8 +406,8 @@ impl Consumer {
                 },
             };
             if batch.len() >= PARALLEL_FROM {
-                for (partition, records) in by_partition(batch) {
-                    let lane = lanes.lane(partition, &self.settler, self.batch_size);
+                for (partition, records) in by_partition(batch, |r| r.partition) {
+                    let lane = lanes.lane(partition, &self.settler);
                     // A full lane holds the others back: the poller stays at most a few
                     // batches ahead of the slowest partition.
                     tokio::select! {
@@ -456,7 +456,10 @@ impl Consumer {
 
 /// The partitions' lanes of [`Consumer::run`].
 struct Lanes {
-    lanes: Vec<((String, i32), Lane)>,
+    /// Each partition's lane.
+    lanes: Vec<(i32, Lane)>,
+    /// Records a lane takes into one transaction (about; see [`settle_lane`]).
+    batch_size: usize,
     /// Groups of records handed to a lane and not settled yet, and a wake-up for when
     /// there are none.
     outstanding: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
@@ -474,9 +477,10 @@ impl Lanes {
     /// Groups of records waiting for a lane, at most.
     const QUEUE: usize = 2;
 
-    fn new(stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+    fn new(batch_size: usize, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
         Self {
             lanes: Vec::new(),
+            batch_size,
             outstanding: Arc::default(),
             permits: Arc::new(tokio::sync::Semaphore::new(SETTLE_LANES)),
             stopping,
@@ -484,7 +488,7 @@ impl Lanes {
     }
 
     /// The index of `partition`'s lane, started if it has none yet.
-    fn lane(&mut self, partition: (String, i32), template: &Settler, batch_size: usize) -> usize {
+    fn lane(&mut self, partition: i32, template: &Settler) -> usize {
         if let Some(index) = self.lanes.iter().position(|(p, _)| *p == partition) {
             return index;
         }
@@ -492,7 +496,7 @@ impl Lanes {
         let task = tokio::spawn(settle_lane(
             template.fresh(),
             queue,
-            batch_size,
+            self.batch_size,
             self.permits.clone(),
             self.outstanding.clone(),
             self.stopping.clone(),
@@ -620,15 +624,19 @@ async fn settle_retrying(
     }
 }
 
-/// A batch's records split by partition, each partition's in delivery order.
-fn by_partition(batch: Vec<Received>) -> Vec<((String, i32), Vec<Received>)> {
-    let mut partitions: Vec<((String, i32), Vec<Received>)> = Vec::new();
-    for record in batch {
-        match partitions.iter_mut().find(|((topic, partition), _)| {
-            *topic == record.topic && *partition == record.partition
-        }) {
-            Some((_, records)) => records.push(record),
-            None => partitions.push(((record.topic.clone(), record.partition), vec![record])),
+/// `items` split by the partition of the record each stands for, the partitions in order
+/// of first appearance and each one's items in the order given (delivery order). The
+/// consumer reads one topic, so the partition alone tells them apart.
+fn by_partition<T>(
+    items: impl IntoIterator<Item = T>,
+    partition_of: impl Fn(&T) -> i32,
+) -> Vec<(i32, Vec<T>)> {
+    let mut partitions: Vec<(i32, Vec<T>)> = Vec::new();
+    for item in items {
+        let partition = partition_of(&item);
+        match partitions.iter_mut().find(|(p, _)| *p == partition) {
+            Some((_, items)) => items.push(item),
+            None => partitions.push((partition, vec![item])),
         }
     }
     partitions
@@ -729,15 +737,10 @@ impl Settler {
         let groups: Vec<Vec<usize>> = if unsettled.len() < PARALLEL_FROM {
             vec![unsettled]
         } else {
-            let mut partitions: Vec<(i32, Vec<usize>)> = Vec::new();
-            for index in unsettled {
-                let partition = self.pending[index].partition;
-                match partitions.iter_mut().find(|(p, _)| *p == partition) {
-                    Some((_, indices)) => indices.push(index),
-                    None => partitions.push((partition, vec![index])),
-                }
-            }
-            partitions.into_iter().map(|(_, indices)| indices).collect()
+            by_partition(unsettled, |&index| self.pending[index].partition)
+                .into_iter()
+                .map(|(_, indices)| indices)
+                .collect()
         };
         let dead_letters = self.dead_letters();
         let outcomes = {
