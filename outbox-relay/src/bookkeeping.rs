@@ -56,7 +56,7 @@ pub(crate) use published_by;
 /// key for the order instead (a range condition on `id` looks selective to a generic
 /// plan, and then it reads every row up to the high water).
 macro_rules! unseen_rows {
-    ($cols:expr, $snap:literal, $now:literal, $filter:literal, $range_filter:literal, $tail:literal) => {
+    ($cols:expr, $snap:literal, $now:literal, $filter:expr, $range_filter:expr, $tail:literal) => {
         concat!(
             "(SELECT ",
             $cols,
@@ -84,6 +84,15 @@ macro_rules! unseen_rows {
 #[cfg(feature = "kafka")]
 pub(crate) use unseen_rows;
 
+/// Not in the published snapshot, nor covered by the current window so far.
+macro_rules! not_covered {
+    () => {
+        "NOT pg_visible_in_snapshot(o.xact_id, r.published) \
+         AND NOT (r.window_snapshot IS NOT NULL AND o.id <= r.window_after \
+                  AND pg_visible_in_snapshot(o.xact_id, r.window_snapshot))"
+    };
+}
+
 /// The rows not published yet (committed ones; a transaction still open is not counted)
 /// with their creation times: those past the published snapshot that the current window
 /// has not covered, and the parked ones.
@@ -95,12 +104,8 @@ macro_rules! pending {
                 "o.created_at",
                 "r.published",
                 "pg_current_snapshot()",
-                "NOT pg_visible_in_snapshot(o.xact_id, r.published) \
-                 AND NOT (r.window_snapshot IS NOT NULL AND o.id <= r.window_after \
-                          AND pg_visible_in_snapshot(o.xact_id, r.window_snapshot))",
-                "NOT pg_visible_in_snapshot(o.xact_id, r.published) \
-                 AND NOT (r.window_snapshot IS NOT NULL AND o.id <= r.window_after \
-                          AND pg_visible_in_snapshot(o.xact_id, r.window_snapshot))",
+                not_covered!(),
+                not_covered!(),
                 ""
             ),
             ") o
