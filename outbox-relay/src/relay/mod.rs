@@ -232,9 +232,10 @@ pub struct Page {
     pub rows: Vec<OutboxRow>,
     /// As many rows as asked for: more may follow.
     full: bool,
-    /// The rows' headers as Kafka headers, built as the page is read (while the page
-    /// before it is handed to librdkafka); taken when a row is sent.
-    headers: Vec<Option<rdkafka::message::OwnedHeaders>>,
+    /// The rows' Kafka headers (and, while spans are exported, their trace contexts),
+    /// made as the page is read (while the page before it is handed to librdkafka);
+    /// taken when a row is sent.
+    headers: Vec<Option<transaction::Prepared>>,
     /// What to read after it, if more may follow (taken by whoever reads it).
     next: Option<Plan>,
 }
@@ -250,7 +251,7 @@ impl Page {
     fn new(source: Source, rows: Vec<OutboxRow>, full: bool, plan: Option<&Plan>) -> Self {
         let headers = rows
             .iter()
-            .map(|row| Some(transaction::kafka_headers(&row.headers)))
+            .map(|row| Some(transaction::prepare(&row.headers)))
             .collect();
         let mut page = Page {
             source,

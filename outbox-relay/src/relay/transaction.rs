@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers as _, OwnedHeaders};
+#[cfg(test)]
+use rdkafka::message::Headers as _;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::de::{Deserializer, MapAccess, Visitor};
@@ -108,22 +110,21 @@ fn hand_over_blocking(
             parked.push((i, BEHIND_PARKED.to_owned()));
             continue;
         }
-        let headers = prepared
+        let Prepared { headers, traced } = prepared
             .get_mut(i)
             .and_then(Option::take)
-            .unwrap_or_else(|| kafka_headers(&row.headers));
-        // The event's span needs its trace context and a few headers, read before the
-        // headers go to librdkafka with the record.
-        let traced = batch.as_ref().and_then(|batch| {
-            let header = |name: &str| header_text(&headers, name);
-            let traceparent = header(crate::envelope::H_TRACEPARENT)
-                .filter(|traceparent| spans::sampled(traceparent))?;
-            Some((batch, traceparent, header("ce_id"), header("ce_type")))
-        });
+            .unwrap_or_else(|| prepare(&row.headers));
         let sent = send(producer, &reports, row, headers);
-        if let Some((batch, traceparent, id, kind)) = traced {
+        if let (Some(batch), Some(traced)) = (&batch, traced) {
             let error = sent.as_ref().err().map(|e| e.to_string());
-            spans::event(batch, row, &traceparent, id, kind, error.as_deref());
+            spans::event(
+                batch,
+                row,
+                &traced.traceparent,
+                traced.id,
+                traced.kind,
+                error.as_deref(),
+            );
         }
         match sent {
             Ok(()) => {}
@@ -318,22 +319,63 @@ fn send(
 
 /// An outbox row's headers (its JSON object of text values, parsed without copying the
 /// text) as Kafka headers; none when the JSON is not an object.
-pub(super) fn kafka_headers(json: &[u8]) -> OwnedHeaders {
-    let headers = serde_json::from_slice::<HeaderList<'_>>(json)
+#[cfg(test)]
+fn kafka_headers(json: &[u8]) -> OwnedHeaders {
+    prepare(json).headers
+}
+
+/// A row made ready to send as its page is read: its Kafka headers and, while spans are
+/// exported and its trace is sampled, what its span needs.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    headers: OwnedHeaders,
+    traced: Option<Traced>,
+}
+
+/// A row's sampled trace context and its event's id and type.
+#[derive(Debug)]
+struct Traced {
+    traceparent: String,
+    id: Option<String>,
+    kind: Option<String>,
+}
+
+/// Parses an outbox row's headers once, into its Kafka headers (none when the JSON is not
+/// an object) and, while spans are exported, the sampled trace context it carries.
+pub(super) fn prepare(json: &[u8]) -> Prepared {
+    let list = serde_json::from_slice::<HeaderList<'_>>(json)
         .map(|list| list.0)
         .unwrap_or_default();
-    headers.iter().fold(
-        OwnedHeaders::new_with_capacity(headers.len()),
+    let header = |name: &str| {
+        list.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_ref())
+    };
+    let traced = if platform::telemetry::exporting() {
+        header(crate::envelope::H_TRACEPARENT)
+            .filter(|traceparent| spans::sampled(traceparent))
+            .map(|traceparent| Traced {
+                traceparent: traceparent.to_owned(),
+                id: header("ce_id").map(str::to_owned),
+                kind: header("ce_type").map(str::to_owned),
+            })
+    } else {
+        None
+    };
+    let headers = list.iter().fold(
+        OwnedHeaders::new_with_capacity(list.len()),
         |acc, (key, value)| {
             acc.insert(Header {
                 key,
                 value: Some(value.as_bytes()),
             })
         },
-    )
+    );
+    Prepared { headers, traced }
 }
 
 /// The value of the header `name`, as text.
+#[cfg(test)]
 fn header_text(headers: &OwnedHeaders, name: &str) -> Option<String> {
     headers
         .iter()
