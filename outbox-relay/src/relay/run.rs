@@ -308,43 +308,71 @@ impl Relay {
                     }
                 }
                 p.errors.reset();
-                // Caught up after a backlog: its last rows are committed now rather than
-                // when the interval is up (a transaction holding less than a page, as at a
-                // steady rate, waits for the interval: committing after every few rows
-                // would hold up the next ones).
-                if p.open
-                    .as_ref()
-                    .is_some_and(|open| open.rows >= self.config.batch_size as usize)
-                {
-                    if !self.commit(p, timeout).await {
-                        return false;
-                    }
-                    continue;
+                match self.until_more(stop, wakeups, lease, p, timeout).await {
+                    Some(stopped) => return stopped,
+                    None => continue,
                 }
-                // Idle: until a notification, the poll, or the open transaction's commit.
-                let wait = match &p.open {
-                    Some(open) => self
-                        .config
-                        .commit_interval
-                        .saturating_sub(open.started.elapsed()),
-                    None => self.config.poll_interval,
-                };
-                match self.wait(stop, wakeups, lease, wait).await {
-                    Woken::Stop => return true,
-                    // A replay says so in its notification; the poll looks too.
-                    Woken::Notified => p.replays = wakeups.take_replay_request(),
-                    Woken::Timer => p.replays |= p.open.is_none(),
-                    Woken::LeaseEnded => {}
-                }
-                continue;
             }
+            // A window page that is not full ended its window: every row committed before
+            // its snapshot was in it, and a row committed since sends a notification that
+            // arrives after its commit. So the next window is read on that wake-up (or the
+            // poll), not at once: at a steady rate that read found nothing nearly always,
+            // and doubled the relay's queries.
+            let window_ended = matches!(page.source, Source::Window(_)) && !page.full;
             if !self.hand_over(p, page).await {
                 let delay = p.errors.next_delay();
                 if self.wait(stop, wakeups, lease, delay).await == Woken::Stop {
                     return true;
                 }
+                continue;
+            }
+            if window_ended && p.ahead.is_empty() && p.reading.is_none() && !p.replays {
+                match self.until_more(stop, wakeups, lease, p, timeout).await {
+                    Some(stopped) => return stopped,
+                    None => continue,
+                }
             }
         }
+    }
+
+    /// Waits for what comes after the end of a window (or an empty one): a notification,
+    /// the poll, or the open transaction's commit; a transaction holding a page or more
+    /// (a backlog just drained) is committed at once. `Some` when the loop must end (true:
+    /// stopped by shutdown; false: leadership lost).
+    async fn until_more(
+        &mut self,
+        stop: &Stop,
+        wakeups: &Wakeups,
+        lease: &Lease,
+        p: &mut Publishing,
+        timeout: Duration,
+    ) -> Option<bool> {
+        // Caught up after a backlog: its last rows are committed now rather than when the
+        // interval is up (a transaction holding less than a page, as at a steady rate,
+        // waits for the interval: committing after every few rows would hold up the next
+        // ones).
+        if p.open
+            .as_ref()
+            .is_some_and(|open| open.rows >= self.config.batch_size as usize)
+        {
+            return (!self.commit(p, timeout).await).then_some(false);
+        }
+        // Idle: until a notification, the poll, or the open transaction's commit.
+        let wait = match &p.open {
+            Some(open) => self
+                .config
+                .commit_interval
+                .saturating_sub(open.started.elapsed()),
+            None => self.config.poll_interval,
+        };
+        match self.wait(stop, wakeups, lease, wait).await {
+            Woken::Stop => return Some(true),
+            // A replay says so in its notification; the poll looks too.
+            Woken::Notified => p.replays = wakeups.take_replay_request(),
+            Woken::Timer => p.replays |= p.open.is_none(),
+            Woken::LeaseEnded => {}
+        }
+        None
     }
 
     /// Hands `page` to the open transaction (opening one if needed) while the next page is
