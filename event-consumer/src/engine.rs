@@ -363,7 +363,7 @@ impl Consumer {
     /// then settles it. On error the batch stays pending and the next call retries it.
     pub async fn consume_once(&mut self) -> Result<BatchReport> {
         if self.settler.pending.is_empty() {
-            self.settler.pending = poll(&self.consumer, self.batch_size).await?;
+            self.settler.pending = poll(&self.consumer, self.batch_size, None).await?;
         }
         self.settler.settle().await
     }
@@ -388,15 +388,20 @@ impl Consumer {
         tokio::pin!(shutdown);
         // One polled batch waits while the one before is settled.
         let (batches, mut polled) = tokio::sync::mpsc::channel(1);
+        // Whether this loop waits for a batch with nothing in hand (no lane busy either):
+        // then a batch goes at once, with what has come, rather than after the linger.
+        let (waiting, idle) = tokio::sync::watch::channel(false);
         let poller = tokio::spawn(poll_ahead(
             self.consumer.clone(),
             self.batch_size,
             self.settler.retry.clone(),
             batches,
+            idle,
         ));
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let mut lanes = Lanes::new(self.batch_size, stopping);
         'polling: loop {
+            waiting.send_replace(lanes.is_idle());
             let batch = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
@@ -405,6 +410,7 @@ impl Consumer {
                     None => break,
                 },
             };
+            waiting.send_replace(false);
             if batch.len() >= PARALLEL_FROM {
                 for (partition, records) in by_partition(batch, |r| r.partition) {
                     let lane = lanes.lane(partition, &self.settler);
@@ -513,6 +519,11 @@ impl Lanes {
             // The lane has stopped (shutdown): its records come again after a restart.
             self.outstanding.0.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+
+    /// Whether every lane has settled all it was handed.
+    fn is_idle(&self) -> bool {
+        self.outstanding.0.load(std::sync::atomic::Ordering::SeqCst) == 0
     }
 
     /// Resolves once every lane has settled all it was handed.
@@ -879,9 +890,10 @@ async fn poll_ahead(
     batch_size: usize,
     mut retry: Backoff,
     batches: tokio::sync::mpsc::Sender<Vec<Received>>,
+    mut idle: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        match poll(&consumer, batch_size).await {
+        match poll(&consumer, batch_size, Some(&mut idle)).await {
             Ok(batch) if batch.is_empty() => {}
             Ok(batch) => {
                 retry.reset();
@@ -900,24 +912,44 @@ async fn poll_ahead(
 }
 
 /// Up to a batch of records in delivery order (per-partition order is kept); empty when
-/// none came within [`POLL_WAIT`]. A Kafka error after some records arrived ends the batch
-/// early: records already taken are never dropped, or the partition would skip them.
-async fn poll(consumer: &StreamConsumer<LagContext>, batch_size: usize) -> Result<Vec<Received>> {
+/// none came within [`POLL_WAIT`]. After the first record, whatever has arrived is taken,
+/// and more are waited for up to [`LINGER`], or until `idle` says the settling side waits
+/// with nothing in hand: then waiting for company would only add latency. A Kafka error
+/// after some records arrived ends the batch early: records already taken are never
+/// dropped, or the partition would skip them.
+async fn poll(
+    consumer: &StreamConsumer<LagContext>,
+    batch_size: usize,
+    mut idle: Option<&mut tokio::sync::watch::Receiver<bool>>,
+) -> Result<Vec<Received>> {
     let first = match tokio::time::timeout(POLL_WAIT, consumer.recv()).await {
         Err(_) => return Ok(Vec::new()),
         Ok(message) => message?,
     };
     let mut batch = vec![received(&first)];
     drop(first);
-    let deadline = Instant::now() + LINGER;
+    let deadline = tokio::time::sleep_until(Instant::now() + LINGER);
+    tokio::pin!(deadline);
     while batch.len() < batch_size {
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(message)) => batch.push(received(&message)),
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "Kafka error while filling a batch");
-                break;
+        let settler_idle = async {
+            match idle.as_deref_mut() {
+                // Closed: the settling side is gone, and the batch goes nowhere anyway.
+                Some(idle) => drop(idle.wait_for(|waiting| *waiting).await),
+                None => std::future::pending().await,
             }
-            Err(_) => break,
+        };
+        tokio::select! {
+            // What has already arrived first, then whichever comes first.
+            biased;
+            message = consumer.recv() => match message {
+                Ok(message) => batch.push(received(&message)),
+                Err(error) => {
+                    tracing::warn!(%error, "Kafka error while filling a batch");
+                    break;
+                }
+            },
+            () = settler_idle => break,
+            () = &mut deadline => break,
         }
     }
     Ok(batch)
