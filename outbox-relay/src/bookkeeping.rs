@@ -45,8 +45,9 @@ pub(crate) use published_by;
 /// `$snap` but is visible in the later snapshot `$now`, and that meet `$filter`: those of
 /// transactions in progress at `$snap` (its xip list) and those of transactions begun
 /// after it (up to `$now`'s xmax; these meet `$range_filter`, the same condition written
-/// so that it offers the planner no other index). `NOT pg_visible_in_snapshot` in `$filter` then keeps
-/// the rows really unseen. `$tail` ends each of the two selects (an order and a limit).
+/// so that it offers the planner no other index). `NOT pg_visible_in_snapshot` in the
+/// filters then keeps the rows really unseen. `$tail` ends each of the two selects (an
+/// order and a limit).
 ///
 /// Written so that even a generic plan reads only those rows, through the
 /// `(xact_id, id)` index, however large the outbox: one lookup per transaction in

@@ -78,6 +78,23 @@ fn outbox_columns(alias: &str) -> String {
 /// running it.
 static WINDOW_SQL: LazyLock<String> = LazyLock::new(window_sql);
 
+/// The window's late rows: when asked for (`$6`), those between the window's start and the
+/// high water (`$3`, `$4`; the id written as `$id`) that the published snapshot did not
+/// see and the window's does.
+macro_rules! late_rows {
+    ($id:literal) => {
+        concat!(
+            "$6::boolean AND $3::bigint < $4::bigint AND ",
+            $id,
+            " > $3 AND ",
+            $id,
+            " <= $4 \
+             AND NOT pg_visible_in_snapshot(o.xact_id, s.published) \
+             AND pg_visible_in_snapshot(o.xact_id, s.snap)"
+        )
+    };
+}
+
 fn window_sql() -> String {
     // `s` is evaluated once (`OFFSET 0` keeps it a subquery of its own): folded into the
     // row filters, `pg_current_snapshot()` and the text-to-snapshot casts ran for every
@@ -106,12 +123,8 @@ fn window_sql() -> String {
             columns!(),
             "s.published",
             "s.snap",
-            "$6::boolean AND $3::bigint < $4::bigint AND o.id > $3 AND o.id <= $4 \
-             AND NOT pg_visible_in_snapshot(o.xact_id, s.published) \
-             AND pg_visible_in_snapshot(o.xact_id, s.snap)",
-            "$6::boolean AND $3::bigint < $4::bigint AND o.id + 0 > $3 AND o.id + 0 <= $4 \
-             AND NOT pg_visible_in_snapshot(o.xact_id, s.published) \
-             AND pg_visible_in_snapshot(o.xact_id, s.snap)",
+            late_rows!("o.id"),
+            late_rows!("o.id + 0"),
             "ORDER BY o.id + 0 LIMIT $5"
         ),
     )
