@@ -248,6 +248,46 @@ async fn a_row_whose_transaction_commits_after_a_later_rows_is_still_published_i
     assert_eq!(sequence_of(&records, &y), vec![0]);
 }
 
+#[tokio::test]
+async fn commits_that_overlap_the_next_transaction_keep_each_users_order_and_lose_nothing() {
+    let db = scratch_db().await;
+    let topic = scratch_topic(3).await;
+    // A transaction committed about every millisecond: nearly every commit is still under
+    // way when the next rows go out, on the other producer.
+    let config = outbox_relay::relay::RelayConfig {
+        commit_interval: Duration::from_millis(1),
+        ..fast_config(5)
+    };
+    let relay = relay(&db, config);
+    let status = relay.status();
+    let (_stop, stopped) = platform::testing::stop_signal();
+    tokio::spawn(relay.run(stopped));
+
+    // Written while the relay runs, one event per transaction, six users interleaved.
+    let events = interleaved(6, 50);
+    let ids = write_events(&db, &topic, "UserRegistered", &events).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            unpublished(&db).await == 0 && status.published() == 300
+        })
+        .await,
+        "all 300 published and recorded"
+    );
+
+    let records = read_topic(&topic, 300, Duration::from_secs(20)).await;
+    let read = event_ids(&records);
+    assert_eq!(read.len(), 300, "each event exactly once");
+    let read: std::collections::HashSet<_> = read.into_iter().collect();
+    assert!(ids.iter().all(|id| read.contains(id)), "every event read back");
+    for (aggregate, _) in events.iter().take(6) {
+        assert_eq!(
+            sequence_of(&records, aggregate),
+            (0..50).collect::<Vec<_>>(),
+            "{aggregate}'s events in commit order"
+        );
+    }
+}
+
 /// Rows of `users.outbox` an `EXPLAIN (ANALYZE, FORMAT JSON)` plan read: those its scans
 /// returned plus those they threw away, over all their loops.
 fn outbox_rows_read(plan: &serde_json::Value) -> f64 {

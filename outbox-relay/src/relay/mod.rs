@@ -8,9 +8,10 @@
 //! Tests and tools drive it step by step ([`Relay::relay_once`], or [`Relay::next_page`] +
 //! [`Relay::send`] + [`Relay::record`]), a Kafka transaction per page; the process runs
 //! [`Relay::run`], which keeps one transaction open across pages and commits it every
-//! `commit_interval`, and adds the standby loop, LISTEN wake-ups, retention, the parked
-//! rows' retries, and reads the next page and records the last transaction while rows go
-//! out.
+//! `commit_interval` (once Kafka acknowledged its rows, the commit goes on while the next
+//! transaction, on the other producer, takes new rows), and adds the standby loop, LISTEN
+//! wake-ups, retention, the parked rows' retries, and reads the next page and records the
+//! last transaction while rows go out.
 
 pub mod producer;
 mod run;

@@ -1,8 +1,8 @@
 //! The relay's loop: stand by until the lease is free, then lead: page after page, woken
 //! by LISTEN or the fallback poll, each page handed to the open Kafka transaction while
-//! the next is read, the transaction committed every `commit_interval` and recorded in
-//! the background; purging old rows and retrying parked ones now and then, until shutdown
-//! or until the lease is lost.
+//! the next is read, the transaction committed every `commit_interval` (its commit going
+//! on while the next transaction takes rows) and recorded in the background; purging old
+//! rows and retrying parked ones now and then, until shutdown or until the lease is lost.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -41,6 +41,8 @@ enum Woken {
     Notified,
     Timer,
     LeaseEnded,
+    /// The commit under way ended.
+    Committed,
 }
 
 /// The Kafka transaction open now.
@@ -51,6 +53,54 @@ struct Open {
     rows: usize,
     /// Its pages (for the metrics once it is committed).
     pages: Vec<Sent>,
+}
+
+/// A Kafka transaction whose rows Kafka has all acknowledged, committing while the next
+/// one (on the other producer) takes new rows: those land after its rows on every
+/// partition. One at a time: its outcome is taken before the next commit, before
+/// anything is recorded outside a transaction, before a replay is read and before the
+/// pages start again from an earlier point.
+struct Committing {
+    ending: tokio::task::JoinHandle<Ended>,
+    /// How it ended, once a wait saw it.
+    ended: Option<Ended>,
+    open: Open,
+    epoch: i64,
+    /// The cursor as of its end, and the aggregates with parked rows then.
+    cursor: super::Cursor,
+    parked: HashSet<String>,
+}
+
+impl Committing {
+    fn done(&self) -> bool {
+        self.ended.is_some() || self.ending.is_finished()
+    }
+
+    async fn outcome(&mut self) -> Ended {
+        match self.ended.take() {
+            Some(ended) => ended,
+            None => (&mut self.ending).await.unwrap_or_else(ended_in_panic),
+        }
+    }
+}
+
+fn ended_in_panic(error: tokio::task::JoinError) -> Ended {
+    Ended::Failed {
+        refused: Vec::new(),
+        error: Some(format!("the commit's task failed: {error}")),
+        fatal: true,
+    }
+}
+
+/// What taking a commit's outcome came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Committed (and its recording started), or no commit was under way.
+    Committed,
+    /// It failed: the rows go again from the last commit before it.
+    Failed,
+    /// The leadership must end.
+    NotLeader,
 }
 
 /// The leader's state between pages.
@@ -64,6 +114,8 @@ struct Publishing {
     /// planned afresh once `ahead` is handed over).
     reading: Option<Reading>,
     open: Option<Open>,
+    /// The last transaction, being committed.
+    committing: Option<Committing>,
     /// The last committed transaction's recording, running.
     recording: Option<tokio::task::JoinHandle<super::Result<()>>>,
     recorded_idle: Instant,
@@ -76,6 +128,8 @@ struct Publishing {
     committed_parked: HashSet<String>,
     /// Back off before the next page (the last transaction failed).
     pause: bool,
+    /// The leadership must end (a recording failed where the loop could not be told).
+    not_leader: bool,
 }
 
 impl Publishing {
@@ -169,6 +223,7 @@ impl Relay {
             ahead: VecDeque::new(),
             reading: None,
             open: None,
+            committing: None,
             recording: None,
             recorded_idle: Instant::now(),
             set_apart: HashMap::new(),
@@ -179,6 +234,7 @@ impl Relay {
                 .map(|l| l.parked.clone())
                 .unwrap_or_default(),
             pause: false,
+            not_leader: false,
         };
         let stopped = self.publish(&stop, &lease, &wakeups, &mut pub_).await;
         self.wind_up(&mut pub_, stopped).await;
@@ -203,6 +259,14 @@ impl Relay {
                     epoch = lease.epoch,
                     "the leadership lease ran out (another relay may lead now); stepping down"
                 );
+                return false;
+            }
+            if p.not_leader {
+                return false;
+            }
+            if p.committing.as_ref().is_some_and(Committing::done)
+                && self.commit_outcome(p).await == Outcome::NotLeader
+            {
                 return false;
             }
             if p.recording.as_ref().is_some_and(|done| done.is_finished())
@@ -254,6 +318,9 @@ impl Relay {
                     || p.reading.is_some()
                 {
                     p.drop_ahead();
+                }
+                if self.commit_outcome(p).await == Outcome::NotLeader {
+                    return false;
                 }
                 if p.recording.is_some() && !self.recorded(p.recording.take()).await {
                     return false;
@@ -365,12 +432,24 @@ impl Relay {
                 .saturating_sub(open.started.elapsed()),
             None => self.config.poll_interval,
         };
-        match self.wait(stop, wakeups, lease, wait).await {
+        // The commit under way ending wakes it too: its outcome is taken (and recorded) at
+        // once rather than at the next page.
+        let woken = match p.committing.as_mut() {
+            Some(committing) if committing.ended.is_none() => tokio::select! {
+                ended = &mut committing.ending => {
+                    committing.ended = Some(ended.unwrap_or_else(ended_in_panic));
+                    Woken::Committed
+                }
+                woken = self.wait(stop, wakeups, lease, wait) => woken,
+            },
+            _ => self.wait(stop, wakeups, lease, wait).await,
+        };
+        match woken {
             Woken::Stop => return Some(true),
             // A replay says so in its notification; the poll looks too.
             Woken::Notified => p.replays = wakeups.take_replay_request(),
             Woken::Timer => p.replays |= p.open.is_none(),
-            Woken::LeaseEnded => {}
+            Woken::LeaseEnded | Woken::Committed => {}
         }
         None
     }
@@ -460,12 +539,19 @@ impl Relay {
         true
     }
 
-    /// Commits the open transaction and records it (in the background, while the next
-    /// pages go out); a failure aborts it and starts again from what was last committed.
-    /// False when the leadership must end.
+    /// Ends the open transaction: once Kafka acknowledged all its rows, its commit goes on
+    /// in the background while the next pages go to the other producer; once committed it
+    /// is recorded (in the background too). A failure aborts it and starts again from
+    /// what was last committed. False when the leadership must end.
     async fn commit(&mut self, p: &mut Publishing, timeout: Duration) -> bool {
         if p.open.is_none() {
             return true;
+        }
+        // Commits go one at a time, in order.
+        match self.commit_outcome(p).await {
+            Outcome::Committed => {}
+            Outcome::Failed => return true,
+            Outcome::NotLeader => return false,
         }
         let Some(lead) = self.lead.as_ref() else {
             return false;
@@ -481,83 +567,163 @@ impl Relay {
         let Some(open) = p.open.take() else {
             return true;
         };
-        match transaction::finish(producer, timeout).await {
+        let started = Instant::now();
+        if let Some(failed) = transaction::delivered(producer.clone(), timeout).await {
+            self.transaction_failed(p, failed);
+            return true;
+        }
+        let Some(lead) = self.lead.as_mut() else {
+            return false;
+        };
+        // The next transaction goes to the other producer, whose last commit is done.
+        lead.committed();
+        p.committing = Some(Committing {
+            ending: tokio::spawn(transaction::commit(producer, timeout, started)),
+            ended: None,
+            open,
+            epoch,
+            cursor: lead.cursor.clone(),
+            parked: lead.parked.clone(),
+        });
+        true
+    }
+
+    /// Takes the outcome of the commit under way, waiting for it (nothing to do when none
+    /// is). Committed: it is recorded in the background. Failed: the transaction opened
+    /// since is aborted too (its rows came after the failed one's) and the rows go again
+    /// from the last commit.
+    async fn commit_outcome(&mut self, p: &mut Publishing) -> Outcome {
+        let Some(mut committing) = p.committing.take() else {
+            return Outcome::Committed;
+        };
+        match committing.outcome().await {
             Ended::Committed => {
-                p.errors.reset();
-                if let Some(lead) = self.lead.as_mut() {
-                    lead.committed();
-                }
-                for sent in &open.pages {
-                    let outcome = outcome_of(sent);
-                    acknowledged(sent, &outcome, epoch);
-                }
-                for (id, _, _) in &open.settled.parked {
-                    p.set_apart.remove(id);
-                }
-                if let Some(lead) = self.lead.as_ref() {
-                    p.committed = Some(lead.cursor.clone());
-                    p.committed_parked = lead.parked.clone();
-                }
-                let parked_retried = open
-                    .pages
-                    .iter()
-                    .any(|sent| matches!(sent.page.source, Source::Parked));
-                if open
-                    .pages
-                    .iter()
-                    .any(|sent| matches!(sent.page.source, Source::Replay(_)) && !sent.page.full)
-                {
-                    p.replays = true;
-                }
-                let pool = self.pool.clone();
-                let status = self.status.clone();
-                let published = (open.settled.published + open.settled.replayed) as u64;
-                let settled = open.settled;
-                let recording = tokio::spawn(async move {
-                    record(&pool, epoch, &settled).await?;
-                    status.add_published(published);
-                    Ok(())
-                });
-                if parked_retried {
-                    // The parked set is read again once the retry is recorded.
-                    if !self.recorded(Some(recording)).await {
-                        return false;
-                    }
-                    if let Err(error) = self.reload_parked().await {
-                        tracing::warn!(error = %error_chain(&error), "cannot read the parked rows");
-                    }
+                if self.committed(p, committing).await {
+                    Outcome::Committed
                 } else {
-                    p.recording = Some(recording);
+                    Outcome::NotLeader
                 }
-                true
             }
-            Ended::Failed {
-                refused,
-                error,
-                fatal,
-            } => {
-                for (id, why) in &refused {
-                    p.set_apart.insert(*id, why.clone());
+            failed => {
+                if p.open.is_some() {
+                    if let Some(producer) = self.lead.as_ref().and_then(|l| l.producer()) {
+                        self.abort_open(p, &producer).await;
+                    }
                 }
-                tracing::warn!(
-                    error = error.as_deref().unwrap_or("rows refused"),
-                    refused = refused.len(),
-                    fatal,
-                    "Kafka transaction failed; its rows are sent again"
-                );
-                self.restart_from_committed(p);
-                // Rows refused for themselves go again at once without them; a broker
-                // that is away is waited for.
-                p.pause = refused.is_empty();
-                self.failed(error.unwrap_or_default(), fatal);
-                true
+                self.transaction_failed(p, failed);
+                Outcome::Failed
             }
         }
+    }
+
+    /// A transaction Kafka committed: counted, and recorded in the background (at once
+    /// when it retried parked rows, which are read again afterwards). False when the
+    /// leadership must end.
+    async fn committed(&mut self, p: &mut Publishing, committing: Committing) -> bool {
+        let Committing {
+            open,
+            epoch,
+            cursor,
+            parked,
+            ..
+        } = committing;
+        p.errors.reset();
+        for sent in &open.pages {
+            let outcome = outcome_of(sent);
+            acknowledged(sent, &outcome, epoch);
+        }
+        for (id, _, _) in &open.settled.parked {
+            p.set_apart.remove(id);
+        }
+        p.committed = Some(cursor);
+        p.committed_parked = parked;
+        let parked_retried = open
+            .pages
+            .iter()
+            .any(|sent| matches!(sent.page.source, Source::Parked));
+        if open
+            .pages
+            .iter()
+            .any(|sent| matches!(sent.page.source, Source::Replay(_)) && !sent.page.full)
+        {
+            p.replays = true;
+        }
+        // Recordings go in order.
+        if !self.recorded(p.recording.take()).await {
+            return false;
+        }
+        let pool = self.pool.clone();
+        let status = self.status.clone();
+        let published = (open.settled.published + open.settled.replayed) as u64;
+        let settled = open.settled;
+        let recording = tokio::spawn(async move {
+            record(&pool, epoch, &settled).await?;
+            status.add_published(published);
+            Ok(())
+        });
+        if parked_retried {
+            // The parked set is read again once the retry is recorded.
+            if !self.recorded(Some(recording)).await {
+                return false;
+            }
+            if let Err(error) = self.reload_parked().await {
+                tracing::warn!(error = %error_chain(&error), "cannot read the parked rows");
+            }
+        } else {
+            p.recording = Some(recording);
+        }
+        true
+    }
+
+    /// A transaction that failed (aborted, or left for the coordinator to abort): rows
+    /// Kafka refused for themselves are set apart and go again at once without them; a
+    /// broker that is away is waited for.
+    fn transaction_failed(&mut self, p: &mut Publishing, failed: Ended) {
+        let Ended::Failed {
+            refused,
+            error,
+            fatal,
+        } = failed
+        else {
+            return;
+        };
+        for (id, why) in &refused {
+            p.set_apart.insert(*id, why.clone());
+        }
+        tracing::warn!(
+            error = error.as_deref().unwrap_or("rows refused"),
+            refused = refused.len(),
+            fatal,
+            "Kafka transaction failed; its rows are sent again"
+        );
+        self.restart_from_committed(p);
+        p.pause = refused.is_empty();
+        self.failed(error.unwrap_or_default(), fatal);
     }
 
     /// Aborts the open transaction; rows Kafka refused in it are set apart, and the next
     /// pages start again from the last commit. A failed abort retires the producer.
     async fn abandon(&mut self, p: &mut Publishing, producer: &Arc<super::producer::TxProducer>) {
+        self.abort_open(p, producer).await;
+        // The commit under way decides where the pages start again (a failed one has
+        // gone back already).
+        match self.commit_outcome(p).await {
+            Outcome::Committed => self.restart_from_committed(p),
+            Outcome::Failed => {}
+            Outcome::NotLeader => {
+                p.not_leader = true;
+                self.restart_from_committed(p);
+            }
+        }
+    }
+
+    /// Aborts the open transaction, setting apart the rows Kafka refused in it; a failed
+    /// abort retires the producer.
+    async fn abort_open(
+        &mut self,
+        p: &mut Publishing,
+        producer: &Arc<super::producer::TxProducer>,
+    ) {
         p.open = None;
         if let Ended::Failed {
             refused,
@@ -572,7 +738,6 @@ impl Relay {
                 self.failed(error.unwrap_or_default(), true);
             }
         }
-        self.restart_from_committed(p);
     }
 
     fn restart_from_committed(&mut self, p: &mut Publishing) {
@@ -596,6 +761,9 @@ impl Relay {
             let timeout = Duration::from_millis(self.settings.message_timeout_ms.min(5_000));
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.commit(p, timeout)).await;
         }
+        if p.committing.is_some() {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.commit_outcome(p)).await;
+        }
         if let Some(done) = p.recording.take() {
             if let Ok(Ok(Err(error))) = tokio::time::timeout(SHUTDOWN_GRACE, done).await {
                 tracing::warn!(error = %error_chain(&error), "the last transaction was not recorded; it is sent again by the next leader");
@@ -615,6 +783,15 @@ impl Relay {
     /// written down now (an idle window only now and then). True when there may be more
     /// to do at once.
     async fn idle(&mut self, page: Page, p: &mut Publishing) -> super::Result<bool> {
+        if p.open.is_none() {
+            // Nothing is written down past a transaction whose commit is under way.
+            match self.commit_outcome(p).await {
+                Outcome::Committed => {}
+                // Back to the last commit: this page is of no use.
+                Outcome::Failed => return Ok(true),
+                Outcome::NotLeader => return Err(Error::NotLeader),
+            }
+        }
         let lead = self.lead.as_mut().ok_or(Error::NotLeader)?;
         let more = match &page.source {
             Source::Window(snapshot) => {

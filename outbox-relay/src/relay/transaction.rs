@@ -170,7 +170,35 @@ pub(super) enum Ended {
 /// when a report failed).
 pub(super) async fn finish(producer: Arc<TxProducer>, timeout: Duration) -> Ended {
     let started = Instant::now();
-    let ended = tokio::task::spawn_blocking(move || finish_blocking(&producer, timeout))
+    if let Some(failed) = delivered(producer.clone(), timeout).await {
+        return failed;
+    }
+    commit(producer, timeout, started).await
+}
+
+/// Waits until Kafka acknowledged every row of the open transaction (each row is then in
+/// its partition's log, so whatever another producer sends next lands after it). `None`
+/// when they all were; else the transaction is aborted and `Some` says why.
+pub(super) async fn delivered(producer: Arc<TxProducer>, timeout: Duration) -> Option<Ended> {
+    tokio::task::spawn_blocking(move || delivered_blocking(&producer, timeout))
+        .await
+        .unwrap_or_else(|error| {
+            Some(Ended::Failed {
+                refused: Vec::new(),
+                error: Some(format!("the delivery's task failed: {error}")),
+                fatal: true,
+            })
+        })
+}
+
+/// Commits a transaction whose rows were all [`delivered`] (`started`: when its end began,
+/// for the metric).
+pub(super) async fn commit(
+    producer: Arc<TxProducer>,
+    timeout: Duration,
+    started: Instant,
+) -> Ended {
+    let ended = tokio::task::spawn_blocking(move || commit_blocking(&producer, timeout))
         .await
         .unwrap_or_else(|error| Ended::Failed {
             refused: Vec::new(),
@@ -218,31 +246,21 @@ fn refused_of(failures: &[(usize, KafkaError)]) -> Vec<(i64, String)> {
         .collect()
 }
 
-fn finish_blocking(producer: &TxProducer, timeout: Duration) -> Ended {
+fn delivered_blocking(producer: &TxProducer, timeout: Duration) -> Option<Ended> {
     let reports = producer.context().reports.clone();
     let Some(failures) = reports.wait(timeout) else {
         let _ = producer.abort_transaction(timeout);
-        return Ended::Failed {
+        return Some(Ended::Failed {
             refused: Vec::new(),
             error: Some(format!("no delivery reports within {timeout:?}")),
             fatal: true,
-        };
+        });
     };
     if failures.is_empty() {
         // rdkafka's commit flushes first, and its flush sleeps 100 ms whenever a report
         // is still on its way out of librdkafka: let them all out first.
         wait_until_flushed(producer, timeout);
-        return match producer.commit_transaction(timeout) {
-            Ok(()) => Ended::Committed,
-            Err(error) => {
-                let fatal = is_fatal(&error) || producer.abort_transaction(timeout).is_err();
-                Ended::Failed {
-                    refused: Vec::new(),
-                    error: Some(format!("commit failed: {error}")),
-                    fatal,
-                }
-            }
-        };
+        return None;
     }
     let aborted = producer.abort_transaction(timeout);
     let refused = refused_of(&failures);
@@ -251,10 +269,24 @@ fn finish_blocking(producer: &TxProducer, timeout: Duration) -> Ended {
         .then(|| failures.first().map(|(_, e)| e.to_string()))
         .flatten();
     let fatal = failures.iter().any(|(_, e)| is_fatal(e)) || aborted.is_err();
-    Ended::Failed {
+    Some(Ended::Failed {
         refused,
         error,
         fatal,
+    })
+}
+
+fn commit_blocking(producer: &TxProducer, timeout: Duration) -> Ended {
+    match producer.commit_transaction(timeout) {
+        Ok(()) => Ended::Committed,
+        Err(error) => {
+            let fatal = is_fatal(&error) || producer.abort_transaction(timeout).is_err();
+            Ended::Failed {
+                refused: Vec::new(),
+                error: Some(format!("commit failed: {error}")),
+                fatal,
+            }
+        }
     }
 }
 
