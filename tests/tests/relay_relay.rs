@@ -278,7 +278,10 @@ async fn commits_that_overlap_the_next_transaction_keep_each_users_order_and_los
     let read = event_ids(&records);
     assert_eq!(read.len(), 300, "each event exactly once");
     let read: std::collections::HashSet<_> = read.into_iter().collect();
-    assert!(ids.iter().all(|id| read.contains(id)), "every event read back");
+    assert!(
+        ids.iter().all(|id| read.contains(id)),
+        "every event read back"
+    );
     for (aggregate, _) in events.iter().take(6) {
         assert_eq!(
             sequence_of(&records, aggregate),

@@ -31,6 +31,8 @@ struct Sizes {
     /// Steady load of the latency runs, events/s, and for how long.
     rate: u32,
     latency_run: std::time::Duration,
+    /// The same load before it, not measured.
+    latency_warmup: std::time::Duration,
     consumer_backlog: usize,
     consumer_batch: usize,
     http_seconds: u64,
@@ -55,6 +57,7 @@ impl Sizes {
             ),
             rate: env_or("BENCH_RATE", 1_000),
             latency_run: std::time::Duration::from_secs(env_or("BENCH_LATENCY_SECS", 10)),
+            latency_warmup: std::time::Duration::from_secs(env_or("BENCH_LATENCY_WARMUP_SECS", 5)),
             consumer_backlog: env_or("BENCH_CONSUMER_BACKLOG", 100_000),
             consumer_batch: env_or(
                 "BENCH_CONSUMER_BATCH",
@@ -122,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
         "relay_backlog": sizes.backlog, "relay_batch_size": sizes.batch,
         "relay_rounds": sizes.rounds,
         "latency_rate_per_s": sizes.rate, "latency_run_s": sizes.latency_run.as_secs(),
+        "latency_warmup_s": sizes.latency_warmup.as_secs(),
         "consumer_backlog": sizes.consumer_backlog, "consumer_batch_size": sizes.consumer_batch,
         "http_seconds": sizes.http_seconds, "synchronous_commit": "on",
         "latency_run_database": format!("fresh scratch database holding {USERS_IN_USE} users in the read model (analyzed, as a database in use), relay and consumer running as in production, after a CHECKPOINT (the sections before wrote hundreds of thousands of rows)"),
@@ -381,24 +385,41 @@ async fn latency(
     )?;
     let consumer_task = tokio::spawn(consumer_engine.run(until_stopped(stopped.clone())));
 
-    // Warm-up: one event end to end, through the consumer and through two readers that
-    // subscribe like any consumer (one as the event-consumer reads, records of open
-    // transactions included, one reading committed records only), so no group join is
-    // measured.
-    let reader = relay::reader(&latency_topic, false)?;
-    let committed_reader = relay::reader(&latency_topic, true)?;
+    // Warm-up: the same load, not measured, end to end through the consumer and through
+    // two readers that subscribe like any consumer (one as the event-consumer reads,
+    // records of open transactions included, one reading committed records only): no
+    // group join is measured, nor a broker (a JVM) that has not run this traffic yet.
+    let reader = std::sync::Arc::new(relay::reader(&latency_topic, false)?);
+    let committed_reader = std::sync::Arc::new(relay::reader(&latency_topic, true)?);
     let warm = relay::CommitTimes::default();
-    relay::steady_writer(
+    let rate = sizes.rate;
+    let warm_events = ((sizes.latency_warmup.as_secs_f64() * rate as f64) as usize).max(1);
+    let warm_writer = tokio::spawn(relay::steady_writer(
         latency_db.clone(),
         latency_topic.clone(),
-        10,
-        std::time::Duration::from_millis(100),
+        rate,
+        sizes
+            .latency_warmup
+            .max(std::time::Duration::from_millis(1)),
         warm.clone(),
-    )
-    .await?;
-    consumer::effect_latencies(&latency_db, 1, warm).await?;
-    tokio::time::timeout(std::time::Duration::from_secs(60), reader.recv()).await??;
-    tokio::time::timeout(std::time::Duration::from_secs(60), committed_reader.recv()).await??;
+    ));
+    let (applied, read, read_committed) = tokio::join!(
+        consumer::effect_latencies(&latency_db, warm_events, warm.clone()),
+        relay::read_latencies(&reader, warm_events, warm.clone(), false),
+        relay::read_latencies(&committed_reader, warm_events, warm.clone(), false),
+    );
+    warm_writer.await??;
+    for (what, latencies) in [
+        ("applied", applied?),
+        ("read", read?),
+        ("read committed", read_committed?),
+    ] {
+        anyhow::ensure!(
+            latencies.len() as usize >= warm_events,
+            "warm-up: only {} of {warm_events} events {what}",
+            latencies.len()
+        );
+    }
     // The sections before wrote hundreds of thousands of rows: flush them now rather than
     // in a checkpoint in the middle of this run.
     if let Err(error) = latency_db
@@ -410,7 +431,6 @@ async fn latency(
         eprintln!("[bench] no CHECKPOINT before the latency run: {error}");
     }
     let commits = relay::CommitTimes::default();
-    let rate = sizes.rate;
     let expected = (sizes.latency_run.as_secs_f64() * rate as f64) as usize;
     let writer = tokio::spawn(relay::steady_writer(
         latency_db.clone(),
@@ -425,11 +445,11 @@ async fn latency(
     };
     let committed_latency = {
         let commits = commits.clone();
-        tokio::spawn(
-            async move { relay::read_latencies(committed_reader, expected, commits).await },
-        )
+        tokio::spawn(async move {
+            relay::read_latencies(&committed_reader, expected, commits, true).await
+        })
     };
-    let kafka_latency = relay::read_latencies(reader, expected, commits.clone()).await?;
+    let kafka_latency = relay::read_latencies(&reader, expected, commits.clone(), true).await?;
     let committed_latency = committed_latency.await??;
     let written = writer.await??;
     let effect_latency = effects.await??;

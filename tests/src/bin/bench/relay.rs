@@ -215,14 +215,33 @@ pub(crate) fn reader(topic: &str, committed: bool) -> anyhow::Result<StreamConsu
 
 /// Reads `expected` records from `reader` and measures receive time minus commit time.
 pub(crate) async fn read_latencies(
-    reader: StreamConsumer,
+    reader: &StreamConsumer,
     expected: usize,
     commits: CommitTimes,
+    tell_pickup: bool,
 ) -> anyhow::Result<Latencies> {
     let mut latencies = Latencies::new();
     let mut pickup = Latencies::new();
+    // Records that came before the writer stored their commit instant (it is taken right
+    // after COMMIT returns): measured once it is there, as 0 when it is later than the
+    // receipt.
+    let mut early: Vec<(Uuid, Instant, Option<i64>)> = Vec::new();
+    let mut measure = |latencies: &mut Latencies,
+                       (at, wall): (Instant, std::time::SystemTime),
+                       received: Instant,
+                       created_ms: Option<i64>| {
+        latencies.record_us(received.saturating_duration_since(at).as_micros() as u64);
+        // The record's CreateTime is when the relay handed it to the producer.
+        if let Some(created_ms) = created_ms {
+            let committed_ms = wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0);
+            pickup.record_us(((created_ms - committed_ms).max(0) * 1000) as u64);
+        }
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while (latencies.len() as usize) < expected && Instant::now() < deadline {
+    while latencies.len() as usize + early.len() < expected && Instant::now() < deadline {
         let Ok(message) = tokio::time::timeout(Duration::from_secs(5), reader.recv()).await else {
             continue;
         };
@@ -233,30 +252,29 @@ pub(crate) async fn read_latencies(
             .and_then(|hs| hs.iter().find(|h| h.key == "ce_id").and_then(|h| h.value))
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|s| Uuid::parse_str(s).ok());
-        // The commit instant is recorded right after COMMIT returns; a record can arrive
-        // before the writer stored it, so wait for the entry briefly.
         let Some(id) = id else { continue };
-        let mut committed = None;
-        for _ in 0..100 {
-            committed = commits.lock().expect("not poisoned").at.get(&id).copied();
-            if committed.is_some() {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        if let Some((at, wall)) = committed {
-            latencies.record_us(received.saturating_duration_since(at).as_micros() as u64);
-            // The record's CreateTime is when the relay handed it to the producer.
-            if let Some(created_ms) = message.timestamp().to_millis() {
-                let committed_ms = wall
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis() as i64)
-                    .unwrap_or(0);
-                pickup.record_us(((created_ms - committed_ms).max(0) * 1000) as u64);
-            }
+        let created_ms = message.timestamp().to_millis();
+        let committed = commits.lock().expect("not poisoned").at.get(&id).copied();
+        match committed {
+            Some(committed) => measure(&mut latencies, committed, received, created_ms),
+            None => early.push((id, received, created_ms)),
         }
     }
-    if pickup.len() > 0 {
+    let settle = Instant::now() + Duration::from_secs(2);
+    while !early.is_empty() && Instant::now() < settle {
+        early.retain(|(id, received, created_ms)| {
+            let committed = commits.lock().expect("not poisoned").at.get(id).copied();
+            match committed {
+                Some(committed) => {
+                    measure(&mut latencies, committed, *received, *created_ms);
+                    false
+                }
+                None => true,
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    if tell_pickup && pickup.len() > 0 {
         eprintln!("[bench]   of which commit -> relay hands it to the producer: p50 {} p99 {} ms (1 ms resolution)", pickup.ms(0.5), pickup.ms(0.99));
     }
     Ok(latencies)
