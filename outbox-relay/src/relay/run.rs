@@ -559,7 +559,8 @@ impl Relay {
         let (Some(producer), epoch) = (lead.producer(), lead.lease.epoch) else {
             return false;
         };
-        // The last recording must be done before this one starts (they go in order).
+        // Nothing more is committed to Kafka past a recording that failed (a leader fenced,
+        // or the database's cursor moved): the leadership ends first.
         if !self.recorded(p.recording.take()).await {
             self.abandon(p, &producer).await;
             return false;
@@ -568,8 +569,13 @@ impl Relay {
             return true;
         };
         let started = Instant::now();
-        if let Some(failed) = transaction::delivered(producer.clone(), timeout).await {
-            self.transaction_failed(p, failed);
+        if let Some(Ended::Failed {
+            refused,
+            error,
+            fatal,
+        }) = transaction::delivered(producer.clone(), timeout).await
+        {
+            self.transaction_failed(p, refused, error, fatal);
             return true;
         }
         let Some(lead) = self.lead.as_mut() else {
@@ -604,13 +610,17 @@ impl Relay {
                     Outcome::NotLeader
                 }
             }
-            failed => {
+            Ended::Failed {
+                refused,
+                error,
+                fatal,
+            } => {
                 if p.open.is_some() {
                     if let Some(producer) = self.lead.as_ref().and_then(|l| l.producer()) {
                         self.abort_open(p, &producer).await;
                     }
                 }
-                self.transaction_failed(p, failed);
+                self.transaction_failed(p, refused, error, fatal);
                 Outcome::Failed
             }
         }
@@ -678,15 +688,13 @@ impl Relay {
     /// A transaction that failed (aborted, or left for the coordinator to abort): rows
     /// Kafka refused for themselves are set apart and go again at once without them; a
     /// broker that is away is waited for.
-    fn transaction_failed(&mut self, p: &mut Publishing, failed: Ended) {
-        let Ended::Failed {
-            refused,
-            error,
-            fatal,
-        } = failed
-        else {
-            return;
-        };
+    fn transaction_failed(
+        &mut self,
+        p: &mut Publishing,
+        refused: Vec<(i64, String)>,
+        error: Option<String>,
+        fatal: bool,
+    ) {
         for (id, why) in &refused {
             p.set_apart.insert(*id, why.clone());
         }
