@@ -128,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
         "latency_warmup_s": sizes.latency_warmup.as_secs(),
         "consumer_backlog": sizes.consumer_backlog, "consumer_batch_size": sizes.consumer_batch,
         "http_seconds": sizes.http_seconds, "synchronous_commit": "on",
-        "latency_run_database": format!("fresh scratch database holding {USERS_IN_USE} users in the read model (analyzed, as a database in use), relay and consumer running as in production, after a CHECKPOINT (the sections before wrote hundreds of thousands of rows)"),
+        "latency_run_database": format!("fresh scratch database holding {USERS_IN_USE} users in the read model (vacuumed and analyzed, as a database in use), relay and consumer running as in production, after a CHECKPOINT (the sections before wrote hundreds of thousands of rows)"),
         "producer": "idempotent, acks=all, lz4, the relay's default linger.ms (BENCH_LINGER_MS overrides); the relay's is also transactional",
         "sections": SECTIONS.iter().filter(|s| wanted(s)).collect::<Vec<_>>(),
     });
@@ -151,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut latencies = None;
     if wanted("relay") {
-        relay_drain(&db, &sample, &sizes, &mut report).await?;
+        relay_drain(&sample, &sizes, &mut report).await?;
     }
     if wanted("latency") {
         latencies = Some(latency(&sizes, &mut report).await?);
@@ -246,12 +246,7 @@ async fn main() -> anyhow::Result<()> {
 /// and the database's reading and recording with no Kafka; then the relay itself (the
 /// process's loop) draining the same backlog, what it wrote to the database per event,
 /// and every record read back to count duplicates.
-async fn relay_drain(
-    db: &platform::db::DbConfig,
-    sample: &Sample,
-    sizes: &Sizes,
-    report: &mut Value,
-) -> anyhow::Result<()> {
+async fn relay_drain(sample: &Sample, sizes: &Sizes, report: &mut Value) -> anyhow::Result<()> {
     let backlog = sizes.backlog;
     let producer = create_producer(&relay::producer_settings())?;
     // Each round measures the raw producer and then the relay, back to back, so both
@@ -268,25 +263,21 @@ async fn relay_drain(
         let raw = producer::raw_producer_per_s(&producer, &topic, sample, backlog as usize).await?;
         eprintln!("[bench] round {round}: raw producer {raw:.0}/s");
         if db_limit.is_none() {
-            fill_outbox(&db.connect().await?, backlog, &topic).await?;
-            let limit = db_limit::read_and_record_per_s(db, sizes.batch).await?;
+            let limit_db = backlog_db(backlog, &topic).await?;
+            let limit = db_limit::read_and_record_per_s(&limit_db, sizes.batch).await?;
+            drop_database(&limit_db).await?;
             eprintln!("[bench] read-and-record (no Kafka): {limit:.0}/s");
             db_limit = Some(limit);
         }
 
         // The real relay over the same backlog and broker, on a topic of its own.
         let topic = scratch_topic(3).await;
-        {
-            // Sessions of their own, closed before the first reading: a backend reports
-            // its table counters when it exits (when idle, only up to 10 s later), so
-            // these deletes and inserts are not counted as the relay's writes.
-            let filler = db.connect().await?;
-            filler.execute("DELETE FROM users.outbox", &[]).await?;
-            fill_outbox(&filler, backlog, &topic).await?;
-        }
-        let before = write_cost::read(db).await?;
-        let relay_rate = relay::drain_per_s(db, sizes.batch, backlog as usize).await?;
-        let cost = write_cost::per_event(before, write_cost::read(db).await?, backlog as usize);
+        let round_db = backlog_db(backlog, &topic).await?;
+        let before = write_cost::read(&round_db).await?;
+        let relay_rate = relay::drain_per_s(&round_db, sizes.batch, backlog as usize).await?;
+        let cost =
+            write_cost::per_event(before, write_cost::read(&round_db).await?, backlog as usize);
+        drop_database(&round_db).await?;
         let read_back = relay::duplicates(&topic, backlog as usize).await?;
         eprintln!(
             "[bench] round {round}: relay drain {relay_rate:.0}/s ({:.3} of raw); per published event {} WAL bytes, {} row versions; {} duplicates in Kafka",
@@ -341,17 +332,20 @@ const USERS_IN_USE: i64 = 50_000;
 /// and that no database in use pays. (The outbox is left as it is: never analyzed. Analyzed
 /// while empty, it gets plans that read it whole until autovacuum analyzes it again.)
 async fn in_use(db: &platform::db::DbConfig) -> anyhow::Result<()> {
-    db.connect()
-        .await?
+    let client = db.connect().await?;
+    client
         .batch_execute(&format!(
             "INSERT INTO consumer.user_directory (user_id, email, first_name, last_name, role, status, version)
              SELECT gen_random_uuid(), 'prior' || n || '@example.com', 'Prior', 'User', 'user', 'active', 1
              FROM generate_series(1, {USERS_IN_USE}) n;
              INSERT INTO consumer.processed_events (event_id, event_type, topic, partition, kafka_offset)
              SELECT gen_random_uuid(), 'UserRegistered', 'prior-events', 0, n
-             FROM generate_series(1, {USERS_IN_USE}) n;
-             ANALYZE consumer.user_directory, consumer.processed_events"
+             FROM generate_series(1, {USERS_IN_USE}) n"
         ))
+        .await?;
+    // As autovacuum keeps tables in use (else it would vacuum these rows during the run).
+    client
+        .batch_execute("VACUUM ANALYZE consumer.user_directory, consumer.processed_events")
         .await?;
     Ok(())
 }
@@ -545,6 +539,25 @@ async fn traced_drain(sizes: &Sizes, report: &mut Value) -> anyhow::Result<()> {
     report["relay"]["traced_to_untraced"] = json!(stats::round3(traced_rate / untraced_rate));
     report["relay"]["traced_spans_received"] = json!(otlp.spans().len());
     Ok(())
+}
+
+/// A fresh scratch database holding a backlog of `count` outbox rows for `topic`,
+/// vacuumed and analyzed as autovacuum keeps a table in use (else it would vacuum the
+/// new rows while they are measured). Written by a session of its own that hands its
+/// statistics over before it closes, so these inserts and the vacuum are not counted as
+/// the relay's writes.
+async fn backlog_db(count: i64, topic: &str) -> anyhow::Result<platform::db::DbConfig> {
+    let db = scratch_db().await;
+    let filler = db.connect().await?;
+    fill_outbox(&filler, count, topic).await?;
+    filler.batch_execute("VACUUM ANALYZE users.outbox").await?;
+    // Flushed when the session next goes idle, which the statement after it waits for.
+    filler
+        .batch_execute("SELECT pg_stat_force_next_flush()")
+        .await?;
+    filler.batch_execute("SELECT 1").await?;
+    drop(filler);
+    Ok(db)
 }
 
 /// Drops a scratch database (and with it the work autovacuum had left there).
