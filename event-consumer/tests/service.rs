@@ -215,12 +215,13 @@ async fn the_service_purges_processed_events_past_inbox_retention() {
     app.stop().await;
 }
 
-/// The real binary with the test's environment.
-fn start_binary(scratch: &Scratch, batch_size: &str) -> Child {
+/// The real binary with the test's environment (and `extra`).
+fn start_binary(scratch: &Scratch, batch_size: &str, extra: &[(&str, &str)]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_event-consumer"))
         .env("ENV", "development")
         .envs(scratch.env())
         .env("CONSUMER_BATCH_SIZE", batch_size)
+        .envs(extra.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -229,32 +230,49 @@ fn start_binary(scratch: &Scratch, batch_size: &str) -> Child {
 
 #[tokio::test]
 async fn killed_mid_batch_and_restarted_applies_every_event_exactly_once() {
+    killed_mid_backlog_and_restarted(3000, "25", &[1]).await;
+}
+
+/// Batches of 2,000 records over three partitions: each partition's records are settled
+/// in a lane of its own, whose transactions commit (and whose offsets are stored)
+/// independently of the others', so each kill finds the partitions at different points.
+#[tokio::test]
+async fn killed_while_partitions_settle_in_lanes_and_restarted_applies_every_event_exactly_once()
+{
+    killed_mid_backlog_and_restarted(30_000, "2000", &[5_000, 12_500, 20_000]).await;
+}
+
+/// A backlog of `n` registrations, applied by the binary (batches of `batch_size`) killed
+/// with SIGKILL once it applied each of `kills` (then started again), and a last process
+/// that applies the rest: each exactly once. Offsets go to Kafka every 100 ms here (not
+/// librdkafka's 5 s), so each restart resumes from what the process before it committed
+/// rather than from the start.
+async fn killed_mid_backlog_and_restarted(n: usize, batch_size: &str, kills: &[i64]) {
+    let env = [("KAFKA_PROPERTIES", "auto.commit.interval.ms=100")];
     let scratch = Scratch::new().await;
     let producer = producer();
-    let n = 3000;
     send_many(&producer, &scratch.topic, n).await;
 
-    let mut first = start_binary(&scratch, "25");
-    let started = eventually(SETTLE, || async {
-        scratch.count(WELCOME_NOTIFICATIONS).await > 0
-    })
-    .await;
-    first.kill().expect("SIGKILL");
-    first.wait().unwrap();
-    assert!(
-        started,
-        "the first process applied something before the kill"
-    );
-    let at_kill = scratch.count(WELCOME_NOTIFICATIONS).await;
-    assert!(at_kill < n as i64, "killed before the backlog was done");
+    for &kill_at in kills {
+        let mut process = start_binary(&scratch, batch_size, &env);
+        let reached = eventually(SETTLE, || async {
+            scratch.count(WELCOME_NOTIFICATIONS).await >= kill_at
+        })
+        .await;
+        process.kill().expect("SIGKILL");
+        process.wait().unwrap();
+        assert!(reached, "a process applied {kill_at} events before its kill");
+        let at_kill = scratch.count(WELCOME_NOTIFICATIONS).await;
+        assert!(at_kill < n as i64, "killed before the backlog was done");
+    }
 
-    let mut second = start_binary(&scratch, "25");
+    let mut last = start_binary(&scratch, batch_size, &env);
     let done = eventually(SETTLE, || async {
         scratch.count(WELCOME_NOTIFICATIONS).await == n as i64
     })
     .await;
-    let _ = second.kill();
-    let _ = second.wait();
-    assert!(done, "the restarted process applied the rest");
+    let _ = last.kill();
+    let _ = last.wait();
+    assert!(done, "the last process applied the rest");
     scratch.assert_each_applied_once(n as i64).await;
 }
