@@ -237,8 +237,7 @@ async fn killed_mid_batch_and_restarted_applies_every_event_exactly_once() {
 /// in a lane of its own, whose transactions commit (and whose offsets are stored)
 /// independently of the others', so each kill finds the partitions at different points.
 #[tokio::test]
-async fn killed_while_partitions_settle_in_lanes_and_restarted_applies_every_event_exactly_once()
-{
+async fn killed_while_partitions_settle_in_lanes_and_restarted_applies_every_event_exactly_once() {
     killed_mid_backlog_and_restarted(30_000, "2000", &[5_000, 12_500, 20_000]).await;
 }
 
@@ -261,7 +260,10 @@ async fn killed_mid_backlog_and_restarted(n: usize, batch_size: &str, kills: &[i
         .await;
         process.kill().expect("SIGKILL");
         process.wait().unwrap();
-        assert!(reached, "a process applied {kill_at} events before its kill");
+        assert!(
+            reached,
+            "a process applied {kill_at} events before its kill"
+        );
         let at_kill = scratch.count(WELCOME_NOTIFICATIONS).await;
         assert!(at_kill < n as i64, "killed before the backlog was done");
     }
